@@ -1,0 +1,93 @@
+"""JAX train step: `jax.grad` (input gradient) inside the loss that
+`jax.value_and_grad` differentiates over `stateless_call`."""
+
+import jax
+from keras.src import backend as keras_backend
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+from keras_gradreg import objective
+from keras_gradreg.backend.common import train_logs
+
+
+def _stateless_forward(model, trainable, non_trainable, x):
+    kwargs = {"training": True} if model._call_has_training_arg else {}
+    return model.stateless_call(
+        trainable, non_trainable, x, return_losses=True, **kwargs
+    )
+
+
+def train_step(model, state, data):
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    reg = model.regularizer
+    selection = objective.select_inputs(x, reg.inputs_to_regularize)
+    second_order = objective.needs_second_order(reg)
+    metrics_mapping = list(zip(model.metrics_variables, metrics_vars))
+
+    def loss_fn(trainable, non_trainable):
+        def summed_clean_loss(leaves, non_trainable):
+            y_pred, non_trainable, losses = _stateless_forward(
+                model, trainable, non_trainable, selection.rebuild(x, leaves)
+            )
+            clean_loss, summed = objective.clean_losses(
+                model, y, y_pred, sample_weight
+            )
+            return summed, (clean_loss, y_pred, non_trainable, losses)
+
+        gradients, (clean_loss, y_pred, non_trainable, losses) = jax.grad(
+            summed_clean_loss, has_aux=True
+        )(selection.leaves, non_trainable)
+        if not second_order:
+            gradients = [jax.lax.stop_gradient(g) for g in gradients]
+        # Forward passes run in sequence: the perturbed pass sees the state
+        # (dropout seeds, batch statistics) the clean pass left behind.
+        latest = {"non_trainable": non_trainable}
+
+        def perturbed_loss(deltas):
+            x_adv = objective.perturb_inputs(
+                x, selection, deltas, reg.input_range
+            )
+            y_adv, latest["non_trainable"], _ = _stateless_forward(
+                model, trainable, latest["non_trainable"], x_adv
+            )
+            return objective.compiled_loss(model, y, y_adv, sample_weight)
+
+        terms = objective.family_objective(
+            reg, clean_loss, gradients, sample_weight, perturbed_loss
+        )
+        total = terms.total + objective.regularization_losses(losses).astype(
+            terms.total.dtype
+        )
+        loss = total
+        if model.optimizer is not None:
+            mapping = list(zip(model.optimizer.variables, optimizer_vars))
+            with keras_backend.StatelessScope(state_mapping=mapping):
+                loss = model.optimizer.scale_loss(total)
+        return loss, (terms, total, y_pred, latest["non_trainable"])
+
+    with keras_backend.StatelessScope(state_mapping=metrics_mapping):
+        # The scope absorbs any metric update made by the compiled loss.
+        (_, (terms, total, y_pred, non_trainable)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True
+        )(trainable, non_trainable)
+    trainable, optimizer_vars = model.optimizer.stateless_apply(
+        optimizer_vars, grads, trainable
+    )
+
+    with keras_backend.StatelessScope(state_mapping=metrics_mapping) as scope:
+        logs = train_logs(model, terms, total, x, y, y_pred, sample_weight)
+    metrics_vars = [
+        _current(scope, v) for v in model.metrics_variables
+    ]
+    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def _current(scope, variable):
+    value = scope.get_current_value(variable)
+    return variable.value if value is None else value
+
+
+def value_and_input_gradient(fn, leaves):
+    """`(fn(leaves), d fn / d leaves)` for a scalar `fn` of a list of
+    arrays."""
+    return jax.value_and_grad(fn)(list(leaves))

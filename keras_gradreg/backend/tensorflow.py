@@ -1,0 +1,67 @@
+"""TensorFlow train step: nested `tf.GradientTape`s over one forward pass."""
+
+import contextlib
+
+import tensorflow as tf
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+from keras_gradreg import objective
+from keras_gradreg.backend.common import call_model, train_logs
+
+
+def train_step(model, data):
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    reg = model.regularizer
+    selection = objective.select_inputs(x, reg.inputs_to_regularize)
+    record_clean = objective.needs_clean_weight_gradient(reg)
+    second_order = objective.needs_second_order(reg)
+
+    with tf.GradientTape() as tape:
+        # The perturb form with alpha=0 needs the clean pass only for dL/dx.
+        skip = contextlib.nullcontext() if record_clean else tape.stop_recording()
+        with skip:
+            with tf.GradientTape(watch_accessed_variables=False) as input_tape:
+                input_tape.watch(selection.leaves)
+                y_pred = call_model(model, x)
+                clean_loss, summed = objective.clean_losses(
+                    model, y, y_pred, sample_weight
+                )
+            regularization = objective.regularization_losses(model.losses)
+            first_order_only = (
+                tape.stop_recording()
+                if record_clean and not second_order
+                else contextlib.nullcontext()
+            )
+            with first_order_only:
+                gradients = input_tape.gradient(summed, selection.leaves)
+            if not second_order:
+                gradients = [tf.stop_gradient(g) for g in gradients]
+
+        def perturbed_loss(deltas):
+            x_adv = objective.perturb_inputs(
+                x, selection, deltas, reg.input_range
+            )
+            y_adv = call_model(model, x_adv)
+            return objective.compiled_loss(model, y, y_adv, sample_weight)
+
+        terms = objective.family_objective(
+            reg, clean_loss, gradients, sample_weight, perturbed_loss
+        )
+        total = terms.total + tf.cast(regularization, terms.total.dtype)
+        loss = objective.scale_loss_for_distribution(total)
+        if model.optimizer is not None:
+            loss = model.optimizer.scale_loss(loss)
+
+    weights = model.trainable_weights
+    model.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+    return train_logs(model, terms, total, x, y, y_pred, sample_weight)
+
+
+def value_and_input_gradient(fn, leaves):
+    """`(fn(leaves), d fn / d leaves)` for a scalar `fn` of a list of
+    tensors."""
+    leaves = [tf.convert_to_tensor(t) for t in leaves]
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(leaves)
+        value = fn(leaves)
+    return value, tape.gradient(value, leaves)

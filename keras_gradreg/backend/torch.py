@@ -1,0 +1,66 @@
+"""PyTorch train step: `torch.autograd.grad(create_graph=True)` over one
+forward pass."""
+
+import torch
+from keras import ops
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+from keras_gradreg import objective
+from keras_gradreg.backend.common import call_model, train_logs
+
+
+def train_step(model, data):
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    reg = model.regularizer
+    selection = objective.select_inputs(x, reg.inputs_to_regularize)
+    leaves = [
+        ops.convert_to_tensor(t).detach().requires_grad_(True)
+        for t in selection.leaves
+    ]
+    selection = selection._replace(leaves=leaves)
+    x = selection.rebuild(x, leaves)
+    record_clean = objective.needs_clean_weight_gradient(reg)
+    second_order = objective.needs_second_order(reg)
+
+    model.zero_grad()
+    y_pred = call_model(model, x)
+    clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
+    regularization = objective.regularization_losses(model.losses)
+    gradients = torch.autograd.grad(
+        summed, leaves, create_graph=second_order, retain_graph=record_clean
+    )
+    if not second_order:
+        gradients = [g.detach() for g in gradients]
+    if not record_clean:
+        clean_loss = clean_loss.detach()
+        y_pred = torch.utils._pytree.tree_map(
+            lambda t: t.detach() if isinstance(t, torch.Tensor) else t, y_pred
+        )
+    constant = selection._replace(leaves=[t.detach() for t in leaves])
+
+    def perturbed_loss(deltas):
+        x_adv = objective.perturb_inputs(x, constant, deltas, reg.input_range)
+        y_adv = call_model(model, x_adv)
+        return objective.compiled_loss(model, y, y_adv, sample_weight)
+
+    terms = objective.family_objective(
+        reg, clean_loss, list(gradients), sample_weight, perturbed_loss
+    )
+    total = terms.total + regularization.to(terms.total.dtype)
+    loss = model.optimizer.scale_loss(total) if model.optimizer else total
+    weights = model.trainable_weights[:]
+    if weights and loss.requires_grad:
+        loss.backward()
+        with torch.no_grad():
+            model.optimizer.apply([v.value.grad for v in weights], weights)
+    return train_logs(model, terms, total.detach(), x, y, y_pred, sample_weight)
+
+
+def value_and_input_gradient(fn, leaves):
+    """`(fn(leaves), d fn / d leaves)` for a scalar `fn` of a list of
+    tensors."""
+    leaves = [torch.as_tensor(t).detach().requires_grad_(True) for t in leaves]
+    with torch.enable_grad():
+        value = fn(leaves)
+        gradients = torch.autograd.grad(value, leaves)
+    return value.detach(), [g.detach() for g in gradients]

@@ -1,0 +1,208 @@
+"""`GradRegModel`: a `keras.Model` trained with the unified gradient
+regularization family."""
+
+from __future__ import annotations
+
+import keras
+from keras.src.models.functional import Functional
+from keras.src.models.model import functional_init_arguments
+from keras.src.utils import python_utils
+
+from keras_gradreg import backend as _backend
+from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.regularizer import REGULARIZER_ARGUMENTS, GradientRegularizer
+
+_SUPPORTED_REDUCTIONS = ("sum_over_batch_size",)
+# The backend's trainer (TensorFlowTrainer, JAXTrainer, TorchTrainer).
+_BackendTrainer = keras.Model.__bases__[0]
+
+
+@keras_gradreg_export("keras_gradreg.GradRegModel")
+class GradRegModel(keras.Model):
+    """A Keras model trained on `mean_i max_{||r_i||_p <= sigma} L(x_i + r_i)`.
+
+    Use it exactly like `keras.Model`, functionally or by subclassing; the
+    regularizer arguments select the family member and its training form
+    (see `GradientRegularizer` for the mathematics). `fit` then minimizes
+    `alpha * L(x) + (1 - alpha) * L_adv` per example, where `L` is the
+    compiled loss, and `History` shows:
+
+    - `loss`: the mean objective that is minimized (plus any layer
+      regularization losses);
+    - `clean_loss`: the compiled loss on the clean inputs;
+    - `adv_loss`: the adversarial term `L_adv` of the form;
+    - `grad_norm`: the mean per-example `||dL/dx||_q` (q dual to `norm`);
+    - compiled metrics, computed on the clean inputs.
+
+    `evaluate` and `predict` are Keras's own: they see clean inputs only.
+
+    Args:
+        *args: for the functional API, `inputs` and `outputs`.
+        norm: the perturbation norm p: "linf", "l2", "l1" or a number >= 1
+            (default "l2"). It names the threat model, not the penalized
+            gradient norm.
+        sigma: the perturbation radius, >= 0 (default 0.1).
+        form: "penalty" (default), "perturb" or "finite_difference".
+        alpha: weight of the clean loss, in [0, 1) (default 0).
+        fd_step: the finite-difference step h (default 0.01).
+        input_range: optional `(low, high)` to which `x + r*` is clipped.
+        inputs_to_regularize: optional list of dict keys or list positions
+            of the inputs to differentiate (default: all floating inputs).
+        regularizer: a `GradientRegularizer` (or its config dict) instead of
+            the separate arguments above.
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Raises:
+        ValueError: on any invalid regularizer argument, naming it and the
+            value received.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> inputs = keras.Input((4,))
+        >>> outputs = keras.layers.Dense(3, activation="softmax")(inputs)
+        >>> model = GradRegModel(inputs, outputs, norm="linf", sigma=0.1)
+        >>> model.compile("adam", "sparse_categorical_crossentropy")
+        >>> x, y = np.random.rand(8, 4), np.random.randint(0, 3, 8)
+        >>> history = model.fit(x, y, epochs=1, verbose=0)
+        >>> sorted(k for k in history.history if k != "loss")
+        ['adv_loss', 'clean_loss', 'grad_norm']
+    """
+
+    def __new__(cls, *args, **kwargs):
+        if functional_init_arguments(args, kwargs) and not issubclass(cls, Functional):
+            if cls is not GradRegModel:
+                raise ValueError(
+                    f"{cls.__name__} subclasses GradRegModel and defines its own "
+                    "`call`; build functional models with "
+                    "`GradRegModel(inputs, outputs, ...)`. Received: "
+                    f"{cls.__name__}(inputs, outputs, ...)"
+                )
+            # Keras would turn GradRegModel itself into a Functional subclass
+            # (for good, breaking later subclassing): use a dedicated class.
+            cls = FunctionalGradRegModel
+        return super().__new__(cls, *args, **kwargs)
+
+    def __init__(
+        self,
+        *args,
+        norm=None,
+        sigma=None,
+        form=None,
+        alpha=None,
+        fd_step=None,
+        input_range=None,
+        inputs_to_regularize=None,
+        regularizer=None,
+        **kwargs,
+    ):
+        separate = {
+            "norm": norm,
+            "sigma": sigma,
+            "form": form,
+            "alpha": alpha,
+            "fd_step": fd_step,
+            "input_range": input_range,
+            "inputs_to_regularize": inputs_to_regularize,
+        }
+        separate = {k: v for k, v in separate.items() if v is not None}
+        if regularizer is not None and separate:
+            raise ValueError(
+                "Pass either `regularizer` or the separate arguments "
+                f"{list(REGULARIZER_ARGUMENTS)}, not both. Received: "
+                f"regularizer={regularizer!r} and {separate}"
+            )
+        if isinstance(self, Functional):
+            _BackendTrainer.__init__(self)
+            Functional.__init__(self, *args, **kwargs)
+        else:
+            super().__init__(*args, **kwargs)
+        self.regularizer = (
+            regularizer if regularizer is not None else GradientRegularizer(**separate)
+        )
+        self.clean_loss_tracker = keras.metrics.Mean(name="clean_loss")
+        self.adv_loss_tracker = keras.metrics.Mean(name="adv_loss")
+        self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
+
+    @property
+    def regularizer(self) -> GradientRegularizer:
+        """The family member and form; assign a new one to change it (the
+        compiled train step is rebuilt on the next `fit`)."""
+        return self._regularizer
+
+    @regularizer.setter
+    def regularizer(self, value):
+        if isinstance(value, dict):
+            value = GradientRegularizer.from_config(value)
+        if not isinstance(value, GradientRegularizer):
+            raise ValueError(
+                "`regularizer` must be a `keras_gradreg.GradientRegularizer` "
+                f"or its config dict. Received: regularizer={value!r}"
+            )
+        if getattr(self, "compiled", False):
+            _check_jit_compatible(value, self.jit_compile)
+        # Bypass Keras's attribute tracking: this is a plain config object.
+        object.__setattr__(self, "_regularizer", value)
+        if getattr(self, "train_function", None) is not None:
+            self.train_function = None  # rebuilt with the new regularizer
+
+    def make_train_function(self, force=False):
+        # Checked here rather than in `compile`, whose override would stop
+        # Keras from compiling loaded models from their saved config.
+        _check_loss_reductions(self.loss)
+        _check_jit_compatible(self.regularizer, self.jit_compile)
+        return super().make_train_function(force=force)
+
+    @property
+    def family_trackers(self):
+        """The `Mean` metrics behind `clean_loss`, `adv_loss` and
+        `grad_norm` (training only)."""
+        return (self.clean_loss_tracker, self.adv_loss_tracker, self.grad_norm_tracker)
+
+    def train_step(self, *args):
+        return _backend.train_step(self, *args)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        # `evaluate` sees clean inputs only: leave out the training terms.
+        logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        for tracker in self.family_trackers:
+            logs.pop(tracker.name, None)
+        return logs
+
+    @python_utils.default
+    def get_config(self):
+        config = super().get_config()
+        config.pop("regularizer", None)
+        config.update(self.regularizer.get_config())
+        return config
+
+
+@keras_gradreg_export("keras_gradreg.FunctionalGradRegModel")
+class FunctionalGradRegModel(GradRegModel, Functional):
+    """The class of `GradRegModel(inputs, outputs, ...)`: a functional
+    GradRegModel. Build it through `GradRegModel`."""
+
+
+def _check_jit_compatible(regularizer, jit_compile):
+    if (
+        keras.backend.backend() == "torch"
+        and jit_compile is True
+        and regularizer.active
+        and regularizer.form == "penalty"
+    ):
+        raise ValueError(
+            "The penalty form differentiates twice, which torch.compile "
+            "cannot do. Use `jit_compile=False` in `compile()`, or "
+            "form='finite_difference' (first derivatives only). Received: "
+            "jit_compile=True, form='penalty' on the torch backend."
+        )
+
+
+def _check_loss_reductions(loss):
+    for item in keras.tree.flatten(loss):
+        reduction = getattr(item, "reduction", "sum_over_batch_size")
+        if isinstance(item, keras.losses.Loss) and reduction not in _SUPPORTED_REDUCTIONS:
+            raise ValueError(
+                "GradRegModel defines its penalty per example and needs losses "
+                "with Keras's default reduction 'sum_over_batch_size'. "
+                f"Received: loss={item!r} with reduction={reduction!r}"
+            )

@@ -1,0 +1,234 @@
+"""The family's training objective, written once in `keras.ops`.
+
+The per-backend train steps in `keras_gradreg.backend` own differentiation
+(tapes, `jax.grad`, `torch.autograd.grad`); everything they share lives here:
+which inputs are differentiated, the compiled loss, and how the clean loss,
+the input gradient and the perturbed loss combine into the objective.
+
+Losses follow Keras's default reduction, "sum_over_batch_size": a batch's
+loss is `(1/B) sum_i w_i L_i`. The input gradient of one example is taken
+from `B` times the *unweighted* batch loss, `sum_i L_i`, so that
+`g_i = dL_i/dx_i` exactly (the gradient of the batch mean would be 1/B too
+small), and the penalty is the per-example weighted mean
+`(1/B) sum_i w_i ||g_i||_q`, consistent with the loss.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import keras
+from keras import ops
+
+from keras_gradreg.norms import per_example_norm, worst_case_perturbation
+from keras_gradreg.regularizer import GradientRegularizer
+
+try:  # Keras's replica scaling under tf.distribute (no-op elsewhere).
+    from keras.src.losses.loss import (
+        scale_loss_for_distribution,
+        unscale_loss_for_distribution,
+    )
+except ImportError:  # pragma: no cover - older or newer Keras layouts
+
+    def scale_loss_for_distribution(value):
+        return value
+
+    def unscale_loss_for_distribution(value):
+        return value
+
+
+class InputSelection(NamedTuple):
+    """The differentiable leaves of a model's input and how to put them
+    back."""
+
+    leaves: list
+    positions: list  # keys (dict inputs) or indices (list inputs); [None] for a tensor
+
+    def rebuild(self, x, new_leaves):
+        """Returns `x` with the selected leaves replaced by `new_leaves`."""
+        if self.positions == [None]:
+            return new_leaves[0]
+        if isinstance(x, dict):
+            out = dict(x)
+        else:
+            out = list(x)
+        for position, leaf in zip(self.positions, new_leaves):
+            out[position] = leaf
+        return out if isinstance(x, (dict, list)) else tuple(out)
+
+
+def _is_float(tensor) -> bool:
+    return keras.backend.is_float_dtype(keras.backend.standardize_dtype(tensor.dtype))
+
+
+def select_inputs(x, inputs_to_regularize=None) -> InputSelection:
+    """Chooses the inputs whose gradient the family penalizes.
+
+    By default every floating-point input (integer inputs such as token ids
+    are skipped); `inputs_to_regularize` lists dict keys or list positions.
+
+    Raises:
+        ValueError: if a named input does not exist or is not floating-point,
+            or if no input is differentiable.
+    """
+    if isinstance(x, dict):
+        candidates = list(x.items())
+    elif isinstance(x, (list, tuple)):
+        candidates = list(enumerate(x))
+    else:
+        candidates = [(None, x)]
+    if inputs_to_regularize is None:
+        chosen = [(k, t) for k, t in candidates if t is not None and _is_float(t)]
+    else:
+        # A single tensor input is position 0.
+        available = {0 if k is None else k: (k, t) for k, t in candidates}
+        chosen = []
+        for key in inputs_to_regularize:
+            if key not in available:
+                raise ValueError(
+                    "Argument `inputs_to_regularize` names an input the model "
+                    f"does not receive. Available: {list(available)}. "
+                    f"Received: inputs_to_regularize={list(inputs_to_regularize)}"
+                )
+            position, tensor = available[key]
+            if not _is_float(tensor):
+                raise ValueError(
+                    f"Input {key!r} has dtype {tensor.dtype}; only "
+                    "floating-point inputs can be differentiated. Received: "
+                    f"inputs_to_regularize={list(inputs_to_regularize)}"
+                )
+            chosen.append((position, tensor))
+    if not chosen:
+        raise ValueError(
+            "GradRegModel found no floating-point input to differentiate: the "
+            "gradient penalty needs at least one. Cast continuous inputs to "
+            "float, or name them with `inputs_to_regularize`. Received input "
+            f"dtypes: {[str(t.dtype) for _, t in candidates if t is not None]}"
+        )
+    return InputSelection([t for _, t in chosen], [k for k, _ in chosen])
+
+
+def batch_size(x):
+    """The (dynamic) number of examples in `x`, as a float32 scalar."""
+    first = next(t for t in keras.tree.flatten(x) if t is not None)
+    return ops.cast(ops.shape(first)[0], "float32")
+
+
+def compiled_loss(model, y, y_pred, sample_weight):
+    """The model's compiled loss, undoing tf.distribute's replica scaling so
+    that every term of the objective is a per-replica batch mean."""
+    return unscale_loss_for_distribution(
+        model._compile_loss(y, y_pred, sample_weight)
+    )
+
+
+def clean_losses(model, y, y_pred, sample_weight):
+    """Returns `(weighted, summed)`: the batch loss with sample weights, and
+    `sum_i L_i` without them, whose input gradient is each example's own
+    dL_i/dx_i."""
+    unweighted = compiled_loss(model, y, y_pred, None)
+    weighted = (
+        unweighted
+        if sample_weight is None
+        else compiled_loss(model, y, y_pred, sample_weight)
+    )
+    summed = unweighted * ops.cast(batch_size(y_pred), unweighted.dtype)
+    return weighted, summed
+
+
+def weighted_batch_mean(values, sample_weight):
+    """`(1/B) sum_i w_i v_i`, Keras's "sum_over_batch_size" reduction."""
+    if sample_weight is None:
+        return ops.mean(values)
+    if keras.tree.is_nested(sample_weight):
+        raise ValueError(
+            "The penalty form weights each example's penalty by its sample "
+            "weight and needs one weight per example; per-output sample "
+            "weights are not supported. Received: sample_weight with "
+            f"structure {keras.tree.map_structure(lambda _: '*', sample_weight)}"
+        )
+    weights = ops.reshape(ops.cast(sample_weight, values.dtype), (-1,))
+    return ops.mean(weights * values)
+
+
+def regularization_losses(losses):
+    """Sum of layer/weight regularization losses (0.0 when there are none)."""
+    losses = [ops.cast(loss, "float32") for loss in losses]
+    return ops.sum(ops.stack(losses)) if losses else ops.zeros((), "float32")
+
+
+def perturb_inputs(x, selection, deltas, input_range):
+    """Returns `x` with `clip(leaf + delta)` for each selected leaf."""
+    moved = [leaf + delta for leaf, delta in zip(selection.leaves, deltas)]
+    if input_range is not None:
+        low, high = input_range
+        moved = [ops.clip(leaf, low, high) for leaf in moved]
+    return selection.rebuild(x, moved)
+
+
+class Terms(NamedTuple):
+    """The parts of one batch's objective (all per-replica batch means)."""
+
+    total: object  # what the optimizer minimizes (before regularization losses)
+    clean_loss: object
+    adv_loss: object
+    grad_norm: object  # mean_i ||g_i||_q
+
+
+def family_objective(
+    regularizer: GradientRegularizer,
+    clean_loss,
+    gradients,
+    sample_weight,
+    perturbed_loss: Callable,
+) -> Terms:
+    """Combines the clean loss and the input gradient into the objective.
+
+    Args:
+        regularizer: the family member and form.
+        clean_loss: the weighted clean batch loss `(1/B) sum_i w_i L(x_i)`.
+        gradients: list of per-example input gradients `dL_i/dx_i`;
+            differentiable with respect to the weights for the penalty form.
+        sample_weight: per-example weights or None.
+        perturbed_loss: `delta -> (1/B) sum_i w_i L(clip(x_i + delta_i))`,
+            one more forward pass (perturb and finite-difference forms).
+
+    Returns:
+        `Terms(total, clean_loss, adv_loss, grad_norm)`.
+    """
+    reg = regularizer
+    norms = per_example_norm(gradients, reg.dual_order)
+    grad_norm = ops.mean(ops.stop_gradient(norms))
+    if not reg.active:
+        return Terms(clean_loss, clean_loss, clean_loss, grad_norm)
+    if reg.form == "penalty":
+        penalty = reg.sigma * weighted_batch_mean(norms, sample_weight)
+        adv_loss = clean_loss + penalty
+        total = clean_loss + (1.0 - reg.alpha) * penalty
+    elif reg.form == "perturb":
+        adv_loss = perturbed_loss(
+            worst_case_perturbation(gradients, reg.norm, reg.sigma)
+        )
+        total = adv_loss
+        if reg.alpha > 0.0:
+            total = reg.alpha * clean_loss + (1.0 - reg.alpha) * adv_loss
+    else:  # finite_difference: h * d = r* of radius h.
+        h = reg.fd_step
+        stepped = perturbed_loss(worst_case_perturbation(gradients, reg.norm, h))
+        penalty = (reg.sigma / h) * (stepped - clean_loss)
+        adv_loss = clean_loss + penalty
+        total = clean_loss + (1.0 - reg.alpha) * penalty
+    return Terms(total, clean_loss, adv_loss, grad_norm)
+
+
+def needs_clean_weight_gradient(regularizer: GradientRegularizer) -> bool:
+    """False only for the perturb form with alpha = 0, whose objective does
+    not contain the clean loss: its clean pass then need not be recorded for
+    the weight gradient."""
+    reg = regularizer
+    return not (reg.active and reg.form == "perturb" and reg.alpha == 0.0)
+
+
+def needs_second_order(regularizer: GradientRegularizer) -> bool:
+    """True for the penalty form, which backpropagates through dL/dx."""
+    return regularizer.active and regularizer.form == "penalty"

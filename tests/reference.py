@@ -1,0 +1,89 @@
+"""An independent NumPy float64 implementation of the family's objective for
+a one-hidden-layer tanh network with a softmax cross-entropy loss, used to
+pin the library's gradients. Nothing here imports keras_gradreg."""
+
+import numpy as np
+
+
+def forward(params, x):
+    w1, b1, w2, b2 = params
+    h = np.tanh(x @ w1 + b1)
+    return h, h @ w2 + b2
+
+
+def example_losses(params, x, y):
+    _, z = forward(params, x)
+    m = z.max(axis=1, keepdims=True)
+    log_z = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+    return log_z - z[np.arange(len(y)), y]
+
+
+def input_gradients(params, x, y):
+    """Closed-form dL_i/dx_i."""
+    w1, _, w2, _ = params
+    h, z = forward(params, x)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1.0
+    return ((p @ w2.T) * (1.0 - h**2)) @ w1.T
+
+
+def dual(p):
+    if p == np.inf:
+        return 1.0
+    if p == 1.0:
+        return np.inf
+    return p / (p - 1.0)
+
+
+def worst_case(g, p, sigma):
+    """Argmax of g . r over ||r||_p <= sigma, per row (no ties assumed)."""
+    if p == np.inf:
+        return sigma * np.sign(g)
+    if p == 1.0:
+        r = np.zeros_like(g)
+        idx = np.abs(g).argmax(axis=1)
+        r[np.arange(len(g)), idx] = sigma * np.sign(g[np.arange(len(g)), idx])
+        return r
+    q = dual(p)
+    nq = np.linalg.norm(g, ord=q, axis=1, keepdims=True)
+    return sigma * np.sign(g) * np.abs(g) ** (q - 1) / nq ** (q - 1)
+
+
+def objective(params, x, y, w, *, p, sigma, form, alpha, h=0.01, fixed=None, clip=None):
+    """The batch objective (1/B) sum_i w_i [alpha L_i + (1-alpha) L_adv_i].
+
+    `fixed` holds the perturbation computed at the point where the gradient
+    is taken: the perturb and finite-difference forms treat it as constant.
+    """
+    clean = example_losses(params, x, y)
+    if form == "penalty":
+        g = input_gradients(params, x, y)
+        adv = clean + sigma * np.linalg.norm(g, ord=dual(p), axis=1)
+    elif form == "perturb":
+        x_adv = x + fixed
+        if clip is not None:
+            x_adv = np.clip(x_adv, *clip)
+        adv = example_losses(params, x_adv, y)
+    else:
+        adv = clean + sigma / h * (example_losses(params, x + fixed, y) - clean)
+    return np.mean(w * (alpha * clean + (1 - alpha) * adv))
+
+
+def fixed_perturbation(params, x, y, *, p, sigma, form, h=0.01):
+    g = input_gradients(params, x, y)
+    return worst_case(g, p, h if form == "finite_difference" else sigma)
+
+
+def finite_difference_gradient(fn, params, step=1e-6):
+    grads = []
+    for i, value in enumerate(params):
+        grad = np.zeros_like(value)
+        for j in np.ndindex(value.shape):
+            shifted = [v.copy() for v in params]
+            shifted[i][j] = value[j] + step
+            up = fn(shifted)
+            shifted[i][j] = value[j] - step
+            grad[j] = (up - fn(shifted)) / (2 * step)
+        grads.append(grad)
+    return grads

@@ -1,0 +1,264 @@
+"""GradRegModel behaviour: History, sigma=0, g=0, jit, inputs, arguments."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_gradreg as kg
+from tests.conftest import BACKEND
+
+FORMS = ("penalty", "perturb", "finite_difference")
+
+
+def mlp(dropout=0.0, first_kernel="glorot_uniform", **regularizer):
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(16, activation="relu", kernel_initializer=first_kernel)(inputs)
+    if dropout:
+        h = keras.layers.Dropout(dropout)(h)
+    outputs = keras.layers.Dense(3, activation="softmax")(h)
+    if regularizer.pop("plain", False):
+        return keras.Model(inputs, outputs)
+    return kg.GradRegModel(inputs, outputs, **regularizer)
+
+
+def compile_(model, lr=0.01, **kwargs):
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        **kwargs,
+    )
+    return model
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_history_holds_epoch_means_of_objective_and_parts(classification_data, form):
+    x, y = classification_data
+    model = compile_(mlp(norm="l2", sigma=0.5, form=form, alpha=0.25), lr=0.0)
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+    assert set(history) == {"loss", "clean_loss", "adv_loss", "grad_norm", "accuracy"}
+    # With a zero learning rate the weights never move, so each epoch mean of
+    # the clean loss is the dataset's clean loss.
+    clean, accuracy = model.evaluate(x, y, batch_size=48, verbose=0)
+    np.testing.assert_allclose(history["clean_loss"], [clean] * 2, rtol=1e-5)
+    np.testing.assert_allclose(history["accuracy"], [accuracy] * 2, rtol=1e-6)
+    loss = np.array(history["loss"])
+    assert np.all(loss > 0.0)
+    expected = 0.25 * np.array(history["clean_loss"]) + 0.75 * np.array(history["adv_loss"])
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert np.all(np.array(history["adv_loss"]) > np.array(history["clean_loss"]))
+    assert np.all(np.array(history["grad_norm"]) > 0.0)
+
+
+def test_grad_norm_is_the_mean_per_example_norm_whatever_the_batch(classification_data):
+    x, y = classification_data
+    logged = []
+    for batch_size in (1, 7, 48):
+        keras.utils.set_random_seed(3)
+        model = compile_(mlp(norm="linf", sigma=0.1), lr=0.0)
+        logged.append(model.fit(x, y, batch_size=batch_size, verbose=0).history["grad_norm"][0])
+    np.testing.assert_allclose(logged, [logged[0]] * 3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_sigma_zero_trains_exactly_like_a_plain_keras_model(classification_data, form):
+    x, y = classification_data
+    weights = []
+    for plain in (True, False):
+        keras.utils.set_random_seed(11)
+        model = compile_(mlp(dropout=0.3, plain=plain, sigma=0.0, form=form), lr=0.1)
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, shuffle=True)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1", 3.0])
+@pytest.mark.parametrize("form", FORMS)
+def test_zero_input_gradient_gives_no_nan(classification_data, norm, form):
+    """A zero first-layer kernel makes dL/dx exactly 0: the L2 norm's
+    derivative and every division by ||g|| must stay finite."""
+    x, y = classification_data
+    model = compile_(mlp(first_kernel="zeros", norm=norm, sigma=0.3, form=form), lr=0.1)
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert history["grad_norm"][0] == 0.0
+    assert all(np.isfinite(v[0]) for v in history.values())
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_sample_weight_zero_removes_examples(classification_data, form):
+    """Examples with weight 0 contribute nothing to the weight update."""
+    x, y = classification_data
+    keep = np.arange(len(x)) % 2 == 0
+    updates = []
+    for xs, ys, sw in ((x, y, keep.astype("float32")), (x[keep], y[keep], None)):
+        keras.utils.set_random_seed(5)
+        model = compile_(mlp(norm="l2", sigma=0.3, form=form), lr=1.0)
+        before = model.get_weights()
+        model.train_on_batch(xs, ys, sample_weight=sw)
+        updates.append([b - a for b, a in zip(before, model.get_weights())])
+    # The weighted batch mean divides by all 48 examples, the subset by 24.
+    for a, b in zip(*updates):
+        np.testing.assert_allclose(2.0 * a, b, rtol=2e-4, atol=1e-6)
+
+
+def test_class_weight_weights_the_objective(classification_data):
+    x, y = classification_data
+    model = compile_(mlp(norm="l2", sigma=0.3), lr=0.0)
+    plain = model.fit(x, y, batch_size=48, verbose=0).history
+    weighted = model.fit(x, y, batch_size=48, verbose=0, class_weight={0: 0.0, 1: 0.0, 2: 0.0}).history
+    assert plain["loss"][0] > 0.0
+    assert weighted["loss"][0] == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="torch.compile cannot differentiate twice")
+@pytest.mark.parametrize("form", FORMS)
+def test_jit_compile_true_matches_eager(classification_data, form):
+    x, y = classification_data
+    weights = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(2)
+        model = compile_(mlp(norm="l2", sigma=0.3, form=form), lr=0.1, jit_compile=jit)
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+        assert model.jit_compile is jit
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch only")
+def test_torch_jit_with_penalty_names_the_alternatives(classification_data):
+    x, y = classification_data
+    model = compile_(mlp(norm="l2", sigma=0.3), jit_compile=True)
+    with pytest.raises(ValueError, match="jit_compile=False.*finite_difference"):
+        model.fit(x, y, verbose=0)
+    compile_(model, jit_compile=False)
+    model.fit(x, y, verbose=0)
+    model.regularizer = model.regularizer.replace(form="finite_difference")
+    compile_(model, jit_compile=True)
+    model.fit(x, y, verbose=0)  # first derivatives only: allowed
+    with pytest.raises(ValueError, match="torch.compile"):
+        model.regularizer = model.regularizer.replace(form="penalty")
+
+
+def test_regularizer_can_be_changed_after_fit(classification_data):
+    x, y = classification_data
+    model = compile_(mlp(norm="l2", sigma=0.0), lr=0.0)
+    first = model.fit(x, y, batch_size=48, verbose=0).history
+    assert first["adv_loss"] == first["clean_loss"]
+    model.regularizer = model.regularizer.replace(sigma=1.0, norm="linf")
+    second = model.fit(x, y, batch_size=48, verbose=0).history
+    assert second["adv_loss"][0] > second["clean_loss"][0] + 1e-3
+    model.regularizer = {"norm": "l1", "sigma": 0.2, "form": "perturb"}
+    assert model.regularizer == kg.GradientRegularizer(norm="l1", sigma=0.2, form="perturb")
+
+
+def _two_input_model(**regularizer):
+    image = keras.Input((5,), name="image")
+    tokens = keras.Input((3,), dtype="int32", name="tokens")
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(10, 2)(tokens))
+    h = keras.layers.Concatenate()([keras.layers.Dense(4)(image), embedded])
+    outputs = keras.layers.Dense(3, activation="softmax")(h)
+    return kg.GradRegModel({"image": image, "tokens": tokens}, outputs, **regularizer)
+
+
+def _two_inputs(n=16):
+    rng = np.random.default_rng(1)
+    return (
+        {"image": rng.random((n, 5)).astype("float32"), "tokens": rng.integers(0, 10, (n, 3)).astype("int32")},
+        rng.integers(0, 3, n),
+    )
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_dict_inputs_skip_integer_tokens(form):
+    x, y = _two_inputs()
+    model = compile_(_two_input_model(norm="linf", sigma=0.1, form=form))
+    history = model.fit(x, y, batch_size=8, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and history["grad_norm"][0] > 0
+
+
+def test_joint_gradient_over_several_float_inputs():
+    """With two float inputs the penalized norm is taken jointly: the linf
+    member's ||g||_1 is the sum over both inputs."""
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Concatenate()([a, b]))
+    rng = np.random.default_rng(0)
+    x = {"a": rng.random((8, 3)).astype("float32"), "b": rng.random((8, 2)).astype("float32")}
+    y = rng.integers(0, 3, 8)
+    logged = {}
+    for names in (None, ["a"], ["b"]):
+        model = kg.GradRegModel({"a": a, "b": b}, outputs, norm="linf", sigma=0.1, inputs_to_regularize=names)
+        compile_(model, lr=0.0)
+        logged[str(names)] = model.fit(x, y, batch_size=8, verbose=0).history["grad_norm"][0]
+    assert logged["None"] == pytest.approx(logged["['a']"] + logged["['b']"], rel=1e-5)
+
+
+def test_no_differentiable_input_is_a_clear_error():
+    tokens = keras.Input((3,), dtype="int32")
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(keras.layers.Embedding(10, 2)(tokens)))
+    model = compile_(kg.GradRegModel(tokens, outputs, sigma=0.1))
+    with pytest.raises(ValueError, match="no floating-point input"):
+        model.fit(np.zeros((4, 3), "int32"), np.zeros(4), verbose=0)
+
+
+def test_unknown_input_name_is_a_clear_error():
+    x, y = _two_inputs()
+    model = compile_(_two_input_model(sigma=0.1, inputs_to_regularize=["pixels"]))
+    with pytest.raises(ValueError, match="inputs_to_regularize"):
+        model.fit(x, y, verbose=0)
+
+
+class Subclassed(kg.GradRegModel):
+    def __init__(self, units=8, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.hidden = keras.layers.Dense(units, activation="tanh")
+        self.out = keras.layers.Dense(3, activation="softmax")
+
+    def call(self, x, training=False):
+        return self.out(self.hidden(x))
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_subclassed_model_trains(classification_data, form):
+    x, y = classification_data
+    model = compile_(Subclassed(units=4, norm="l1", sigma=0.2, form=form))
+    history = model.fit(x, y, batch_size=16, verbose=0).history
+    assert history["adv_loss"][0] > history["clean_loss"][0]
+
+
+BAD_ARGUMENTS = [
+    ({"norm": "l3"}, "norm='l3'"),
+    ({"norm": 0.5}, "norm=0.5"),
+    ({"norm": None, "regularizer": {"norm": [2]}}, r"norm=\[2\]"),
+    ({"sigma": -0.1}, "sigma=-0.1"),
+    ({"sigma": float("nan")}, "sigma=nan"),
+    ({"alpha": 1.0}, "alpha=1.0"),
+    ({"alpha": -0.2}, "alpha=-0.2"),
+    ({"form": "adversarial"}, "form='adversarial'"),
+    ({"fd_step": 0.0}, "fd_step=0.0"),
+    ({"fd_step": -1e-3}, "fd_step=-0.001"),
+    ({"input_range": (1.0, 0.0)}, r"input_range=\(1.0, 0.0\)"),
+    ({"input_range": (0.0,)}, r"input_range=\(0.0,\)"),
+    ({"input_range": (0.0, math.inf)}, r"input_range=\(0.0, inf\)"),
+    ({"inputs_to_regularize": []}, r"inputs_to_regularize=\(\)"),
+    ({"sigma": 0.1, "regularizer": kg.GradientRegularizer()}, "not both"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", BAD_ARGUMENTS)
+def test_bad_arguments_name_the_argument_and_value(kwargs, message):
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    with pytest.raises(ValueError, match=message):
+        mlp(**kwargs)
+
+
+def test_loss_with_unsupported_reduction_is_rejected(classification_data):
+    model = mlp(sigma=0.1)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(reduction="sum"))
+    with pytest.raises(ValueError, match="reduction='sum'"):
+        model.fit(*classification_data, verbose=0)
