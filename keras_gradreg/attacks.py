@@ -85,7 +85,9 @@ def fgm(
     """
     norm = canonical_norm(norm)
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"Argument `eps` must be a finite number >= 0. Received: eps={eps!r}")
+        raise ValueError(
+            f"Argument `eps` must be a finite number >= 0. Received: eps={eps!r}"
+        )
     x = np.asarray(x, dtype="float32")
     y = np.asarray(y)
     if len(x) != len(y):
@@ -98,7 +100,7 @@ def fgm(
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         _, (g,) = _backend.value_and_input_gradient(
-            lambda leaves: summed(leaves[0], yb), [xb]
+            lambda leaves, yb=yb: summed(leaves[0], yb), [xb]
         )
         x_adv = xb + ops.convert_to_numpy(worst_case_perturbation(g, norm, eps))
         if input_range is not None:
@@ -130,7 +132,13 @@ def fgsm_accuracy(
         The fraction of adversarial examples still classified correctly.
     """
     x_adv = fgm(
-        model, x, y, norm, eps, loss=loss, input_range=input_range,
+        model,
+        x,
+        y,
+        norm,
+        eps,
+        loss=loss,
+        input_range=input_range,
         batch_size=batch_size,
     )
     return classification_accuracy(model, x_adv, y, batch_size=batch_size)

@@ -54,7 +54,7 @@ def _mnist_like(filename, keras_loader, data_dir):
             raise _download_error(filename, data_dir, error) from error
         arrays = [xa, ya, xb, yb]
     x_train, y_train, x_test, y_test = arrays
-    scale = lambda x: (x.astype("float32") / 255.0)  # noqa: E731
+    scale = lambda x: x.astype("float32") / 255.0  # noqa: E731
     return (scale(x_train), y_train.astype("int32")), (
         scale(x_test),
         y_test.astype("int32"),

@@ -200,7 +200,10 @@ def _check_jit_compatible(regularizer, jit_compile):
 def _check_loss_reductions(loss):
     for item in keras.tree.flatten(loss):
         reduction = getattr(item, "reduction", "sum_over_batch_size")
-        if isinstance(item, keras.losses.Loss) and reduction not in _SUPPORTED_REDUCTIONS:
+        if (
+            isinstance(item, keras.losses.Loss)
+            and reduction not in _SUPPORTED_REDUCTIONS
+        ):
             raise ValueError(
                 "GradRegModel defines its penalty per example and needs losses "
                 "with Keras's default reduction 'sum_over_batch_size'. "

@@ -22,7 +22,7 @@ r* = sigma * sign(g)), `l2` (q = 2, r* = sigma * g / ||g||_2) and `l1`
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import Union
 
 from keras import ops
 
@@ -149,9 +149,7 @@ def _safe_pow_norm(leaves, q: float, scale):
     """
     nonzero = scale > 0
     safe_scale = ops.where(nonzero, scale, ops.ones_like(scale))
-    total = _joint_sum(
-        [(ops.abs(t) / _per_row(safe_scale, t)) ** q for t in leaves]
-    )
+    total = _joint_sum([(ops.abs(t) / _per_row(safe_scale, t)) ** q for t in leaves])
     safe_total = ops.where(nonzero, total, ops.ones_like(total))
     root = ops.where(nonzero, safe_total ** (1.0 / q), ops.zeros_like(total))
     return root * scale
@@ -227,9 +225,7 @@ def worst_case_perturbation(gradients, norm: Norm, sigma: float):
         top = _joint_max_abs(leaves)
         masks = [
             ops.cast(
-                ops.logical_and(
-                    ops.abs(t) == _per_row(top, t), _per_row(top, t) > 0
-                ),
+                ops.logical_and(ops.abs(t) == _per_row(top, t), _per_row(top, t) > 0),
                 t.dtype,
             )
             for t in leaves
@@ -247,8 +243,7 @@ def worst_case_perturbation(gradients, norm: Norm, sigma: float):
         denom = _safe_pow_norm(units, q, ops.ones_like(scale)) ** (q - 1.0)
         denom = ops.where(denom > 0, denom, ops.ones_like(denom))
         directions = [
-            ops.sign(u) * ops.abs(u) ** (q - 1.0) / _per_row(denom, u)
-            for u in units
+            ops.sign(u) * ops.abs(u) ** (q - 1.0) / _per_row(denom, u) for u in units
         ]
     radius = [ops.cast(sigma, t.dtype) * d for t, d in zip(leaves, directions)]
     return radius if isinstance(gradients, (list, tuple)) else radius[0]

@@ -117,9 +117,7 @@ def batch_size(x):
 def compiled_loss(model, y, y_pred, sample_weight):
     """The model's compiled loss, undoing tf.distribute's replica scaling so
     that every term of the objective is a per-replica batch mean."""
-    return unscale_loss_for_distribution(
-        model._compile_loss(y, y_pred, sample_weight)
-    )
+    return unscale_loss_for_distribution(model._compile_loss(y, y_pred, sample_weight))
 
 
 def clean_losses(model, y, y_pred, sample_weight):

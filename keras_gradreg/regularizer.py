@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.norms import Norm, canonical_norm, dual_exponent
@@ -97,8 +97,8 @@ class GradientRegularizer:
     form: str = "penalty"
     alpha: float = 0.0
     fd_step: float = 0.01
-    input_range: Optional[Tuple[float, float]] = None
-    inputs_to_regularize: Optional[Tuple[Union[str, int], ...]] = None
+    input_range: Optional[tuple[float, float]] = None
+    inputs_to_regularize: Optional[tuple[Union[str, int], ...]] = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -106,8 +106,7 @@ class GradientRegularizer:
         set_(self, "sigma", _check_number("sigma", self.sigma, low=0.0))
         if self.form not in FORMS:
             raise ValueError(
-                f"Argument `form` must be one of {FORMS}. "
-                f"Received: form={self.form!r}"
+                f"Argument `form` must be one of {FORMS}. Received: form={self.form!r}"
             )
         set_(self, "alpha", _check_number("alpha", self.alpha, low=0.0, high=1.0))
         set_(
@@ -133,7 +132,7 @@ class GradientRegularizer:
         Keras."""
         return self.sigma > 0.0
 
-    def replace(self, **changes) -> "GradientRegularizer":
+    def replace(self, **changes) -> GradientRegularizer:
         """Returns a copy with `changes` applied (and validated)."""
         return dataclasses.replace(self, **changes)
 
@@ -146,7 +145,7 @@ class GradientRegularizer:
         return config
 
     @classmethod
-    def from_config(cls, config: dict) -> "GradientRegularizer":
+    def from_config(cls, config: dict) -> GradientRegularizer:
         return cls(**config)
 
 

@@ -33,7 +33,9 @@ def test_fgm_is_the_closed_form_worst_case(norm):
     y = rng.integers(0, 3, 20)
     g = _closed_form_gradient(w, b, x, y)
     eps = 0.1
-    expected = x + np.asarray(kg.worst_case_perturbation(g.astype("float32"), norm, eps))
+    expected = x + np.asarray(
+        kg.worst_case_perturbation(g.astype("float32"), norm, eps)
+    )
     got = kg.fgm(model, x, y, norm, eps, loss=LOSS, batch_size=7)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -46,7 +48,9 @@ def test_fgsm_stays_in_the_ball_and_range_and_raises_the_loss():
     x_adv = kg.fgm(model, x, y, "linf", 0.2, loss=LOSS)
     assert np.abs(x_adv - x).max() <= 0.2 + 1e-6
     assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
-    per_example = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    per_example = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=None
+    )
     before = keras.ops.convert_to_numpy(per_example(y, model.predict(x, verbose=0)))
     after = keras.ops.convert_to_numpy(per_example(y, model.predict(x_adv, verbose=0)))
     assert np.all(after >= before - 1e-6)
@@ -66,11 +70,20 @@ def test_fgsm_accuracy_uses_the_compiled_loss_and_drops_with_eps():
 
 @pytest.mark.parametrize(
     "kwargs,message",
-    [({"eps": -0.1}, "eps=-0.1"), ({"norm": "l7"}, "norm='l7'"), ({"y": np.zeros(3)}, "len\\(y\\)=3")],
+    [
+        ({"eps": -0.1}, "eps=-0.1"),
+        ({"norm": "l7"}, "norm='l7'"),
+        ({"y": np.zeros(3)}, "len\\(y\\)=3"),
+    ],
 )
 def test_bad_attack_arguments(kwargs, message):
     model, _, _ = _linear()
-    args = {"x": np.zeros((4, 5), "float32"), "y": np.zeros(4, "int32"), "norm": "linf", "eps": 0.1}
+    args = {
+        "x": np.zeros((4, 5), "float32"),
+        "y": np.zeros(4, "int32"),
+        "norm": "linf",
+        "eps": 0.1,
+    }
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         kg.fgm(model, args["x"], args["y"], args["norm"], args["eps"], loss=LOSS)

@@ -27,7 +27,9 @@ def test_functional_save_load_round_trip(tmp_path, classification_data, form):
     loaded = keras.saving.load_model(path)  # no custom_objects
     assert isinstance(loaded, kg.GradRegModel)
     assert loaded.regularizer == model.regularizer
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6
+    )
     # The loaded model keeps training with the same objective.
     history = loaded.fit(x, y, batch_size=16, verbose=0).history
     assert history["adv_loss"][0] > history["clean_loss"][0]
@@ -35,18 +37,33 @@ def test_functional_save_load_round_trip(tmp_path, classification_data, form):
 
 def test_subclassed_save_load_round_trip(tmp_path, classification_data):
     x, y = classification_data
-    model = compile_(SerializableNet(units=5, norm="l1", sigma=0.3, form="finite_difference"))
+    model = compile_(
+        SerializableNet(units=5, norm="l1", sigma=0.3, form="finite_difference")
+    )
     model.fit(x, y, batch_size=16, verbose=0)
-    model.regularizer = model.regularizer.replace(sigma=0.05)  # changed after construction
+    model.regularizer = model.regularizer.replace(
+        sigma=0.05
+    )  # changed after construction
     model.save(tmp_path / "sub.keras")
     loaded = keras.saving.load_model(tmp_path / "sub.keras")
     assert type(loaded) is SerializableNet and loaded.units == 5
-    assert loaded.regularizer == kg.GradientRegularizer(norm="l1", sigma=0.05, form="finite_difference")
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+    assert loaded.regularizer == kg.GradientRegularizer(
+        norm="l1", sigma=0.05, form="finite_difference"
+    )
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6
+    )
 
 
 def test_get_config_round_trip_of_the_regularizer():
-    reg = kg.GradientRegularizer(norm=1.5, sigma=0.2, form="perturb", alpha=0.5, input_range=(-1, 1), inputs_to_regularize=["a"])
+    reg = kg.GradientRegularizer(
+        norm=1.5,
+        sigma=0.2,
+        form="perturb",
+        alpha=0.5,
+        input_range=(-1, 1),
+        inputs_to_regularize=["a"],
+    )
     config = keras.saving.serialize_keras_object(reg)
     assert keras.saving.deserialize_keras_object(config) == reg
 
@@ -56,15 +73,34 @@ def test_early_stopping_checkpoint_and_csv_logger(tmp_path, classification_data)
     model = compile_(mlp(norm="linf", sigma=0.05), lr=0.05)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="grad_norm", patience=0, mode="max"),
-        keras.callbacks.ModelCheckpoint(tmp_path / "best.keras", monitor="loss", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(
+            tmp_path / "best.keras", monitor="loss", save_best_only=True
+        ),
         keras.callbacks.CSVLogger(tmp_path / "log.csv"),
     ]
-    history = model.fit(x, y, validation_data=(x, y), epochs=8, batch_size=16, verbose=0, callbacks=callbacks)
+    history = model.fit(
+        x,
+        y,
+        validation_data=(x, y),
+        epochs=8,
+        batch_size=16,
+        verbose=0,
+        callbacks=callbacks,
+    )
     epochs = len(history.history["loss"])
-    assert 1 <= epochs < 8  # the gradient norm shrinks, so EarlyStopping on its maximum stops early
+    assert (
+        1 <= epochs < 8
+    )  # the gradient norm shrinks, so EarlyStopping on its maximum stops early
     rows = list(csv.DictReader(open(tmp_path / "log.csv")))
     assert len(rows) == epochs
-    assert {"loss", "clean_loss", "adv_loss", "grad_norm", "val_loss", "val_accuracy"} <= set(rows[0])
+    assert {
+        "loss",
+        "clean_loss",
+        "adv_loss",
+        "grad_norm",
+        "val_loss",
+        "val_accuracy",
+    } <= set(rows[0])
     assert "val_grad_norm" not in rows[0]  # evaluate sees clean inputs only
     best = keras.saving.load_model(tmp_path / "best.keras")
     assert best.regularizer == model.regularizer
@@ -85,7 +121,9 @@ def test_backup_and_restore_resumes_from_the_saved_epoch(tmp_path, classificatio
     model = compile_(mlp(norm="l2", sigma=0.1, form="perturb"))
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="interrupted"):
-        model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[backup, _Interrupt(2)])
+        model.fit(
+            x, y, epochs=4, batch_size=16, verbose=0, callbacks=[backup, _Interrupt(2)]
+        )
     saved = model.get_weights()
     resumed = compile_(mlp(norm="l2", sigma=0.1, form="perturb"))
     history = resumed.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[backup])
@@ -100,9 +138,21 @@ def test_tensorboard_logs_the_family_terms(tmp_path, classification_data):
 
     x, y = classification_data
     model = compile_(mlp(norm="l2", sigma=0.1))
-    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[keras.callbacks.TensorBoard(tmp_path)])
+    model.fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=16,
+        verbose=0,
+        callbacks=[keras.callbacks.TensorBoard(tmp_path)],
+    )
     tags = set()
     for event_file in (tmp_path / "train").glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(event_file)):
             tags.update(v.tag for v in event.summary.value)
-    assert {"epoch_loss", "epoch_grad_norm", "epoch_adv_loss", "epoch_clean_loss"} <= tags
+    assert {
+        "epoch_loss",
+        "epoch_grad_norm",
+        "epoch_adv_loss",
+        "epoch_clean_loss",
+    } <= tags

@@ -55,10 +55,23 @@ def test_offline_without_a_copy_says_where_to_put_the_file(tmp_path, monkeypatch
 
 @pytest.mark.skipif(
     not os.environ.get(datasets.DATA_ENV)
-    or not os.path.exists(os.path.join(os.environ.get(datasets.DATA_ENV, ""), "mnist.npz")),
+    or not os.path.exists(
+        os.path.join(os.environ.get(datasets.DATA_ENV, ""), "mnist.npz")
+    ),
     reason="the shared MNIST copy is not available",
 )
 def test_real_mnist_from_the_shared_folder():
     (x, y), (xt, yt) = datasets.load_mnist()
     assert x.shape == (60000, 28, 28) and xt.shape == (10000, 28, 28)
-    assert np.bincount(yt).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    assert np.bincount(yt).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]

@@ -2,6 +2,7 @@
 independent NumPy float64 objective (tests/reference.py)."""
 
 import math
+import zlib
 
 import keras
 import numpy as np
@@ -18,10 +19,17 @@ FORMS = ("penalty", "perturb", "finite_difference")
 # model is off by ~6e-7 (part of Keras's loss runs in float32 there), which
 # second derivatives amplify to ~1e-5. Bugs of the kind these tests catch (a
 # 1/B factor, a wrong dual norm, r* not held constant) are O(1) errors.
-RTOL, ATOL = (1e-6, 1e-8) if BACKEND == "tensorflow" else (5e-5, 1e-7)
+# On torch the finite-difference form's quotient (sigma/h = 20 here)
+# amplifies that rounding to ~2e-7 in absolute terms.
+RTOL, ATOL = {
+    "tensorflow": (1e-6, 1e-8),
+    "jax": (5e-5, 1e-7),
+    "torch": (5e-5, 1e-6),
+}[BACKEND]
 
 
 def _tiny_model(seed, **regularizer):
+    assert keras.config.dtype_policy().compute_dtype == "float64"
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(5, activation="tanh")(inputs)
     outputs = keras.layers.Dense(3)(hidden)
@@ -53,9 +61,11 @@ def _data(seed, n=6):
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("norm", list(NORMS))
 @pytest.mark.parametrize("alpha,weighted", [(0.0, False), (0.3, True)])
-def test_weight_gradient_matches_finite_differences(float64, form, norm, alpha, weighted):
+def test_weight_gradient_matches_finite_differences(
+    float64, form, norm, alpha, weighted
+):
     sigma = 0.2
-    x, y, w = _data(seed=hash((form, str(norm))) % 1000)
+    x, y, w = _data(seed=zlib.crc32(f"{form}-{norm}".encode()) % 1000)
     model = _tiny_model(7, norm=norm, sigma=sigma, form=form, alpha=alpha, fd_step=0.01)
     params = [np.array(v, dtype="float64") for v in model.get_weights()]
     weights = w if weighted else np.ones_like(w)
@@ -75,13 +85,25 @@ def test_weight_gradient_matches_finite_differences(float64, form, norm, alpha, 
 def test_perturb_form_clips_to_input_range(float64):
     x, y, w = _data(seed=3)
     x[:, 0] = 0.99  # the worst case pushes some coordinates past 1.0
-    model = _tiny_model(2, norm="linf", sigma=0.3, form="perturb", input_range=(0.0, 1.0))
+    model = _tiny_model(
+        2, norm="linf", sigma=0.3, form="perturb", input_range=(0.0, 1.0)
+    )
     params = [np.array(v, dtype="float64") for v in model.get_weights()]
-    fixed = reference.fixed_perturbation(params, x, y, p=math.inf, sigma=0.3, form="perturb")
+    fixed = reference.fixed_perturbation(
+        params, x, y, p=math.inf, sigma=0.3, form="perturb"
+    )
     ones = np.ones(len(x))
     objective = lambda ps: reference.objective(
-        ps, x, y, ones, p=math.inf, sigma=0.3, form="perturb", alpha=0.0,
-        fixed=fixed, clip=(0.0, 1.0),
+        ps,
+        x,
+        y,
+        ones,
+        p=math.inf,
+        sigma=0.3,
+        form="perturb",
+        alpha=0.0,
+        fixed=fixed,
+        clip=(0.0, 1.0),
     )
     unclipped = lambda ps: reference.objective(
         ps, x, y, ones, p=math.inf, sigma=0.3, form="perturb", alpha=0.0, fixed=fixed
@@ -101,14 +123,18 @@ def test_finite_difference_with_step_sigma_equals_perturb(float64):
     np.testing.assert_allclose(
         np.concatenate([g.ravel() for g in _library_gradient(fd, x, y, None)]),
         np.concatenate([g.ravel() for g in _library_gradient(perturb, x, y, None)]),
-        rtol=RTOL, atol=ATOL,
+        rtol=RTOL,
+        atol=ATOL,
     )
 
 
 def test_finite_difference_approaches_penalty_as_step_shrinks(float64):
     x, y, _ = _data(seed=6)
     penalty = np.concatenate(
-        [g.ravel() for g in _library_gradient(_tiny_model(4, norm="l2", sigma=0.2), x, y, None)]
+        [
+            g.ravel()
+            for g in _library_gradient(_tiny_model(4, norm="l2", sigma=0.2), x, y, None)
+        ]
     )
     errors = []
     for h in (1e-1, 1e-2, 1e-3):
@@ -125,7 +151,9 @@ def test_input_gradient_is_per_example_for_any_batch_size(float64):
     x, y, _ = _data(seed=8, n=5)
     batch = _library_gradient(_tiny_model(3, norm="linf", sigma=0.5), x, y, None)
     singles = [
-        _library_gradient(_tiny_model(3, norm="linf", sigma=0.5), x[i : i + 1], y[i : i + 1], None)
+        _library_gradient(
+            _tiny_model(3, norm="linf", sigma=0.5), x[i : i + 1], y[i : i + 1], None
+        )
         for i in range(len(x))
     ]
     for k, g in enumerate(batch):

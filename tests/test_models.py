@@ -14,7 +14,9 @@ FORMS = ("penalty", "perturb", "finite_difference")
 
 def mlp(dropout=0.0, first_kernel="glorot_uniform", **regularizer):
     inputs = keras.Input((6,))
-    h = keras.layers.Dense(16, activation="relu", kernel_initializer=first_kernel)(inputs)
+    h = keras.layers.Dense(16, activation="relu", kernel_initializer=first_kernel)(
+        inputs
+    )
     if dropout:
         h = keras.layers.Dropout(dropout)(h)
     outputs = keras.layers.Dense(3, activation="softmax")(h)
@@ -46,7 +48,9 @@ def test_history_holds_epoch_means_of_objective_and_parts(classification_data, f
     np.testing.assert_allclose(history["accuracy"], [accuracy] * 2, rtol=1e-6)
     loss = np.array(history["loss"])
     assert np.all(loss > 0.0)
-    expected = 0.25 * np.array(history["clean_loss"]) + 0.75 * np.array(history["adv_loss"])
+    expected = 0.25 * np.array(history["clean_loss"]) + 0.75 * np.array(
+        history["adv_loss"]
+    )
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
     assert np.all(np.array(history["adv_loss"]) > np.array(history["clean_loss"]))
     assert np.all(np.array(history["grad_norm"]) > 0.0)
@@ -58,7 +62,9 @@ def test_grad_norm_is_the_mean_per_example_norm_whatever_the_batch(classificatio
     for batch_size in (1, 7, 48):
         keras.utils.set_random_seed(3)
         model = compile_(mlp(norm="linf", sigma=0.1), lr=0.0)
-        logged.append(model.fit(x, y, batch_size=batch_size, verbose=0).history["grad_norm"][0])
+        logged.append(
+            model.fit(x, y, batch_size=batch_size, verbose=0).history["grad_norm"][0]
+        )
     np.testing.assert_allclose(logged, [logged[0]] * 3, rtol=1e-5)
 
 
@@ -109,12 +115,16 @@ def test_class_weight_weights_the_objective(classification_data):
     x, y = classification_data
     model = compile_(mlp(norm="l2", sigma=0.3), lr=0.0)
     plain = model.fit(x, y, batch_size=48, verbose=0).history
-    weighted = model.fit(x, y, batch_size=48, verbose=0, class_weight={0: 0.0, 1: 0.0, 2: 0.0}).history
+    weighted = model.fit(
+        x, y, batch_size=48, verbose=0, class_weight={0: 0.0, 1: 0.0, 2: 0.0}
+    ).history
     assert plain["loss"][0] > 0.0
     assert weighted["loss"][0] == pytest.approx(0.0, abs=1e-7)
 
 
-@pytest.mark.skipif(BACKEND == "torch", reason="torch.compile cannot differentiate twice")
+@pytest.mark.skipif(
+    BACKEND == "torch", reason="torch.compile cannot differentiate twice"
+)
 @pytest.mark.parametrize("form", FORMS)
 def test_jit_compile_true_matches_eager(classification_data, form):
     x, y = classification_data
@@ -153,7 +163,9 @@ def test_regularizer_can_be_changed_after_fit(classification_data):
     second = model.fit(x, y, batch_size=48, verbose=0).history
     assert second["adv_loss"][0] > second["clean_loss"][0] + 1e-3
     model.regularizer = {"norm": "l1", "sigma": 0.2, "form": "perturb"}
-    assert model.regularizer == kg.GradientRegularizer(norm="l1", sigma=0.2, form="perturb")
+    assert model.regularizer == kg.GradientRegularizer(
+        norm="l1", sigma=0.2, form="perturb"
+    )
 
 
 def _two_input_model(**regularizer):
@@ -168,7 +180,10 @@ def _two_input_model(**regularizer):
 def _two_inputs(n=16):
     rng = np.random.default_rng(1)
     return (
-        {"image": rng.random((n, 5)).astype("float32"), "tokens": rng.integers(0, 10, (n, 3)).astype("int32")},
+        {
+            "image": rng.random((n, 5)).astype("float32"),
+            "tokens": rng.integers(0, 10, (n, 3)).astype("int32"),
+        },
         rng.integers(0, 3, n),
     )
 
@@ -185,21 +200,36 @@ def test_joint_gradient_over_several_float_inputs():
     """With two float inputs the penalized norm is taken jointly: the linf
     member's ||g||_1 is the sum over both inputs."""
     a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
-    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Concatenate()([a, b]))
+    outputs = keras.layers.Dense(3, activation="softmax")(
+        keras.layers.Concatenate()([a, b])
+    )
     rng = np.random.default_rng(0)
-    x = {"a": rng.random((8, 3)).astype("float32"), "b": rng.random((8, 2)).astype("float32")}
+    x = {
+        "a": rng.random((8, 3)).astype("float32"),
+        "b": rng.random((8, 2)).astype("float32"),
+    }
     y = rng.integers(0, 3, 8)
     logged = {}
     for names in (None, ["a"], ["b"]):
-        model = kg.GradRegModel({"a": a, "b": b}, outputs, norm="linf", sigma=0.1, inputs_to_regularize=names)
+        model = kg.GradRegModel(
+            {"a": a, "b": b},
+            outputs,
+            norm="linf",
+            sigma=0.1,
+            inputs_to_regularize=names,
+        )
         compile_(model, lr=0.0)
-        logged[str(names)] = model.fit(x, y, batch_size=8, verbose=0).history["grad_norm"][0]
+        logged[str(names)] = model.fit(x, y, batch_size=8, verbose=0).history[
+            "grad_norm"
+        ][0]
     assert logged["None"] == pytest.approx(logged["['a']"] + logged["['b']"], rel=1e-5)
 
 
 def test_no_differentiable_input_is_a_clear_error():
     tokens = keras.Input((3,), dtype="int32")
-    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(keras.layers.Embedding(10, 2)(tokens)))
+    outputs = keras.layers.Dense(2, activation="softmax")(
+        keras.layers.Flatten()(keras.layers.Embedding(10, 2)(tokens))
+    )
     model = compile_(kg.GradRegModel(tokens, outputs, sigma=0.1))
     with pytest.raises(ValueError, match="no floating-point input"):
         model.fit(np.zeros((4, 3), "int32"), np.zeros(4), verbose=0)
@@ -262,3 +292,20 @@ def test_loss_with_unsupported_reduction_is_rejected(classification_data):
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(reduction="sum"))
     with pytest.raises(ValueError, match="reduction='sum'"):
         model.fit(*classification_data, verbose=0)
+
+
+@pytest.mark.parametrize("form,alpha", [("penalty", 0.0), ("perturb", 0.0), ("perturb", 0.5), ("finite_difference", 0.0)])
+def test_layer_regularization_losses_are_added_once_with_their_gradient(classification_data, form, alpha):
+    """A kernel L2 regularizer adds exactly 2 * l2 * W to the weight gradient."""
+    x, y = classification_data
+    updates = []
+    for l2 in (0.0, 0.5):
+        keras.utils.set_random_seed(9)
+        inputs = keras.Input((6,))
+        hidden = keras.layers.Dense(4, activation="tanh", kernel_regularizer=keras.regularizers.L2(l2))
+        outputs = keras.layers.Dense(3, activation="softmax")(hidden(inputs))
+        model = compile_(kg.GradRegModel(inputs, outputs, norm="l2", sigma=0.2, form=form, alpha=alpha), lr=1.0)
+        kernel = np.array(hidden.kernel)
+        model.train_on_batch(x, y)
+        updates.append(kernel - np.array(hidden.kernel))
+    np.testing.assert_allclose(updates[1] - updates[0], 2 * 0.5 * kernel, rtol=1e-4, atol=1e-6)

@@ -14,7 +14,15 @@ P_VALUES = {"linf": math.inf, "l2": 2.0, "l1": 1.0, 3.0: 3.0, 1.5: 1.5}
 
 @pytest.mark.parametrize(
     "norm,expected",
-    [("linf", "linf"), ("inf", "linf"), ("L2", "l2"), (1, "l1"), (2.0, "l2"), (math.inf, "linf"), (3, 3.0)],
+    [
+        ("linf", "linf"),
+        ("inf", "linf"),
+        ("L2", "l2"),
+        (1, "l1"),
+        (2.0, "l2"),
+        (math.inf, "linf"),
+        (3, 3.0),
+    ],
 )
 def test_canonical_norm(norm, expected):
     assert norms.canonical_norm(norm) == expected
@@ -26,7 +34,9 @@ def test_bad_norm_names_the_value(bad):
         norms.canonical_norm(bad)
 
 
-@pytest.mark.parametrize("norm,q", [("linf", 1.0), ("l2", 2.0), ("l1", math.inf), (3.0, 1.5), (1.5, 3.0)])
+@pytest.mark.parametrize(
+    "norm,q", [("linf", 1.0), ("l2", 2.0), ("l1", math.inf), (3.0, 1.5), (1.5, 3.0)]
+)
 def test_dual_exponent(norm, q):
     assert norms.dual_exponent(norm) == pytest.approx(q)
 
@@ -41,7 +51,9 @@ def test_per_example_norm_matches_numpy(norm):
     (g,) = _gradients()
     q = norms.dual_exponent(norm)
     expected = np.linalg.norm(g.reshape(5, -1), ord=q, axis=1)
-    np.testing.assert_allclose(ops.convert_to_numpy(norms.per_example_norm(g, q)), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(norms.per_example_norm(g, q)), expected, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("norm", list(P_VALUES))
@@ -49,9 +61,13 @@ def test_worst_case_attains_the_dual_norm_on_the_ball(norm):
     """Hölder: ||r*||_p = sigma and g . r* = sigma ||g||_q."""
     (g,) = _gradients(1)
     sigma = 0.3
-    r = ops.convert_to_numpy(norms.worst_case_perturbation(g, norm, sigma)).reshape(5, -1)
+    r = ops.convert_to_numpy(norms.worst_case_perturbation(g, norm, sigma)).reshape(
+        5, -1
+    )
     flat = g.reshape(5, -1)
-    np.testing.assert_allclose(np.linalg.norm(r, ord=P_VALUES[norm], axis=1), sigma, rtol=1e-5)
+    np.testing.assert_allclose(
+        np.linalg.norm(r, ord=P_VALUES[norm], axis=1), sigma, rtol=1e-5
+    )
     dual = np.linalg.norm(flat, ord=norms.dual_exponent(norm), axis=1)
     np.testing.assert_allclose((r * flat).sum(axis=1), sigma * dual, rtol=1e-5)
 
@@ -59,7 +75,9 @@ def test_worst_case_attains_the_dual_norm_on_the_ball(norm):
 @pytest.mark.parametrize("norm", list(P_VALUES))
 def test_worst_case_beats_random_points_of_the_ball(norm):
     (g,) = _gradients(2, shapes=((1, 6),))
-    best = float((ops.convert_to_numpy(norms.worst_case_perturbation(g, norm, 1.0)) * g).sum())
+    best = float(
+        (ops.convert_to_numpy(norms.worst_case_perturbation(g, norm, 1.0)) * g).sum()
+    )
     rng = np.random.default_rng(0)
     for _ in range(200):
         r = rng.normal(size=(1, 6))
@@ -94,17 +112,25 @@ def test_several_inputs_are_one_joint_vector(norm):
     ra, rb = norms.worst_case_perturbation([a, b], norm, 0.2)
     together = ops.convert_to_numpy(norms.worst_case_perturbation(joint, norm, 0.2))
     np.testing.assert_allclose(
-        np.concatenate([ops.convert_to_numpy(ra), ops.convert_to_numpy(rb).reshape(4, -1)], axis=1),
+        np.concatenate(
+            [ops.convert_to_numpy(ra), ops.convert_to_numpy(rb).reshape(4, -1)], axis=1
+        ),
         together,
-        rtol=1e-5, atol=1e-7,
+        rtol=1e-5,
+        atol=1e-7,
     )
 
 
 @pytest.mark.parametrize("norm", list(P_VALUES))
 def test_zero_gradient_gives_zero_perturbation_and_norm(norm):
     g = np.zeros((2, 5), "float32")
-    assert np.all(ops.convert_to_numpy(norms.worst_case_perturbation(g, norm, 0.5)) == 0.0)
-    assert np.all(ops.convert_to_numpy(norms.per_example_norm(g, norms.dual_exponent(norm))) == 0.0)
+    assert np.all(
+        ops.convert_to_numpy(norms.worst_case_perturbation(g, norm, 0.5)) == 0.0
+    )
+    assert np.all(
+        ops.convert_to_numpy(norms.per_example_norm(g, norms.dual_exponent(norm)))
+        == 0.0
+    )
 
 
 def test_tiny_and_large_gradients_do_not_under_or_overflow():
@@ -112,7 +138,9 @@ def test_tiny_and_large_gradients_do_not_under_or_overflow():
     q = norms.dual_exponent(1.01)  # q = 101: |g|^q would underflow/overflow unscaled
     scale = np.abs(g.astype("float64")).max(axis=1, keepdims=True)
     expected = scale[:, 0] * np.linalg.norm(g / scale, ord=q, axis=1)
-    np.testing.assert_allclose(ops.convert_to_numpy(norms.per_example_norm(g, q)), expected, rtol=1e-4)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(norms.per_example_norm(g, q)), expected, rtol=1e-4
+    )
     r = ops.convert_to_numpy(norms.worst_case_perturbation(g, 1.01, 1.0))
     assert np.all(np.isfinite(r))
     np.testing.assert_allclose(np.linalg.norm(r, ord=1.01, axis=1), 1.0, rtol=1e-4)

@@ -24,40 +24,48 @@ def train_step(model, state, data):
     second_order = objective.needs_second_order(reg)
     metrics_mapping = list(zip(model.metrics_variables, metrics_vars))
 
-    def loss_fn(trainable, non_trainable):
+    def clean_pass(trainable, non_trainable):
+        """One forward pass: the clean loss and each example's dL/dx."""
+
         def summed_clean_loss(leaves, non_trainable):
             y_pred, non_trainable, losses = _stateless_forward(
                 model, trainable, non_trainable, selection.rebuild(x, leaves)
             )
-            clean_loss, summed = objective.clean_losses(
-                model, y, y_pred, sample_weight
-            )
+            clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
             return summed, (clean_loss, y_pred, non_trainable, losses)
 
-        gradients, (clean_loss, y_pred, non_trainable, losses) = jax.grad(
-            summed_clean_loss, has_aux=True
-        )(selection.leaves, non_trainable)
+        gradients, aux = jax.grad(summed_clean_loss, has_aux=True)(
+            selection.leaves, non_trainable
+        )
         if not second_order:
             gradients = [jax.lax.stop_gradient(g) for g in gradients]
+        return gradients, aux
+
+    def loss_fn(trainable, non_trainable, precomputed):
+        # `precomputed` holds a clean pass made outside the differentiation
+        # when the objective does not contain the clean loss (perturb form,
+        # alpha=0); otherwise the clean pass is part of what is differentiated.
+        gradients, (clean_loss, y_pred, non_trainable, losses) = (
+            precomputed or clean_pass(trainable, non_trainable)
+        )
         # Forward passes run in sequence: the perturbed pass sees the state
         # (dropout seeds, batch statistics) the clean pass left behind.
-        latest = {"non_trainable": non_trainable}
+        latest = {"non_trainable": non_trainable, "losses": losses}
 
         def perturbed_loss(deltas):
-            x_adv = objective.perturb_inputs(
-                x, selection, deltas, reg.input_range
-            )
-            y_adv, latest["non_trainable"], _ = _stateless_forward(
+            x_adv = objective.perturb_inputs(x, selection, deltas, reg.input_range)
+            y_adv, latest["non_trainable"], adv_losses = _stateless_forward(
                 model, trainable, latest["non_trainable"], x_adv
             )
+            if precomputed:  # layer losses of the differentiated pass
+                latest["losses"] = adv_losses
             return objective.compiled_loss(model, y, y_adv, sample_weight)
 
         terms = objective.family_objective(
             reg, clean_loss, gradients, sample_weight, perturbed_loss
         )
-        total = terms.total + objective.regularization_losses(losses).astype(
-            terms.total.dtype
-        )
+        regularization = objective.regularization_losses(latest["losses"])
+        total = terms.total + regularization.astype(terms.total.dtype)
         loss = total
         if model.optimizer is not None:
             mapping = list(zip(model.optimizer.variables, optimizer_vars))
@@ -67,18 +75,19 @@ def train_step(model, state, data):
 
     with keras_backend.StatelessScope(state_mapping=metrics_mapping):
         # The scope absorbs any metric update made by the compiled loss.
+        precomputed = None
+        if not objective.needs_clean_weight_gradient(reg):
+            precomputed = clean_pass(trainable, non_trainable)
         (_, (terms, total, y_pred, non_trainable)), grads = jax.value_and_grad(
             loss_fn, has_aux=True
-        )(trainable, non_trainable)
+        )(trainable, non_trainable, precomputed)
     trainable, optimizer_vars = model.optimizer.stateless_apply(
         optimizer_vars, grads, trainable
     )
 
     with keras_backend.StatelessScope(state_mapping=metrics_mapping) as scope:
         logs = train_logs(model, terms, total, x, y, y_pred, sample_weight)
-    metrics_vars = [
-        _current(scope, v) for v in model.metrics_variables
-    ]
+    metrics_vars = [_current(scope, v) for v in model.metrics_variables]
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
 
 

@@ -26,7 +26,9 @@ def train_step(model, data):
                 clean_loss, summed = objective.clean_losses(
                     model, y, y_pred, sample_weight
                 )
-            regularization = objective.regularization_losses(model.losses)
+            # Layer losses come from the forward pass the weights are
+            # differentiated through (the perturbed one when this is not).
+            layer_losses = model.losses
             first_order_only = (
                 tape.stop_recording()
                 if record_clean and not second_order
@@ -38,15 +40,17 @@ def train_step(model, data):
                 gradients = [tf.stop_gradient(g) for g in gradients]
 
         def perturbed_loss(deltas):
-            x_adv = objective.perturb_inputs(
-                x, selection, deltas, reg.input_range
-            )
+            nonlocal layer_losses
+            x_adv = objective.perturb_inputs(x, selection, deltas, reg.input_range)
             y_adv = call_model(model, x_adv)
+            if not record_clean:
+                layer_losses = model.losses
             return objective.compiled_loss(model, y, y_adv, sample_weight)
 
         terms = objective.family_objective(
             reg, clean_loss, gradients, sample_weight, perturbed_loss
         )
+        regularization = objective.regularization_losses(layer_losses)
         total = terms.total + tf.cast(regularization, terms.total.dtype)
         loss = objective.scale_loss_for_distribution(total)
         if model.optimizer is not None:

@@ -14,8 +14,7 @@ def train_step(model, data):
     reg = model.regularizer
     selection = objective.select_inputs(x, reg.inputs_to_regularize)
     leaves = [
-        ops.convert_to_tensor(t).detach().requires_grad_(True)
-        for t in selection.leaves
+        ops.convert_to_tensor(t).detach().requires_grad_(True) for t in selection.leaves
     ]
     selection = selection._replace(leaves=leaves)
     x = selection.rebuild(x, leaves)
@@ -25,7 +24,9 @@ def train_step(model, data):
     model.zero_grad()
     y_pred = call_model(model, x)
     clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
-    regularization = objective.regularization_losses(model.losses)
+    # Layer losses come from the forward pass the weights are differentiated
+    # through (the perturbed one when the clean pass is not).
+    layer_losses = model.losses
     gradients = torch.autograd.grad(
         summed, leaves, create_graph=second_order, retain_graph=record_clean
     )
@@ -39,13 +40,17 @@ def train_step(model, data):
     constant = selection._replace(leaves=[t.detach() for t in leaves])
 
     def perturbed_loss(deltas):
+        nonlocal layer_losses
         x_adv = objective.perturb_inputs(x, constant, deltas, reg.input_range)
         y_adv = call_model(model, x_adv)
+        if not record_clean:
+            layer_losses = model.losses
         return objective.compiled_loss(model, y, y_adv, sample_weight)
 
     terms = objective.family_objective(
         reg, clean_loss, list(gradients), sample_weight, perturbed_loss
     )
+    regularization = objective.regularization_losses(layer_losses)
     total = terms.total + regularization.to(terms.total.dtype)
     loss = model.optimizer.scale_loss(total) if model.optimizer else total
     weights = model.trainable_weights[:]

@@ -1,0 +1,66 @@
+# Everything a fresh machine with Python 3.11 and pip needs:
+#   make demo   create .venv, install, train plain vs. family members on MNIST
+#   make test   create .venv, install, lint, run the suite on every backend
+#
+# CPU builds by default. TORCH_SPEC is installed before the package so that
+# the `torch` requirement is already met by a CPU build (a bare `torch`
+# requirement pulls the CUDA build and GBs of GPU packages). For a GPU:
+#   make install EXTRAS=gpu,dev TORCH_SPEC=torch
+
+PYTHON ?= python3
+VENV ?= .venv
+EXTRAS ?= cpu,dev,docs
+TORCH_SPEC ?= torch==2.13.0
+BACKENDS ?= tensorflow jax torch
+DEMO_BACKEND ?= jax
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+# Real datasets live beside the project, never inside it.
+ifeq ($(origin KERAS_GRADREG_DATA),undefined)
+  ifneq ($(wildcard ../shared/data),)
+    export KERAS_GRADREG_DATA := $(abspath ../shared/data)
+  endif
+endif
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install test lint format demo bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check keras_gradreg tests examples benchmarks
+	$(BIN)/ruff format --check keras_gradreg tests examples benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix keras_gradreg tests examples benchmarks
+	$(BIN)/ruff format keras_gradreg tests examples benchmarks
+
+# One pytest process per backend: Keras fixes its backend at import.
+test: lint
+	@status=0; for backend in $(BACKENDS); do \
+	  echo "=== KERAS_BACKEND=$$backend ==="; \
+	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q $(PYTEST_ARGS) || status=1; \
+	done; exit $$status
+
+demo: $(STAMP)
+	KERAS_BACKEND=$(DEMO_BACKEND) $(BIN)/python examples/demo_mnist.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/step_cost.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache site
