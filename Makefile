@@ -13,6 +13,7 @@ EXTRAS ?= cpu,dev,docs
 TORCH_SPEC ?= torch==2.13.0
 BACKENDS ?= tensorflow jax torch
 DEMO_BACKEND ?= jax
+DOCTEST_BACKEND ?= tensorflow
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
@@ -49,11 +50,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix keras_gradreg tests examples benchmarks
 	$(BIN)/ruff format keras_gradreg tests examples benchmarks
 
-# One pytest process per backend: Keras fixes its backend at import.
+# One pytest process per backend: Keras fixes its backend at import. The
+# docstring examples run once, on DOCTEST_BACKEND.
 test: lint
 	@status=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
-	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q $(PYTEST_ARGS) || status=1; \
+	  doctests=""; [ "$$backend" = "$(DOCTEST_BACKEND)" ] && doctests="--doctest-modules keras_gradreg"; \
+	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q tests $$doctests $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
 
 demo: $(STAMP)

@@ -1,8 +1,8 @@
 """The one decorator that marks a name as public API.
 
 It records the public path (for the docs' API-reference test) and registers
-classes with Keras's serialization under the package "keras_gradreg", so
-saved `.keras` files load without `custom_objects`.
+serializable classes (those with `get_config`) with Keras under the package
+"keras_gradreg", so saved `.keras` files load without `custom_objects`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def keras_gradreg_export(path: str):
     """
 
     def decorator(symbol):
-        if inspect.isclass(symbol):
+        if inspect.isclass(symbol) and hasattr(symbol, "get_config"):
             symbol = keras.saving.register_keras_serializable(
                 package="keras_gradreg", name=symbol.__name__
             )(symbol)

@@ -35,7 +35,8 @@ def _summed_loss_fn(model, loss):
 
     def summed(x, y):
         y_pred = model(x, training=False)
-        return per_batch(y, y_pred) * ops.cast(ops.shape(x)[0], "float32")
+        loss = per_batch(y, y_pred)
+        return loss * ops.cast(ops.shape(x)[0], loss.dtype)
 
     return summed
 
@@ -68,7 +69,8 @@ def fgm(
         batch_size: examples per gradient computation.
 
     Returns:
-        The adversarial inputs, a float32 NumPy array shaped like `x`.
+        The adversarial inputs, a NumPy array shaped like `x` (float inputs
+        keep their dtype; integer ones become `keras.config.floatx()`).
 
     Raises:
         ValueError: for eps < 0, an unknown norm, mismatched x/y lengths or
@@ -88,7 +90,9 @@ def fgm(
         raise ValueError(
             f"Argument `eps` must be a finite number >= 0. Received: eps={eps!r}"
         )
-    x = np.asarray(x, dtype="float32")
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(keras.config.floatx())
     y = np.asarray(y)
     if len(x) != len(y):
         raise ValueError(

@@ -1,9 +1,16 @@
 """Dataset loaders that work offline from a local folder.
 
-Lookup order for a dataset file: the `data_dir` argument, then the folder in
-`$KERAS_GRADREG_DATA`, then Keras's cache `~/.keras/datasets`, then Keras's
-own download. Without network access and without a local copy, the error
-says where to put the file.
+Every loader returns float32 images in [0, 1] and int32 labels:
+`((x_train, y_train), (x_test, y_test))`, or with `validation_size=n`
+`((x_train, y_train), (x_val, y_val), (x_test, y_test))` where the
+validation set is the *last* n training images (the paper's MNIST split uses
+n = 10,000).
+
+Lookup order for a dataset file or folder: the `data_dir` argument, then the
+folder in `$KERAS_GRADREG_DATA`, then Keras's cache `~/.keras/datasets`,
+then Keras's own download. Without network access and without a local copy,
+the error says where to put the data. `source="tfds"` reads through
+tensorflow-datasets instead.
 """
 
 from __future__ import annotations
@@ -17,32 +24,96 @@ import numpy as np
 from keras_gradreg.api_export import keras_gradreg_export
 
 DATA_ENV = "KERAS_GRADREG_DATA"
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+SOURCES = ("auto", "tfds")
 
 
-def _candidates(filename: str, data_dir: Optional[str]):
+def _search_folders(data_dir):
     if data_dir is not None:
-        yield Path(data_dir) / filename
+        yield Path(data_dir)
     if os.environ.get(DATA_ENV):
-        yield Path(os.environ[DATA_ENV]) / filename
-    yield Path(os.path.expanduser("~")) / ".keras" / "datasets" / filename
+        yield Path(os.environ[DATA_ENV])
+    yield Path(os.path.expanduser("~")) / ".keras" / "datasets"
 
 
-def find_dataset_file(filename: str, data_dir: Optional[str] = None) -> Optional[Path]:
-    """The first existing `filename` in the lookup order, or None."""
-    return next((p for p in _candidates(filename, data_dir) if p.is_file()), None)
-
-
-def _download_error(filename, data_dir, error):
-    searched = "\n  ".join(str(p) for p in _candidates(filename, data_dir))
-    return FileNotFoundError(
-        f"Could not find {filename} locally and the download failed "
-        f"({type(error).__name__}: {error}). Put {filename} (Keras's array "
-        f"layout) in one of:\n  {searched}\nor set ${DATA_ENV} to the folder "
-        "that holds it."
+def find_dataset_file(name: str, data_dir: Optional[str] = None) -> Optional[Path]:
+    """The first existing `name` (file or folder) in the lookup order, or
+    None."""
+    return next(
+        (
+            folder / name
+            for folder in _search_folders(data_dir)
+            if (folder / name).exists()
+        ),
+        None,
     )
 
 
-def _mnist_like(filename, keras_loader, data_dir):
+def _download_error(name, data_dir, error, layout):
+    searched = "\n  ".join(str(folder / name) for folder in _search_folders(data_dir))
+    return FileNotFoundError(
+        f"Could not find {name} locally and the download failed "
+        f"({type(error).__name__}: {error}). Put {name} ({layout}) in one of:\n"
+        f"  {searched}\nor set ${DATA_ENV} to the folder that holds it."
+    )
+
+
+def _check_arguments(validation_size, source):
+    if source not in SOURCES:
+        raise ValueError(
+            f"Argument `source` must be one of {SOURCES}. Received: source={source!r}"
+        )
+    if (
+        isinstance(validation_size, bool)
+        or not isinstance(validation_size, int)
+        or validation_size < 0
+    ):
+        raise ValueError(
+            "Argument `validation_size` must be an integer >= 0. "
+            f"Received: validation_size={validation_size!r}"
+        )
+
+
+def _finish(x_train, y_train, x_test, y_test, validation_size):
+    scale = lambda x: x.astype("float32") / 255.0  # noqa: E731
+    train = (scale(x_train), np.asarray(y_train).astype("int32").reshape(-1))
+    test = (scale(x_test), np.asarray(y_test).astype("int32").reshape(-1))
+    if not validation_size:
+        return train, test
+    if validation_size >= len(train[0]):
+        raise ValueError(
+            f"Argument `validation_size` must be smaller than the {len(train[0])} "
+            f"training images. Received: validation_size={validation_size}"
+        )
+    cut = len(train[0]) - validation_size
+    return (train[0][:cut], train[1][:cut]), (train[0][cut:], train[1][cut:]), test
+
+
+def _from_tfds(name, data_dir):
+    import tensorflow_datasets as tfds
+
+    arrays = []
+    for split in ("train", "test"):
+        # Example by example: `batch_size=-1` and large batches abort inside
+        # TF 2.21 on tfds's mock data.
+        dataset = tfds.load(name, split=split, as_supervised=True, data_dir=data_dir)
+        images, labels = zip(*tfds.as_numpy(dataset))
+        arrays += [np.stack(images), np.asarray(labels)]
+    return arrays
+
+
+def _mnist_like(filename, tfds_name, keras_loader, data_dir, validation_size, source):
+    _check_arguments(validation_size, source)
+    if source == "tfds":
+        x_train, y_train, x_test, y_test = _from_tfds(tfds_name, data_dir)
+        x_train, x_test = (
+            x_train[..., 0],
+            x_test[..., 0],
+        )  # (N, 28, 28, 1) -> (N, 28, 28)
+        return _finish(x_train, y_train, x_test, y_test, validation_size)
     path = find_dataset_file(filename, data_dir)
     if path is not None:
         with np.load(path) as data:
@@ -51,31 +122,218 @@ def _mnist_like(filename, keras_loader, data_dir):
         try:
             (xa, ya), (xb, yb) = keras_loader()
         except Exception as error:  # network errors come in many types
-            raise _download_error(filename, data_dir, error) from error
+            raise _download_error(
+                filename, data_dir, error, "Keras's array layout"
+            ) from error
         arrays = [xa, ya, xb, yb]
-    x_train, y_train, x_test, y_test = arrays
-    scale = lambda x: x.astype("float32") / 255.0  # noqa: E731
-    return (scale(x_train), y_train.astype("int32")), (
-        scale(x_test),
-        y_test.astype("int32"),
-    )
+    return _finish(*arrays, validation_size)
 
 
 @keras_gradreg_export("keras_gradreg.datasets.load_mnist")
-def load_mnist(data_dir: Optional[str] = None):
-    """Loads MNIST as float32 images in [0, 1] and int32 labels.
+def load_mnist(
+    data_dir: Optional[str] = None, *, validation_size: int = 0, source: str = "auto"
+):
+    """Loads MNIST: 28x28 float32 images in [0, 1] and int32 labels.
 
     Args:
-        data_dir: a folder holding `mnist.npz`; see the module docstring for
-            the lookup order.
+        data_dir: a folder holding `mnist.npz` (Keras's layout); see the
+            module docstring for the lookup order. With `source="tfds"`, the
+            tensorflow-datasets data folder.
+        validation_size: hold out the last n training images (10,000 for the
+            paper's split); 0 for none.
+        source: "auto" (local file, else Keras download) or "tfds".
 
     Returns:
-        `((x_train, y_train), (x_test, y_test))` with images of shape
-        (N, 28, 28).
+        `((x_train, y_train), (x_test, y_test))`, or with a validation set
+        `((x_train, y_train), (x_val, y_val), (x_test, y_test))`.
 
     Raises:
         FileNotFoundError: if no local copy exists and the download fails.
+        ValueError: for a bad `validation_size` or `source`.
     """
     import keras
 
-    return _mnist_like("mnist.npz", keras.datasets.mnist.load_data, data_dir)
+    return _mnist_like(
+        "mnist.npz",
+        "mnist",
+        keras.datasets.mnist.load_data,
+        data_dir,
+        validation_size,
+        source,
+    )
+
+
+@keras_gradreg_export("keras_gradreg.datasets.load_fashion_mnist")
+def load_fashion_mnist(
+    data_dir: Optional[str] = None, *, validation_size: int = 0, source: str = "auto"
+):
+    """Loads Fashion-MNIST from `fashion_mnist.npz` (Keras's array layout);
+    otherwise as `load_mnist`."""
+    import keras
+
+    return _mnist_like(
+        "fashion_mnist.npz",
+        "fashion_mnist",
+        keras.datasets.fashion_mnist.load_data,
+        data_dir,
+        validation_size,
+        source,
+    )
+
+
+def read_image_folder(folder, classes=CIFAR10_CLASSES):
+    """Reads `folder/<class>/*.jpg|png` into uint8 arrays (N, H, W, C) and
+    labels (the index of the class name in `classes`).
+
+    Files are read in sorted order within each class, classes in the given
+    order.
+
+    Raises:
+        FileNotFoundError: if a class folder is missing or empty.
+    """
+    from PIL import Image
+
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(
+            p
+            for p in (Path(folder) / name).glob("*")
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        )
+        if not files:
+            raise FileNotFoundError(
+                f"No images in {Path(folder) / name}: expected <class>/*.jpg folders."
+            )
+        for file in files:
+            with Image.open(file) as image:
+                images.append(np.asarray(image.convert("RGB"), dtype="uint8"))
+        labels.extend([label] * len(files))
+    return np.stack(images), np.asarray(labels, dtype="int32")
+
+
+@keras_gradreg_export("keras_gradreg.datasets.load_cifar10")
+def load_cifar10(
+    data_dir: Optional[str] = None,
+    *,
+    validation_size: int = 0,
+    source: str = "auto",
+    return_source: bool = False,
+):
+    """Loads CIFAR-10: 32x32x3 float32 images in [0, 1] and int32 labels.
+
+    Looks for a `cifar10-jpeg/{train,test}/<class>/*.jpg` image folder in the
+    lookup order (a JPEG re-encoding of CIFAR-10: report results on it as
+    "CIFAR-10 (JPEG copy)", since its pixels differ slightly from the real
+    arrays), and otherwise uses `keras.datasets.cifar10.load_data()` (Keras's
+    cache or a download), which gives the real arrays.
+
+    Args:
+        data_dir, validation_size, source: as in `load_mnist`.
+        return_source: also return a label for reports: "CIFAR-10 (JPEG
+            copy)", "CIFAR-10" or "CIFAR-10 (tfds)".
+
+    Returns:
+        The splits as in `load_mnist`, then the label if `return_source`.
+    """
+    import keras
+
+    _check_arguments(validation_size, source)
+    if source == "tfds":
+        arrays, label = _from_tfds("cifar10", data_dir), "CIFAR-10 (tfds)"
+    else:
+        folder = find_dataset_file("cifar10-jpeg", data_dir)
+        if folder is not None:
+            x_train, y_train = read_image_folder(folder / "train")
+            x_test, y_test = read_image_folder(folder / "test")
+            arrays, label = (x_train, y_train, x_test, y_test), "CIFAR-10 (JPEG copy)"
+        else:
+            try:
+                (xa, ya), (xb, yb) = keras.datasets.cifar10.load_data()
+            except Exception as error:
+                raise _download_error(
+                    "cifar10-jpeg",
+                    data_dir,
+                    error,
+                    "train/ and test/ folders of <class>/*.jpg",
+                ) from error
+            arrays, label = (xa, ya, xb, yb), "CIFAR-10"
+    splits = _finish(*arrays, validation_size)
+    return (*splits, label) if return_source else splits
+
+
+@keras_gradreg_export("keras_gradreg.datasets.global_contrast_normalize")
+def global_contrast_normalize(
+    x, scale: float = 55.0, sqrt_bias: float = 10.0, epsilon: float = 1e-8
+):
+    """Global contrast normalization, per image, as in the maxout papers'
+    CIFAR-10 setup (pylearn2's defaults there: scale 55, sqrt_bias 10):
+
+    `x_i <- scale * (x_i - mean(x_i)) / max(epsilon, sqrt(sqrt_bias + var(x_i)))`.
+
+    Args:
+        x: images (N, ...), any float dtype.
+        scale, sqrt_bias, epsilon: as above.
+
+    Returns:
+        float32 array shaped like `x`.
+
+    Example:
+        >>> import numpy as np
+        >>> out = global_contrast_normalize(np.arange(8.0).reshape(2, 4), 1.0, 0.0)
+        >>> np.round(out.std(axis=1), 6).tolist()
+        [1.0, 1.0]
+    """
+    x = np.asarray(x, dtype="float64")
+    flat = x.reshape(len(x), -1)
+    centered = flat - flat.mean(axis=1, keepdims=True)
+    norm = np.sqrt(sqrt_bias + centered.var(axis=1, keepdims=True))
+    return (
+        (scale * centered / np.maximum(norm, epsilon))
+        .reshape(x.shape)
+        .astype("float32")
+    )
+
+
+@keras_gradreg_export("keras_gradreg.datasets.ZCAWhitening")
+class ZCAWhitening:
+    """ZCA whitening fitted on training images: `x -> (x - mean) W` with
+    `W = U diag(1 / sqrt(s + epsilon)) U^T` from the eigendecomposition
+    `U diag(s) U^T` of the training covariance.
+
+    Args:
+        epsilon: added to the eigenvalues (regularizes small ones).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(500, 3)) @ [[2, 1, 0], [0, 1, 0], [0, 0, 3]]
+        >>> white = ZCAWhitening(epsilon=0.0).fit(x).transform(x)
+        >>> np.allclose(np.cov(white, rowvar=False, bias=True), np.eye(3), atol=1e-6)
+        True
+    """
+
+    def __init__(self, epsilon: float = 1e-2):
+        if not (isinstance(epsilon, (int, float)) and epsilon >= 0):
+            raise ValueError(
+                f"Argument `epsilon` must be a number >= 0. Received: epsilon={epsilon!r}"
+            )
+        self.epsilon = float(epsilon)
+        self.mean_ = None
+        self.matrix_ = None
+
+    def fit(self, x) -> ZCAWhitening:
+        flat = np.asarray(x, dtype="float64").reshape(len(x), -1)
+        self.mean_ = flat.mean(axis=0)
+        covariance = np.cov(flat - self.mean_, rowvar=False, bias=True)
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance)
+        eigenvalues = np.maximum(eigenvalues, 0.0)
+        self.matrix_ = (
+            eigenvectors / np.sqrt(eigenvalues + self.epsilon)
+        ) @ eigenvectors.T
+        return self
+
+    def transform(self, x):
+        if self.matrix_ is None:
+            raise ValueError("ZCAWhitening.transform called before fit.")
+        x = np.asarray(x, dtype="float64")
+        flat = x.reshape(len(x), -1)
+        return ((flat - self.mean_) @ self.matrix_).reshape(x.shape).astype("float32")

@@ -212,9 +212,9 @@ def worst_case_perturbation(gradients, norm: Norm, sigma: float):
     Example:
         >>> import numpy as np
         >>> g = np.array([[0.5, -2.0, 1.0]], "float32")
-        >>> np.asarray(worst_case_perturbation(g, "linf", 0.1)).round(3).tolist()
+        >>> np.asarray(worst_case_perturbation(g, "linf", 0.1), "float64").round(3).tolist()
         [[0.1, -0.1, 0.1]]
-        >>> np.asarray(worst_case_perturbation(g, "l1", 0.1)).round(3).tolist()
+        >>> np.asarray(worst_case_perturbation(g, "l1", 0.1), "float64").round(3).tolist()
         [[0.0, -0.1, 0.0]]
     """
     norm = canonical_norm(norm)

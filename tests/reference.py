@@ -87,3 +87,34 @@ def finite_difference_gradient(fn, params, step=1e-6):
             grad[j] = (up - fn(shifted)) / (2 * step)
         grads.append(grad)
     return grads
+
+
+def maxout_forward(params, x, pieces):
+    """Maxout hidden layer (contiguous groups of `pieces`) then a linear
+    layer; returns the per-unit argmax and the logits."""
+    w1, b1, w2, b2 = params
+    z = (x @ w1 + b1).reshape(len(x), -1, pieces)
+    winner = z.argmax(axis=2)
+    h = z.max(axis=2)
+    return winner, h @ w2 + b2
+
+
+def maxout_losses(params, x, y, pieces):
+    _, z = maxout_forward(params, x, pieces)
+    m = z.max(axis=1, keepdims=True)
+    return m[:, 0] + np.log(np.exp(z - m).sum(axis=1)) - z[np.arange(len(y)), y]
+
+
+def maxout_input_gradients(params, x, y, pieces):
+    """Closed-form dL_i/dx_i: the gradient flows through each unit's winning
+    piece only."""
+    w1, _, w2, _ = params
+    winner, z = maxout_forward(params, x, pieces)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1.0
+    dh = p @ w2.T  # (n, units)
+    n, units = dh.shape
+    dz = np.zeros((n, units, pieces))
+    dz[np.arange(n)[:, None], np.arange(units)[None, :], winner] = dh
+    return dz.reshape(n, -1) @ w1.T

@@ -75,3 +75,86 @@ def test_real_mnist_from_the_shared_folder():
         974,
         1009,
     ]
+
+
+def test_validation_split_holds_out_the_last_training_images(tmp_path):
+    _write_fake_mnist(tmp_path, 255)
+    (x, y), (xv, yv), (xt, yt) = datasets.load_mnist(
+        data_dir=tmp_path, validation_size=1
+    )
+    assert len(x) == 2 and list(y) == [1, 2] and list(yv) == [3] and len(xt) == 2
+    with pytest.raises(ValueError, match="validation_size=3"):
+        datasets.load_mnist(data_dir=tmp_path, validation_size=3)
+    with pytest.raises(ValueError, match="validation_size=-1"):
+        datasets.load_mnist(data_dir=tmp_path, validation_size=-1)
+    with pytest.raises(ValueError, match="source='web'"):
+        datasets.load_mnist(data_dir=tmp_path, source="web")
+
+
+def test_fashion_mnist_reads_its_own_file(tmp_path):
+    folder = tmp_path / "f"
+    _write_fake_mnist(folder, 51)
+    (folder / "mnist.npz").rename(folder / "fashion_mnist.npz")
+    (x, _), _ = datasets.load_fashion_mnist(data_dir=folder)
+    assert x[0, 0, 0] == pytest.approx(0.2)
+
+
+def _write_image_folder(root, per_class=2):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in datasets.CIFAR10_CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i:04d}.png")
+
+
+def test_cifar10_reads_a_jpeg_image_folder_and_labels_its_source(tmp_path):
+    _write_image_folder(tmp_path / "cifar10-jpeg")
+    (x, y), (xt, yt), label = datasets.load_cifar10(
+        data_dir=tmp_path, return_source=True
+    )
+    assert label == "CIFAR-10 (JPEG copy)"
+    assert (
+        x.shape == (20, 32, 32, 3)
+        and x.dtype == np.float32
+        and 0.0 <= x.min()
+        and x.max() <= 1.0
+    )
+    assert y.tolist() == [c for c in range(10) for _ in range(2)]
+
+
+def test_tfds_source_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=12):
+        (x, y), (xt, yt) = datasets.load_mnist(source="tfds")
+    assert x.shape == (12, 28, 28) and x.dtype == np.float32 and x.max() <= 1.0
+    assert y.dtype == np.int32 and set(y.tolist()) <= set(range(10))
+
+
+def test_global_contrast_normalization_gives_zero_mean_and_fixed_scale():
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 4, 4, 3)) * rng.random((6, 1, 1, 1)) * 10
+    out = datasets.global_contrast_normalize(x, scale=2.0, sqrt_bias=0.0)
+    flat = out.reshape(6, -1)
+    np.testing.assert_allclose(flat.mean(axis=1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(flat.std(axis=1), 2.0, rtol=1e-5)
+    constant = datasets.global_contrast_normalize(np.ones((1, 5)), sqrt_bias=0.0)
+    assert np.all(np.isfinite(constant)) and np.all(constant == 0.0)
+
+
+def test_zca_whitening_gives_identity_covariance_on_training_data():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, 4, 2)) @ rng.normal(size=(2, 2))
+    zca = datasets.ZCAWhitening(epsilon=0.0).fit(x)
+    white = zca.transform(x).reshape(2000, -1)
+    np.testing.assert_allclose(
+        np.cov(white, rowvar=False, bias=True), np.eye(8), atol=1e-6
+    )
+    # ZCA is the symmetric whitening: the closest whitened data to the input.
+    np.testing.assert_allclose(zca.matrix_, zca.matrix_.T, atol=1e-10)
+    with pytest.raises(ValueError, match="before fit"):
+        datasets.ZCAWhitening().transform(x)

@@ -294,18 +294,32 @@ def test_loss_with_unsupported_reduction_is_rejected(classification_data):
         model.fit(*classification_data, verbose=0)
 
 
-@pytest.mark.parametrize("form,alpha", [("penalty", 0.0), ("perturb", 0.0), ("perturb", 0.5), ("finite_difference", 0.0)])
-def test_layer_regularization_losses_are_added_once_with_their_gradient(classification_data, form, alpha):
+@pytest.mark.parametrize(
+    "form,alpha",
+    [("penalty", 0.0), ("perturb", 0.0), ("perturb", 0.5), ("finite_difference", 0.0)],
+)
+def test_layer_regularization_losses_are_added_once_with_their_gradient(
+    classification_data, form, alpha
+):
     """A kernel L2 regularizer adds exactly 2 * l2 * W to the weight gradient."""
     x, y = classification_data
     updates = []
     for l2 in (0.0, 0.5):
         keras.utils.set_random_seed(9)
         inputs = keras.Input((6,))
-        hidden = keras.layers.Dense(4, activation="tanh", kernel_regularizer=keras.regularizers.L2(l2))
+        hidden = keras.layers.Dense(
+            4, activation="tanh", kernel_regularizer=keras.regularizers.L2(l2)
+        )
         outputs = keras.layers.Dense(3, activation="softmax")(hidden(inputs))
-        model = compile_(kg.GradRegModel(inputs, outputs, norm="l2", sigma=0.2, form=form, alpha=alpha), lr=1.0)
+        model = compile_(
+            kg.GradRegModel(
+                inputs, outputs, norm="l2", sigma=0.2, form=form, alpha=alpha
+            ),
+            lr=1.0,
+        )
         kernel = np.array(hidden.kernel)
         model.train_on_batch(x, y)
         updates.append(kernel - np.array(hidden.kernel))
-    np.testing.assert_allclose(updates[1] - updates[0], 2 * 0.5 * kernel, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        updates[1] - updates[0], 2 * 0.5 * kernel, rtol=1e-4, atol=1e-6
+    )

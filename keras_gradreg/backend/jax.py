@@ -2,8 +2,7 @@
 `jax.value_and_grad` differentiates over `stateless_call`."""
 
 import jax
-from keras.src import backend as keras_backend
-from keras.src.trainers.data_adapters import data_adapter_utils
+import keras
 
 from keras_gradreg import objective
 from keras_gradreg.backend.common import train_logs
@@ -18,7 +17,7 @@ def _stateless_forward(model, trainable, non_trainable, x):
 
 def train_step(model, state, data):
     trainable, non_trainable, optimizer_vars, metrics_vars = state
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     reg = model.regularizer
     selection = objective.select_inputs(x, reg.inputs_to_regularize)
     second_order = objective.needs_second_order(reg)
@@ -69,11 +68,11 @@ def train_step(model, state, data):
         loss = total
         if model.optimizer is not None:
             mapping = list(zip(model.optimizer.variables, optimizer_vars))
-            with keras_backend.StatelessScope(state_mapping=mapping):
+            with keras.StatelessScope(state_mapping=mapping):
                 loss = model.optimizer.scale_loss(total)
         return loss, (terms, total, y_pred, latest["non_trainable"])
 
-    with keras_backend.StatelessScope(state_mapping=metrics_mapping):
+    with keras.StatelessScope(state_mapping=metrics_mapping):
         # The scope absorbs any metric update made by the compiled loss.
         precomputed = None
         if not objective.needs_clean_weight_gradient(reg):
@@ -85,7 +84,7 @@ def train_step(model, state, data):
         optimizer_vars, grads, trainable
     )
 
-    with keras_backend.StatelessScope(state_mapping=metrics_mapping) as scope:
+    with keras.StatelessScope(state_mapping=metrics_mapping) as scope:
         logs = train_logs(model, terms, total, x, y, y_pred, sample_weight)
     metrics_vars = [_current(scope, v) for v in model.metrics_variables]
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)

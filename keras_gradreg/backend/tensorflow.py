@@ -2,15 +2,15 @@
 
 import contextlib
 
+import keras
 import tensorflow as tf
-from keras.src.trainers.data_adapters import data_adapter_utils
 
 from keras_gradreg import objective
 from keras_gradreg.backend.common import call_model, train_logs
 
 
 def train_step(model, data):
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     reg = model.regularizer
     selection = objective.select_inputs(x, reg.inputs_to_regularize)
     record_clean = objective.needs_clean_weight_gradient(reg)

@@ -1,16 +1,16 @@
 """PyTorch train step: `torch.autograd.grad(create_graph=True)` over one
 forward pass."""
 
+import keras
 import torch
 from keras import ops
-from keras.src.trainers.data_adapters import data_adapter_utils
 
 from keras_gradreg import objective
 from keras_gradreg.backend.common import call_model, train_logs
 
 
 def train_step(model, data):
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     reg = model.regularizer
     selection = objective.select_inputs(x, reg.inputs_to_regularize)
     leaves = [
@@ -34,9 +34,7 @@ def train_step(model, data):
         gradients = [g.detach() for g in gradients]
     if not record_clean:
         clean_loss = clean_loss.detach()
-        y_pred = torch.utils._pytree.tree_map(
-            lambda t: t.detach() if isinstance(t, torch.Tensor) else t, y_pred
-        )
+        y_pred = keras.tree.map_structure(lambda t: t.detach(), y_pred)
     constant = selection._replace(leaves=[t.detach() for t in leaves])
 
     def perturbed_loss(deltas):
@@ -64,7 +62,7 @@ def train_step(model, data):
 def value_and_input_gradient(fn, leaves):
     """`(fn(leaves), d fn / d leaves)` for a scalar `fn` of a list of
     tensors."""
-    leaves = [torch.as_tensor(t).detach().requires_grad_(True) for t in leaves]
+    leaves = [ops.convert_to_tensor(t).detach().requires_grad_(True) for t in leaves]
     with torch.enable_grad():
         value = fn(leaves)
         gradients = torch.autograd.grad(value, leaves)

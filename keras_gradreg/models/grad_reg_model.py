@@ -176,7 +176,7 @@ class GradRegModel(keras.Model):
         return config
 
 
-@keras_gradreg_export("keras_gradreg.FunctionalGradRegModel")
+@keras_gradreg_export("keras_gradreg.models.FunctionalGradRegModel")
 class FunctionalGradRegModel(GradRegModel, Functional):
     """The class of `GradRegModel(inputs, outputs, ...)`: a functional
     GradRegModel. Build it through `GradRegModel`."""

@@ -1,0 +1,7 @@
+"""`python -m keras_gradreg ...`: see `keras_gradreg.cli`."""
+
+import sys
+
+from keras_gradreg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,150 @@
+"""The paper's networks, after the maxout paper's published configurations
+(Goodfellow, Warde-Farley, Mirza, Courville, Bengio, 2013).
+
+Each builder returns a `GradRegModel` and forwards regularizer arguments
+(`norm`, `sigma`, `form`, `alpha`, ...), so
+`mnist_maxout_mlp(norm="linf", sigma=0.1)` is one family member.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.layers import Maxout, MaxoutConv2D
+from keras_gradreg.models.grad_reg_model import GradRegModel
+
+#: The max column norm of the maxout papers' MNIST networks.
+MNIST_MAX_NORM = 1.9365
+
+
+@keras_gradreg_export("keras_gradreg.models.mnist_maxout_mlp")
+def mnist_maxout_mlp(
+    input_shape=(28, 28),
+    num_classes: int = 10,
+    units: int = 240,
+    pieces: int = 5,
+    input_dropout: float = 0.2,
+    hidden_dropout: float = 0.5,
+    max_norm: float | None = MNIST_MAX_NORM,
+    **regularizer,
+) -> GradRegModel:
+    """The permutation-invariant MNIST maxout MLP.
+
+    Flatten -> dropout(0.2) -> Maxout(240 x 5) -> dropout(0.5) ->
+    Maxout(240 x 5) -> dropout(0.5) -> softmax(10), every kernel column
+    max-norm constrained to 1.9365 (dropout keep probabilities 0.8 and 0.5).
+
+    Args:
+        input_shape: shape of one image (flattened inside).
+        num_classes: output classes.
+        units, pieces: each maxout layer's size.
+        input_dropout, hidden_dropout: dropout *rates* (1 - keep probability).
+        max_norm: column max-norm, or None for none.
+        **regularizer: `GradRegModel` arguments (norm, sigma, form, ...).
+
+    Returns:
+        An uncompiled `GradRegModel` with softmax outputs.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    h = keras.layers.Flatten()(inputs)
+    h = keras.layers.Dropout(input_dropout)(h)
+    for i in range(2):
+        h = Maxout(units, pieces, max_norm=max_norm, name=f"maxout_{i + 1}")(h)
+        h = keras.layers.Dropout(hidden_dropout)(h)
+    outputs = keras.layers.Dense(
+        num_classes,
+        activation="softmax",
+        kernel_constraint=_max_norm(max_norm, axis=0),
+        name="softmax",
+    )(h)
+    return GradRegModel(inputs, outputs, name="mnist_maxout_mlp", **regularizer)
+
+
+@keras_gradreg_export("keras_gradreg.models.mnist_conv_maxout")
+def mnist_conv_maxout(
+    input_shape=(28, 28, 1),
+    num_classes: int = 10,
+    dropout: float = 0.5,
+    max_norm: float | None = MNIST_MAX_NORM,
+    **regularizer,
+) -> GradRegModel:
+    """The MNIST convolutional maxout network.
+
+    Three MaxoutConv2D layers — 48 filters x 2 pieces (8x8), 48 x 2 (8x8),
+    24 x 4 (5x5), "same" padding, each followed by max pooling (4x4 stride
+    2, 4x4 stride 2, 2x2 stride 2) — then dropout and a softmax layer.
+
+    Args:
+        input_shape: `(28, 28, 1)`; a `(28, 28)` input is given a channel.
+        num_classes, dropout, max_norm, **regularizer: as in
+            `mnist_maxout_mlp`.
+
+    Returns:
+        An uncompiled `GradRegModel`.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    h = (
+        inputs
+        if len(input_shape) == 3
+        else keras.layers.Reshape((*input_shape, 1))(inputs)
+    )
+    for filters, pieces, kernel, pool in ((48, 2, 8, 4), (48, 2, 8, 4), (24, 4, 5, 2)):
+        h = MaxoutConv2D(filters, pieces, kernel, padding="same", max_norm=max_norm)(h)
+        h = keras.layers.MaxPooling2D(pool, strides=2, padding="same")(h)
+        h = keras.layers.Dropout(dropout)(h)
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", kernel_constraint=_max_norm(max_norm, axis=0)
+    )(keras.layers.Flatten()(h))
+    return GradRegModel(inputs, outputs, name="mnist_conv_maxout", **regularizer)
+
+
+@keras_gradreg_export("keras_gradreg.models.cifar10_conv_maxout")
+def cifar10_conv_maxout(
+    input_shape=(32, 32, 3),
+    num_classes: int = 10,
+    width: float = 1.0,
+    dropout: float = 0.5,
+    max_norm: float | None = None,
+    **regularizer,
+) -> GradRegModel:
+    """The CIFAR-10 convolutional maxout network.
+
+    Three MaxoutConv2D layers of 96, 192 and 192 filters x 2 pieces (8x8,
+    8x8, 5x5 kernels, each followed by max pooling), a dense Maxout layer
+    of 500 units x 5 pieces and a softmax layer, with dropout. `width`
+    scales every layer (e.g. 0.25 for CPU runs).
+
+    Args:
+        input_shape: one image, channels last.
+        num_classes: output classes.
+        width: multiplier of every layer's width, > 0.
+        dropout, max_norm, **regularizer: as in `mnist_maxout_mlp`.
+
+    Returns:
+        An uncompiled `GradRegModel`.
+
+    Raises:
+        ValueError: if `width` is not positive.
+    """
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
+        raise ValueError(
+            f"Argument `width` must be a number > 0. Received: width={width!r}"
+        )
+    scale = lambda n: max(1, round(n * width))  # noqa: E731
+    inputs = keras.Input(input_shape, name="image")
+    h = inputs
+    for filters, kernel, pool in ((96, 8, 4), (192, 8, 4), (192, 5, 2)):
+        h = MaxoutConv2D(scale(filters), 2, kernel, padding="same", max_norm=max_norm)(
+            h
+        )
+        h = keras.layers.MaxPooling2D(pool, strides=2, padding="same")(h)
+        h = keras.layers.Dropout(dropout)(h)
+    h = Maxout(scale(500), 5, max_norm=max_norm)(keras.layers.Flatten()(h))
+    h = keras.layers.Dropout(dropout)(h)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(h)
+    return GradRegModel(inputs, outputs, name="cifar10_conv_maxout", **regularizer)
+
+
+def _max_norm(value, axis):
+    return None if value is None else keras.constraints.MaxNorm(value, axis=axis)

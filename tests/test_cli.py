@@ -1,0 +1,97 @@
+"""The command line: a tiny end-to-end `train` run, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_gradreg import cli
+
+
+def _fake_mnist(folder, n=64):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        folder / "mnist.npz",
+        x_train=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+        y_train=rng.integers(0, 10, n).astype(np.uint8),
+        x_test=rng.integers(0, 256, (n // 2, 28, 28), dtype=np.uint8),
+        y_test=rng.integers(0, 10, n // 2).astype(np.uint8),
+    )
+
+
+def test_train_writes_model_history_results_and_curves(tmp_path, capsys):
+    _fake_mnist(tmp_path / "data")
+    out = tmp_path / "run"
+    code = cli.main([
+        "train", "--data-dir", str(tmp_path / "data"), "--model", "maxout_mlp",
+        "--norm", "linf", "--sigma", "0.1", "--form", "perturb", "--alpha", "0.5",
+        "--epochs", "2", "--batch-size", "16", "--lr-schedule", "cosine",
+        "--validation-size", "16", "--output", str(out), "--verbose", "0",
+    ])  # fmt: skip
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert (
+        results["dataset"] == "MNIST" and results["backend"] == keras.backend.backend()
+    )
+    assert results["test_error"] == pytest.approx(1 - results["test_accuracy"])
+    assert 0.0 <= results["fgsm_accuracy"] <= 1.0
+    assert (
+        results["regularizer"]["norm"] == "linf" and results["settings"]["epochs"] == 2
+    )
+    assert {"keras", "numpy"} <= set(results["versions"])
+    assert (
+        len((out / "history.csv").read_text().strip().splitlines()) == 3
+    )  # header + 2 epochs
+    assert (out / "curves_loss.png").stat().st_size > 1000
+    assert (out / "curves_grad_norm.png").exists()
+    loaded = keras.saving.load_model(out / "model.keras")
+    assert loaded.regularizer.norm == "linf"
+    assert "test error" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--sigma", "-1"], "sigma=-1"),
+        (["train", "--alpha", "1.5"], "alpha=1.5"),
+        (["train", "--norm", "0.5"], "norm=0.5"),
+        (["train", "--norm", "l7"], "--norm"),
+        (["train", "--epochs", "0"], "--epochs"),
+        (["train", "--form", "exact"], "--form"),
+        (["train", "--dataset", "imagenet"], "--dataset"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_nonzero_exit(tmp_path, capsys, argv, message):
+    _fake_mnist(tmp_path / "data")
+    argv = [
+        *argv,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--limit",
+        "8",
+        "--verbose",
+        "0",
+        "--output",
+        str(tmp_path / "out"),
+    ]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1
+
+
+def test_module_entry_point_reports_errors_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_gradreg", "train", "--sigma", "nan", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "sigma=nan" in result.stderr and "Traceback" not in result.stderr

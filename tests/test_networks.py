@@ -1,0 +1,56 @@
+"""The paper's networks: structure, parameters, and one training step."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_gradreg as kg
+from keras_gradreg.layers import Maxout, MaxoutConv2D
+
+
+def _layers_of(model, kind):
+    return [layer for layer in model.layers if isinstance(layer, kind)]
+
+
+def test_maxout_mlp_matches_the_published_configuration():
+    model = kg.models.mnist_maxout_mlp(norm="linf", sigma=0.1)
+    maxouts = _layers_of(model, Maxout)
+    assert [(m.units, m.pieces) for m in maxouts] == [(240, 5), (240, 5)]
+    assert all(m.max_norm == pytest.approx(1.9365) for m in maxouts)
+    rates = [layer.rate for layer in _layers_of(model, keras.layers.Dropout)]
+    assert rates == [0.2, 0.5, 0.5]
+    # 784*1200+1200 + 240*1200+1200 + 240*10+10 weights.
+    assert model.count_params() == 784 * 1200 + 1200 + 240 * 1200 + 1200 + 2410
+    assert model.regularizer == kg.GradientRegularizer(norm="linf", sigma=0.1)
+
+
+def test_conv_maxout_networks_have_the_published_widths():
+    mnist = kg.models.mnist_conv_maxout()
+    assert [(c.filters, c.pieces, c.kernel_size) for c in _layers_of(mnist, MaxoutConv2D)] == [
+        (48, 2, (8, 8)), (48, 2, (8, 8)), (24, 4, (5, 5)),
+    ]  # fmt: skip
+    cifar = kg.models.cifar10_conv_maxout()
+    assert [c.filters for c in _layers_of(cifar, MaxoutConv2D)] == [96, 192, 192]
+    assert [(m.units, m.pieces) for m in _layers_of(cifar, Maxout)] == [(500, 5)]
+    small = kg.models.cifar10_conv_maxout(width=0.25)
+    assert [c.filters for c in _layers_of(small, MaxoutConv2D)] == [24, 48, 48]
+    with pytest.raises(ValueError, match="width=0"):
+        kg.models.cifar10_conv_maxout(width=0)
+
+
+@pytest.mark.parametrize(
+    "build,shape",
+    [
+        (lambda **r: kg.models.mnist_maxout_mlp(units=16, pieces=2, **r), (28, 28)),
+        (lambda **r: kg.models.mnist_conv_maxout(**r), (28, 28, 1)),
+        (lambda **r: kg.models.cifar10_conv_maxout(width=0.1, **r), (32, 32, 3)),
+    ],
+)
+def test_networks_train_one_penalty_step(build, shape):
+    model = build(norm="l2", sigma=0.5, input_range=(0.0, 1.0))
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    x = rng.random((8, *shape)).astype("float32")
+    history = model.fit(x, rng.integers(0, 10, 8), epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0]) and history["grad_norm"][0] > 0
+    assert model.predict(x, verbose=0).shape == (8, 10)
