@@ -10,6 +10,9 @@ On the maxout MLP (2 x 240 units x 5 pieces, dropout, max-norm 1.9365):
 
 then retrain each on all 60,000 training images and test. Writes
 `results.md` (test error, FGSM accuracy, time per epoch) and `results.json`.
+Every finished run is kept under `<output>/runs/` and the epochs of the run
+in progress under `<output>/backup/`: re-running the same command resumes
+where it stopped.
 
 Budgets:
     --budget quick   a few epochs per run (under 20 minutes on 2 CPU cores)
@@ -54,7 +57,7 @@ PUBLISHED = [
 ]
 
 
-def train(regularizer, x, y, epochs, batch_size, seed, validation=None, verbose=2):
+def train(regularizer, x, y, epochs, batch_size, seed, backup_dir, verbose=2):
     keras.utils.set_random_seed(seed)
     model = kg.models.mnist_maxout_mlp(**regularizer, input_range=(0.0, 1.0))
     model.compile(
@@ -66,16 +69,36 @@ def train(regularizer, x, y, epochs, batch_size, seed, validation=None, verbose=
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    start = time.perf_counter()
+    timer = EpochTimes()
+    # An interrupted run resumes from its last finished epoch.
+    backup = keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True)
     model.fit(
-        x,
-        y,
-        batch_size=batch_size,
-        epochs=epochs,
-        validation_data=validation,
-        verbose=verbose,
-    )
-    return model, (time.perf_counter() - start) / epochs
+        x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+        callbacks=[backup, timer],
+    )  # fmt: skip
+    return model, float(np.median(timer.times)) if timer.times else float("nan")
+
+
+class EpochTimes(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def cached(path: Path, compute):
+    """Returns the JSON stored at `path`, or computes, stores and returns it:
+    finished runs are never repeated when the script is restarted."""
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2))
+    return value
 
 
 def main(argv=None):
@@ -84,6 +107,12 @@ def main(argv=None):
     parser.add_argument("--output", default="runs/reproduce_mnist")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--fgsm-eps", type=float, default=0.1)
+    parser.add_argument(
+        "--select-epochs", type=int, default=None, help="override the budget's"
+    )
+    parser.add_argument(
+        "--final-epochs", type=int, default=None, help="override the budget's"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--limit",
@@ -93,7 +122,15 @@ def main(argv=None):
     )
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)
-    budget = BUDGETS[args.budget]
+    budget = dict(BUDGETS[args.budget])
+    for name in ("select_epochs", "final_epochs"):
+        value = getattr(args, name)
+        if value is not None:
+            if value < 1:
+                parser.error(
+                    f"--{name.replace('_', '-')} must be >= 1. Received: {value}"
+                )
+            budget[name] = value
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -127,51 +164,53 @@ def main(argv=None):
             for norm, grid in budget["grids"].items()
         },
     }
+
+    def key(option):
+        return "-".join(f"{k}={option[k]}" for k in sorted(option))
+
+    def run(stage, option, x, y, epochs):
+        print(f"\n== {stage}: {option}", flush=True)
+        backup = out / "backup" / f"{stage}-{key(option)}"
+        return train(
+            option, x, y, epochs, args.batch_size, args.seed, backup, args.verbose
+        )
+
+    def select(option):
+        model, _ = run("select", option, x_train, y_train, budget["select_epochs"])
+        return {"val_accuracy": kg.classification_accuracy(model, x_val, y_val)}
+
+    def final(label, option):
+        model, per_epoch = run("final", option, x_all, y_all, budget["final_epochs"])
+        model.save(out / "models" / f"{key(option)}.keras")
+        clean = kg.classification_accuracy(model, x_test, y_test)
+        fgsm = kg.fgsm_accuracy(model, x_test, y_test, eps=args.fgsm_eps)
+        return {
+            "model": label,
+            "regularizer": model.regularizer.get_config(),
+            "test_error": 1.0 - clean,
+            "fgsm_accuracy": fgsm,
+            "seconds_per_epoch": per_epoch,
+        }
+
+    (out / "models").mkdir(exist_ok=True)
     selection, rows = {}, []
     for label, options in candidates.items():
         chosen = options[0]
         if len(options) > 1:
-            scores = []
-            for option in options:
-                print(f"\n== selecting {label}: sigma={option['sigma']}", flush=True)
-                model, _ = train(
-                    option,
-                    x_train,
-                    y_train,
-                    budget["select_epochs"],
-                    args.batch_size,
-                    args.seed,
-                    verbose=args.verbose,
-                )
-                scores.append(kg.classification_accuracy(model, x_val, y_val))
+            scores = [
+                cached(out / "runs" / f"select-{key(o)}.json", lambda o=o: select(o))[
+                    "val_accuracy"
+                ]
+                for o in options
+            ]
             chosen = options[int(np.argmax(scores))]
             selection[label] = {
                 "sigmas": [o["sigma"] for o in options],
                 "val_accuracy": scores,
                 "chosen": chosen["sigma"],
             }
-        print(f"\n== final {label}: {chosen}", flush=True)
-        model, per_epoch = train(
-            chosen,
-            x_all,
-            y_all,
-            budget["final_epochs"],
-            args.batch_size,
-            args.seed,
-            verbose=args.verbose,
-        )
-        clean = kg.classification_accuracy(model, x_test, y_test)
-        rows.append(
-            {
-                "model": label,
-                "regularizer": model.regularizer.get_config(),
-                "test_error": 1.0 - clean,
-                "fgsm_accuracy": kg.fgsm_accuracy(
-                    model, x_test, y_test, eps=args.fgsm_eps
-                ),
-                "seconds_per_epoch": per_epoch,
-            }
-        )
+        path = out / "runs" / f"final-{key(chosen)}.json"
+        rows.append(cached(path, lambda name=label, c=chosen: final(name, c)))
 
     lines = [
         f"Budget `{args.budget}`: {budget['select_epochs']} epochs per sigma candidate, "

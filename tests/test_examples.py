@@ -68,3 +68,31 @@ def test_public_api_is_flat_documented_and_registered():
                 is obj
             ), path
     assert os.path.basename(kg.__file__) == "__init__.py"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
+)
+def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import reproduce_mnist
+    finally:
+        sys.path.pop(0)
+    argv = [
+        "--budget", "quick", "--select-epochs", "1", "--final-epochs", "1",
+        "--limit", "256", "--output", str(tmp_path), "--verbose", "0",
+    ]  # fmt: skip
+    rows = reproduce_mnist.main(argv)
+    assert [r["model"] for r in rows][:2] == [
+        "maxout + dropout",
+        "FGSM adv. training (linf, perturb, alpha 0.5, sigma 0.25)",
+    ]
+    assert len(rows) == 5 and all(0.0 <= r["test_error"] <= 1.0 for r in rows)
+    table = (tmp_path / "results.md").read_text()
+    assert "| linf penalty |" in table and "0.94%" in table
+    assert len(list((tmp_path / "runs").glob("select-*.json"))) == 6
+    capsys.readouterr()
+    assert reproduce_mnist.main(argv) == rows  # every run is read back...
+    assert "== select" not in capsys.readouterr().out  # ...none is trained again
