@@ -19,12 +19,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import time
 
 import keras
-import numpy as np
 
 import keras_gradreg as kg
+from keras_gradreg.callbacks import EpochTimer
 
 MEMBERS = [
     ("plain (sigma=0)", {"sigma": 0.0}),
@@ -46,17 +45,6 @@ def build_network(**regularizer) -> kg.GradRegModel:
         h = keras.layers.Dense(256, activation="relu")(h)
     outputs = keras.layers.Dense(10, activation="softmax")(h)
     return kg.GradRegModel(inputs, outputs, input_range=(0.0, 1.0), **regularizer)
-
-
-class EpochTimes(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
 
 
 def main(argv=None) -> list[dict]:
@@ -99,7 +87,7 @@ def main(argv=None) -> list[dict]:
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
-        timer = EpochTimes()
+        timer = EpochTimer()
         model.fit(
             x_train,
             y_train,
@@ -113,7 +101,7 @@ def main(argv=None) -> list[dict]:
                 "model": label,
                 "clean": kg.classification_accuracy(model, x_test, y_test),
                 "fgsm": kg.fgsm_accuracy(model, x_test, y_test, eps=args.eps),
-                "seconds_per_epoch": float(np.median(timer.times)),
+                "seconds_per_epoch": timer.median,
             }
         )
 

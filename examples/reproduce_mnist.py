@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
 import keras_gradreg as kg
+from keras_gradreg.callbacks import EpochTimer
 
 BUDGETS = {
     # epochs for sigma selection, epochs for the final run, sigma grids.
@@ -69,25 +69,14 @@ def train(regularizer, x, y, epochs, batch_size, seed, backup_dir, verbose=2):
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    timer = EpochTimes()
+    timer = EpochTimer()
     # An interrupted run resumes from its last finished epoch.
     backup = keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True)
     model.fit(
         x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
         callbacks=[backup, timer],
     )  # fmt: skip
-    return model, float(np.median(timer.times)) if timer.times else float("nan")
-
-
-class EpochTimes(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
+    return model, timer.median
 
 
 def cached(path: Path, compute):

@@ -1,7 +1,7 @@
 """keras_gradreg: the unified gradient regularization family (Lyu, Huang and
 Liang, 2015) for Keras 3 on TensorFlow, JAX and PyTorch."""
 
-from keras_gradreg import datasets, layers, models
+from keras_gradreg import callbacks, datasets, layers, models
 from keras_gradreg.attacks import classification_accuracy, fgm, fgsm_accuracy
 from keras_gradreg.models import GradRegModel
 from keras_gradreg.norms import (
@@ -18,6 +18,7 @@ __all__ = [
     "FORMS",
     "GradRegModel",
     "GradientRegularizer",
+    "callbacks",
     "canonical_norm",
     "classification_accuracy",
     "datasets",

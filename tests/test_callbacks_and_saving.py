@@ -156,3 +156,14 @@ def test_tensorboard_logs_the_family_terms(tmp_path, classification_data):
         "epoch_adv_loss",
         "epoch_clean_loss",
     } <= tags
+
+
+def test_epoch_timer_records_one_time_per_epoch(classification_data):
+    x, y = classification_data
+    timer = kg.callbacks.EpochTimer()
+    assert np.isnan(timer.median)
+    compile_(mlp(sigma=0.1)).fit(
+        x, y, epochs=3, batch_size=16, verbose=0, callbacks=[timer]
+    )
+    assert len(timer.times) == 3 and all(t > 0 for t in timer.times)
+    assert min(timer.times) <= timer.median <= max(timer.times)

@@ -323,3 +323,14 @@ def test_layer_regularization_losses_are_added_once_with_their_gradient(
     np.testing.assert_allclose(
         updates[1] - updates[0], 2 * 0.5 * kernel, rtol=1e-4, atol=1e-6
     )
+
+
+def test_functional_construction_keeps_gradregmodel_subclassable():
+    inputs = keras.Input((6,))
+    outputs = keras.layers.Dense(3, activation="softmax")(inputs)
+    functional = kg.GradRegModel(inputs, outputs, sigma=0.1)
+    assert isinstance(functional, kg.GradRegModel)
+    assert kg.GradRegModel.__bases__ == (keras.Model,)  # Keras did not rewrite it
+    assert isinstance(Subclassed(units=3), kg.GradRegModel)
+    with pytest.raises(ValueError, match=r"Subclassed\(inputs, outputs"):
+        Subclassed(inputs, outputs)
