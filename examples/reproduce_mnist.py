@@ -126,7 +126,8 @@ def main(argv=None):
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = kg.datasets.load_mnist(
         validation_size=10000
     )
-    (x_all, y_all), _ = kg.datasets.load_mnist()
+    # The paper's split cuts the training set: together the parts are all of it.
+    x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
     if args.limit:
         x_train, y_train, x_val, y_val = (
             x_train[: args.limit],

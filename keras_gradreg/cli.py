@@ -159,8 +159,7 @@ def _build(args, input_shape, regularizer):
     if args.model == "maxout_mlp":
         return models.mnist_maxout_mlp(input_shape=input_shape, **regularizer)
     if args.model == "mnist_conv_maxout":
-        shape = input_shape if len(input_shape) == 3 else (*input_shape, 1)
-        return models.mnist_conv_maxout(input_shape=shape, **regularizer)
+        return models.mnist_conv_maxout(input_shape=input_shape, **regularizer)
     return models.cifar10_conv_maxout(
         input_shape=input_shape, width=args.width, **regularizer
     )
@@ -191,9 +190,6 @@ def train(args) -> dict:
     splits, dataset_label = _load(args)
     (x_train, y_train), *rest = splits
     validation, (x_test, y_test) = (rest[0] if len(rest) == 2 else None), rest[-1]
-    if args.model == "mnist_conv_maxout" and x_train.ndim == 3:
-        x_train, x_test = x_train[..., None], x_test[..., None]
-        validation = validation and (validation[0][..., None], validation[1])
 
     model = _build(args, x_train.shape[1:], regularizer)
     steps = args.epochs * math.ceil(len(x_train) / args.batch_size)

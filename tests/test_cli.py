@@ -95,3 +95,14 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "sigma=nan" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_conv_maxout_on_28x28_images(tmp_path):
+    _fake_mnist(tmp_path / "data", n=16)
+    code = cli.main([
+        "train", "--data-dir", str(tmp_path / "data"), "--model", "mnist_conv_maxout",
+        "--epochs", "1", "--batch-size", "8", "--output", str(tmp_path / "run"), "--verbose", "0",
+    ])  # fmt: skip
+    assert code == 0
+    loaded = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert tuple(loaded.input_shape) == (None, 28, 28)
