@@ -1,8 +1,14 @@
 """keras_gradreg: the unified gradient regularization family (Lyu, Huang and
 Liang, 2015) for Keras 3 on TensorFlow, JAX and PyTorch."""
 
-from keras_gradreg import callbacks, datasets, layers, models
-from keras_gradreg.attacks import classification_accuracy, fgm, fgsm_accuracy
+from keras_gradreg import attacks, callbacks, datasets, layers, models, plots
+from keras_gradreg.attacks import (
+    classification_accuracy,
+    fgm,
+    fgsm_accuracy,
+    input_gradients,
+    pgd,
+)
 from keras_gradreg.models import GradRegModel
 from keras_gradreg.norms import (
     canonical_norm,
@@ -11,22 +17,34 @@ from keras_gradreg.norms import (
     worst_case_perturbation,
 )
 from keras_gradreg.regularizer import FORMS, GradientRegularizer
+from keras_gradreg.robustness import (
+    GradientMaskingWarning,
+    RobustnessReport,
+    evaluate_robustness,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FORMS",
     "GradRegModel",
+    "GradientMaskingWarning",
     "GradientRegularizer",
+    "RobustnessReport",
+    "attacks",
     "callbacks",
     "canonical_norm",
     "classification_accuracy",
     "datasets",
-    "layers",
-    "models",
     "dual_exponent",
+    "evaluate_robustness",
     "fgm",
     "fgsm_accuracy",
+    "input_gradients",
+    "layers",
+    "models",
     "per_example_norm",
+    "pgd",
+    "plots",
     "worst_case_perturbation",
 ]

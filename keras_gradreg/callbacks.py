@@ -6,8 +6,11 @@ import statistics
 import time
 
 import keras
+import numpy as np
 
+from keras_gradreg import attacks
 from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.norms import canonical_norm
 
 
 @keras_gradreg_export("keras_gradreg.callbacks.EpochTimer")
@@ -34,3 +37,107 @@ class EpochTimer(keras.callbacks.Callback):
     def median(self) -> float:
         """The median epoch time, or NaN before the first epoch ends."""
         return statistics.median(self.times) if self.times else float("nan")
+
+
+@keras_gradreg_export("keras_gradreg.callbacks.RobustAccuracy")
+class RobustAccuracy(keras.callbacks.Callback):
+    """Adds the robust accuracy on validation data to each epoch's logs.
+
+    After every `every`-th epoch it attacks a fixed subset of the validation
+    data and logs the fraction classified correctly both clean and
+    adversarially, under `name` (default "val_robust_accuracy"), so that
+    `EarlyStopping`, `ModelCheckpoint`, `CSVLogger` and KerasTuner can use it.
+    Place it *before* the callbacks that read it: Keras calls callbacks in
+    list order.
+
+    Args:
+        validation_data: `(x_val, y_val)` with integer labels.
+        attack: "pgd" (default: PGD-10), "fgm" or an attack object.
+        norm: the perturbation norm.
+        eps: the radius.
+        subset_size: how many validation examples to attack (the first ones
+            of a seeded shuffle), or None for all.
+        every: attack after every `every`-th epoch; other epochs log NaN.
+        input_range: `(low, high)` of valid inputs.
+        name: the log key.
+        seed: seed of the subset and of the random starts.
+
+    Example:
+        >>> import numpy as np
+        >>> x, y = np.zeros((8, 4), "float32"), np.zeros(8, "int32")
+        >>> callback = RobustAccuracy((x, y), eps=0.1, subset_size=4)
+        >>> # model.fit(..., callbacks=[callback, keras.callbacks.EarlyStopping(
+        >>> #     "val_robust_accuracy", mode="max")])
+    """
+
+    def __init__(
+        self,
+        validation_data,
+        attack="pgd",
+        norm="linf",
+        eps: float = 0.1,
+        subset_size: int | None = 1000,
+        every: int = 1,
+        input_range=(0.0, 1.0),
+        name: str = "val_robust_accuracy",
+        seed: int = 0,
+    ):
+        super().__init__()
+        try:
+            x, y = validation_data
+        except (TypeError, ValueError):
+            raise ValueError(
+                "Argument `validation_data` must be a pair (x_val, y_val). "
+                f"Received: validation_data of type {type(validation_data).__name__}"
+            ) from None
+        x, y = np.asarray(x), np.asarray(y)
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(
+                "Argument `validation_data` must hold as many labels as inputs, "
+                f"at least one. Received: len(x)={len(x)}, len(y)={len(y)}"
+            )
+        if subset_size is not None and (
+            isinstance(subset_size, bool)
+            or not isinstance(subset_size, int)
+            or subset_size < 1
+        ):
+            raise ValueError(
+                "Argument `subset_size` must be an integer >= 1 or None. "
+                f"Received: subset_size={subset_size!r}"
+            )
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(
+                f"Argument `every` must be an integer >= 1. Received: every={every!r}"
+            )
+        attacks._check_eps(eps)
+        if attack == "pgd":
+            attack = attacks.PGD(steps=10)
+        self.attack = attacks.get(attack)
+        self.norm = canonical_norm(norm)
+        self.eps = float(eps)
+        self.subset_size = subset_size
+        self.every = every
+        self.input_range = input_range
+        self.name = name
+        self.seed = seed
+        order = np.random.default_rng(seed).permutation(len(x))[:subset_size]
+        self.x, self.y = x[order], y[order]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if (epoch + 1) % self.every:
+            logs[self.name] = float("nan")
+            return
+        logs[self.name] = self.robust_accuracy()
+
+    def robust_accuracy(self) -> float:
+        """Attacks the subset with the model's current weights."""
+        correct = attacks.correct_predictions(self.model, self.x, self.y)
+        x_adv = self.attack(
+            self.model, self.x, self.y, self.norm, self.eps,
+            input_range=self.input_range, seed=self.seed,
+        )  # fmt: skip
+        return float(
+            np.mean(correct & attacks.correct_predictions(self.model, x_adv, self.y))
+        )

@@ -1,8 +1,12 @@
-"""Pictures: learning curves of a `fit` history."""
+"""Pictures: learning curves, input gradients and worst-case perturbations,
+and robust accuracy against eps. Every function saves PNGs (matplotlib's
+Agg backend, no display needed) and returns their paths."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from keras_gradreg.api_export import keras_gradreg_export
 
@@ -25,11 +29,7 @@ def plot_learning_curves(history: dict, path, title: str = "") -> list[Path]:
         path: the path prefix, e.g. "runs/mnist/curves".
         title: a title prefix for every figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     written = []
     for (panel, keys), suffix in zip(_PANELS, ("loss", "accuracy", "grad_norm")):
         present = [k for k in keys if k in history and len(history[k])]
@@ -51,3 +51,169 @@ def plot_learning_curves(history: dict, path, title: str = "") -> list[Path]:
         plt.close(fig)
         written.append(out)
     return written
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _as_image(array, image_shape):
+    """A 2-D (or RGB) picture of one example's flat or shaped array."""
+    array = np.asarray(array, "float64")
+    if image_shape is not None:
+        array = array.reshape(image_shape)
+    elif array.ndim == 1 and int(np.sqrt(array.size)) ** 2 == array.size:
+        side = int(np.sqrt(array.size))
+        array = array.reshape(side, side)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return array
+
+
+def _signed_panel(fig, ax, image, title):
+    """Draws a signed map with a colour scale centred at zero."""
+    if image.ndim == 3:  # colour: show the channel sum, which keeps the sign
+        image = image.sum(axis=-1)
+    limit = float(np.abs(image).max()) or 1.0
+    shown = ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    colorbar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
+    colorbar.ax.tick_params(labelsize=6)
+    ax.set_title(title, fontsize=8)
+
+
+@keras_gradreg_export("keras_gradreg.plots.plot_input_gradients")
+def plot_input_gradients(
+    models: dict,
+    x,
+    y,
+    path,
+    norms=("linf", "l2", "l1"),
+    eps=None,
+    *,
+    image_shape=None,
+    input_range=(0.0, 1.0),
+    class_names=None,
+) -> Path:
+    """Saves a grid of, per model and example: the input, its input gradient
+    dL/dx and the worst-case perturbation r* of each family member.
+
+    One row per (model, example); columns: the input with its label and the
+    model's prediction, dL/dx, then r* for each norm in `norms`. Signed maps
+    use a red-blue scale centred at zero (red positive), each with its own
+    colour bar. For linf, r* = eps * sign(g) and is the FGSM perturbation;
+    for l1 it is concentrated on the pixel(s) of largest |g|.
+
+    Args:
+        models: label -> Keras classifier.
+        x: a few inputs (say 3), in `input_range`.
+        y: their integer labels.
+        path: where to write the PNG.
+        norms: the family members whose r* to draw.
+        eps: radius per norm, a dict; default 1 for every norm (only the
+            pattern matters: r* scales linearly with eps).
+        image_shape: shape to view one example as (inferred for square
+            flat inputs).
+        input_range: the inputs' range, for the attacks' loss.
+        class_names: optional names of the classes.
+
+    Returns:
+        The path of the PNG.
+    """
+    from keras_gradreg.attacks import input_gradients
+    from keras_gradreg.norms import canonical_norm, worst_case_perturbation
+
+    plt = _pyplot()
+    x, y = np.asarray(x), np.asarray(y).reshape(-1)
+    norms = [canonical_norm(n) for n in norms]
+    eps = {n: 1.0 for n in norms} | {
+        canonical_norm(k): v for k, v in (eps or {}).items()
+    }
+    name = (lambda c: class_names[c]) if class_names else str
+    rows, columns = len(models) * len(x), 2 + len(norms)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(2.0 * columns + 0.6, 1.9 * rows), dpi=110, squeeze=False
+    )
+    row = 0
+    for label, model in models.items():
+        gradients = input_gradients(model, x, y, input_range=input_range)
+        predicted = np.argmax(model.predict(x, verbose=0), axis=-1)
+        flat = gradients.reshape(len(x), -1)
+        for i in range(len(x)):
+            ax = axes[row, 0]
+            image = _as_image(x[i], image_shape)
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+            ax.set_title(
+                f"label {name(y[i])}, predicted {name(predicted[i])}", fontsize=8
+            )
+            ax.set_ylabel(label, fontsize=8)
+            _signed_panel(
+                fig, axes[row, 1], _as_image(gradients[i], image_shape), "dL/dx"
+            )
+            for j, norm in enumerate(norms):
+                r = worst_case_perturbation(flat[i : i + 1], norm, eps[norm])
+                _signed_panel(
+                    fig,
+                    axes[row, 2 + j],
+                    _as_image(np.asarray(r)[0], image_shape or x.shape[1:]),
+                    f"r* ({norm}, eps={eps[norm]:g})",
+                )
+            row += 1
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Input gradients and worst-case perturbations", fontsize=10)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+@keras_gradreg_export("keras_gradreg.plots.plot_robust_accuracy")
+def plot_robust_accuracy(reports: dict, path, attack: str = "worst case") -> Path:
+    """Saves robust accuracy against eps, one panel per norm and one line
+    per model (eps = 0 is the clean accuracy).
+
+    Args:
+        reports: label -> `RobustnessReport` (from `evaluate_robustness`).
+        path: where to write the PNG.
+        attack: which attack's rows to draw; default the worst case.
+
+    Returns:
+        The path of the PNG.
+    """
+    plt = _pyplot()
+    norms = list(
+        dict.fromkeys(r["norm"] for report in reports.values() for r in report.rows)
+    )
+    fig, axes = plt.subplots(
+        1, len(norms), figsize=(4.2 * len(norms), 3.6), dpi=110, squeeze=False
+    )
+    for ax, norm in zip(axes[0], norms):
+        for label, report in reports.items():
+            points = sorted(
+                (r["eps"], r["accuracy"])
+                for r in report.rows
+                if r["norm"] == norm and r["attack"] == attack
+            )
+            eps = [0.0] + [e for e, _ in points]
+            accuracy = [report.clean_accuracy] + [a for _, a in points]
+            ax.plot(eps, accuracy, marker="o", markersize=4, label=label)
+        ax.set_title(f"{norm} perturbations ({attack})", fontsize=10)
+        ax.set_xlabel("eps")
+        ax.set_ylabel("robust accuracy")
+        ax.set_ylim(0.0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -92,6 +92,11 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
     assert len(rows) == 5 and all(0.0 <= r["test_error"] <= 1.0 for r in rows)
     table = (tmp_path / "results.md").read_text()
     assert "| linf penalty |" in table and "0.94%" in table
+    assert "PGD linf 0.2" in table and "![gradients](gradients.png)" in table
+    for row in rows:  # the worst case over FGM and PGD never beats FGSM alone
+        assert row["pgd_accuracy"]["linf 0.1"] <= row["fgsm_accuracy"] + 1e-9
+    assert (tmp_path / "robust_accuracy.png").stat().st_size > 5000
+    assert len(list((tmp_path / "runs").glob("robust-*.json"))) == 5
     assert len(list((tmp_path / "runs").glob("select-*.json"))) == 6
     capsys.readouterr()
     assert reproduce_mnist.main(argv) == rows  # every run is read back...

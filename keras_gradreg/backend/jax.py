@@ -95,7 +95,27 @@ def _current(scope, variable):
     return variable.value if value is None else value
 
 
-def value_and_input_gradient(fn, leaves):
-    """`(fn(leaves), d fn / d leaves)` for a scalar `fn` of a list of
-    arrays."""
-    return jax.value_and_grad(fn)(list(leaves))
+def values_and_input_gradient(fn, x):
+    """For `fn(x) -> (values, aux)` with per-example `values` of shape
+    (batch,), returns `(values, aux, d sum(values) / dx)`."""
+
+    def total(x):
+        values, aux = fn(x)
+        return values.sum(), (values, aux)
+
+    (_, (values, aux)), gradient = jax.value_and_grad(total, has_aux=True)(x)
+    return values, aux, gradient
+
+
+def compile_attack(model, fn):
+    """`jax.jit(fn)` reading the model's variables as arguments, so the
+    compiled attack always sees the current weights (a closure would bake
+    them in as constants). `fn` takes and returns arrays."""
+    variables = list(model.variables)
+
+    @jax.jit
+    def run(values, *args):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return fn(*args)
+
+    return lambda *args: run([v.value for v in variables], *args)

@@ -61,11 +61,21 @@ def train_step(model, data):
     return train_logs(model, terms, total, x, y, y_pred, sample_weight)
 
 
-def value_and_input_gradient(fn, leaves):
-    """`(fn(leaves), d fn / d leaves)` for a scalar `fn` of a list of
-    tensors."""
-    leaves = [tf.convert_to_tensor(t) for t in leaves]
+def values_and_input_gradient(fn, x):
+    """For `fn(x) -> (values, aux)` with per-example `values` of shape
+    (batch,), returns `(values, aux, d sum(values) / dx)`."""
     with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(leaves)
-        value = fn(leaves)
-    return value, tape.gradient(value, leaves)
+        tape.watch(x)
+        values, aux = fn(x)
+    gradient = tape.gradient(
+        values, x, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+    return values, aux, gradient
+
+
+def compile_attack(model, fn):
+    """`fn` as one XLA-compiled `tf.function` (it reads the model's variables
+    by reference, so later weight updates are seen). `fn` takes and returns
+    tensors."""
+    del model  # variables are captured by reference
+    return tf.function(fn, jit_compile=True, reduce_retracing=True)

@@ -59,11 +59,28 @@ def train_step(model, data):
     return train_logs(model, terms, total.detach(), x, y, y_pred, sample_weight)
 
 
-def value_and_input_gradient(fn, leaves):
-    """`(fn(leaves), d fn / d leaves)` for a scalar `fn` of a list of
-    tensors."""
-    leaves = [ops.convert_to_tensor(t).detach().requires_grad_(True) for t in leaves]
+def values_and_input_gradient(fn, x):
+    """For `fn(x) -> (values, aux)` with per-example `values` of shape
+    (batch,), returns `(values, aux, d sum(values) / dx)`."""
+    x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        value = fn(leaves)
-        gradients = torch.autograd.grad(value, leaves)
-    return value.detach(), [g.detach() for g in gradients]
+        values, aux = fn(x)
+        gradient = None
+        if values.requires_grad:  # False when no path leads back to x
+            (gradient,) = torch.autograd.grad(values.sum(), x, allow_unused=True)
+        if gradient is None:
+            gradient = torch.zeros_like(x)
+    detach = lambda t: t.detach()  # noqa: E731
+    return values.detach(), keras.tree.map_structure(detach, aux), gradient.detach()
+
+
+def compile_attack(model, fn):
+    """Eager on torch (torch.compile cannot differentiate twice, and attacks
+    gain little from it on CPU): `fn` with its arguments as tensors."""
+    del model
+
+    def run(*args):
+        with torch.no_grad():
+            return fn(*[ops.convert_to_tensor(a) for a in args])
+
+    return run

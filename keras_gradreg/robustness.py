@@ -1,0 +1,305 @@
+"""Robust-accuracy evaluation with gradient-masking sanity checks.
+
+A point counts as robust at (norm, eps) only if it is classified correctly
+both clean and under *every* attack: the "worst case" row of the report is
+the accuracy against the per-example strongest attack. The sanity checks
+follow AutoAttack's advice (Croce & Hein, 2020): a robust accuracy bought by
+masked gradients shows up as a multi-step attack weaker than a one-step one,
+accuracy that does not fall toward chance at a huge eps, many exactly-zero
+input gradients, or accuracy rising with eps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import keras
+import numpy as np
+
+from keras_gradreg import attacks as _attacks
+from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.norms import canonical_norm
+
+#: Default radii per norm for inputs in [0, 1] (MNIST-scale images).
+DEFAULT_EPS = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0), "l1": (5.0, 10.0)}
+WORST_CASE = "worst case"
+
+
+@keras_gradreg_export("keras_gradreg.GradientMaskingWarning")
+class GradientMaskingWarning(UserWarning):
+    """A robustness number that may come from masked gradients."""
+
+
+@keras_gradreg_export("keras_gradreg.RobustnessReport")
+@dataclasses.dataclass
+class RobustnessReport:
+    """What `evaluate_robustness` measured.
+
+    Attributes:
+        clean_accuracy: accuracy on the unperturbed inputs.
+        rows: one dict per (attack, norm, eps) with keys "attack", "norm",
+            "eps" and "accuracy"; attack "worst case" is the per-example
+            worst over attacks.
+        warnings: the gradient-masking checks that failed (also issued as
+            `GradientMaskingWarning`).
+        num_examples: how many examples were attacked.
+    """
+
+    clean_accuracy: float
+    rows: list
+    warnings: list
+    num_examples: int
+
+    def accuracy(self, norm, eps, attack: str = WORST_CASE) -> float:
+        """The robust accuracy of one point of the table.
+
+        Raises:
+            KeyError: if the report has no such point.
+        """
+        norm = canonical_norm(norm)
+        for row in self.rows:
+            if (row["attack"], row["norm"], row["eps"]) == (attack, norm, eps):
+                return row["accuracy"]
+        raise KeyError(f"No result for attack={attack!r}, norm={norm!r}, eps={eps!r}")
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (plain Python types only)."""
+        return dataclasses.asdict(self)
+
+    def to_markdown(self) -> str:
+        """The table as Markdown: one row per norm and eps, one column per
+        attack plus the worst case."""
+        names = list(
+            dict.fromkeys(r["attack"] for r in self.rows if r["attack"] != WORST_CASE)
+        )
+        columns = names + [WORST_CASE]
+        lines = [
+            f"Clean accuracy: {self.clean_accuracy:.2%} on {self.num_examples} examples.",
+            "",
+            "| norm | eps | " + " | ".join(columns) + " |",
+            "|---|---:|" + "---:|" * len(columns),
+        ]
+        points = dict.fromkeys((r["norm"], r["eps"]) for r in self.rows)
+        for norm, eps in points:
+            cells = [f"{self.accuracy(norm, eps, name):.2%}" for name in columns]
+            lines.append(f"| {norm} | {eps:g} | " + " | ".join(cells) + " |")
+        if self.warnings:
+            lines += ["", "Gradient-masking checks that failed:", ""]
+            lines += [f"- {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.to_markdown()
+
+
+def _eps_by_norm(norms, eps_values):
+    norms = [canonical_norm(n) for n in norms]
+    if eps_values is None:
+        unknown = [n for n in norms if n not in DEFAULT_EPS]
+        if unknown:
+            raise ValueError(
+                f"No default eps for norm(s) {unknown}: pass `eps_values`. "
+                f"Received: eps_values=None"
+            )
+        return {n: DEFAULT_EPS[n] for n in norms}
+    if isinstance(eps_values, dict):
+        eps_values = {canonical_norm(k): v for k, v in eps_values.items()}
+        missing = [n for n in norms if n not in eps_values]
+        if missing:
+            raise ValueError(
+                f"Argument `eps_values` has no radii for norm(s) {missing}. "
+                f"Received: eps_values={eps_values!r}"
+            )
+        return {n: tuple(eps_values[n]) for n in norms}
+    return {n: tuple(eps_values) for n in norms}
+
+
+def _huge_eps(norm, dimension, input_range):
+    """A radius that reaches every valid input (or far beyond, unbounded)."""
+    width = 10.0 if input_range is None else input_range[1] - input_range[0]
+    return {"linf": width, "l2": width * math.sqrt(dimension), "l1": width * dimension}[
+        norm
+    ]
+
+
+@keras_gradreg_export("keras_gradreg.evaluate_robustness")
+def evaluate_robustness(
+    model,
+    x,
+    y,
+    norms=("linf", "l2"),
+    eps_values=None,
+    attacks=("fgm", "pgd"),
+    *,
+    input_range=(0.0, 1.0),
+    batch_size: int = 500,
+    seed: int = 0,
+    checks: bool = True,
+    verbose: int = 1,
+) -> RobustnessReport:
+    """Clean and robust accuracy of a classifier for every attack, norm and
+    eps, with the worst case over attacks and gradient-masking checks.
+
+    Args:
+        model: a Keras classifier.
+        x, y: inputs in `input_range` and integer labels.
+        norms: perturbation norms ("linf", "l2", "l1"; FGM also takes p).
+        eps_values: radii: one sequence for every norm, a dict norm ->
+            sequence, or None for `DEFAULT_EPS` (inputs in [0, 1]).
+        attacks: "fgm", "pgd" or attack objects (`attacks.FGM`,
+            `attacks.PGD(steps=40, restarts=5)`, ...).
+        input_range: `(low, high)` of valid inputs.
+        batch_size: examples per compiled call.
+        seed: seed of the random starts.
+        checks: run the gradient-masking checks (one extra PGD at a huge eps
+            on at most 500 examples, one gradient pass on at most 1,000).
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        A `RobustnessReport`; `print(report)` shows the Markdown table.
+
+    Raises:
+        ValueError: for an unknown attack or norm, or missing radii.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.random.default_rng(0).uniform(size=(32, 4)).astype("float32")
+        >>> report = evaluate_robustness(model, x, np.zeros(32, "int32"), ["linf"],
+        ...                              [0.05], checks=False, verbose=0)
+        >>> report.accuracy("linf", 0.05) <= report.clean_accuracy
+        True
+    """
+    attack_objects = [_attacks.get(a) for a in attacks]
+    if not attack_objects:
+        raise ValueError(
+            "Argument `attacks` must name at least one attack. Received: ()"
+        )
+    radii = _eps_by_norm(norms, eps_values)
+    x, y = np.asarray(x), np.asarray(y).reshape(-1)
+    correct = _attacks.correct_predictions(model, x, y, batch_size)
+    points = [
+        (n, e, a) for n, values in radii.items() for e in values for a in attack_objects
+    ]
+    progress = (
+        keras.utils.Progbar(
+            len(points), unit_name="attack", stateful_metrics=["accuracy"]
+        )
+        if verbose
+        else None
+    )
+    rows, survived = [], {}
+    for i, (norm, eps, attack) in enumerate(points):
+        x_adv = attack(
+            model,
+            x,
+            y,
+            norm,
+            eps,
+            input_range=input_range,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        robust = correct & _attacks.correct_predictions(model, x_adv, y, batch_size)
+        rows.append(
+            {
+                "attack": attack.name,
+                "norm": norm,
+                "eps": eps,
+                "accuracy": float(robust.mean()),
+            }
+        )
+        survived[(norm, eps)] = survived.get((norm, eps), correct) & robust
+        if progress:
+            progress.update(i + 1, [("accuracy", float(robust.mean()))])
+    for (norm, eps), robust in survived.items():
+        rows.append(
+            {
+                "attack": WORST_CASE,
+                "norm": norm,
+                "eps": eps,
+                "accuracy": float(robust.mean()),
+            }
+        )
+    report = RobustnessReport(float(correct.mean()), rows, [], int(len(x)))
+    if checks:
+        report.warnings = _masking_checks(
+            model, x, y, report, attack_objects, input_range, batch_size, seed
+        )
+        for message in report.warnings:
+            warnings.warn(message, GradientMaskingWarning, stacklevel=2)
+    return report
+
+
+def _masking_checks(model, x, y, report, attacks, input_range, batch_size, seed):
+    """AutoAttack-style sanity checks; returns the messages of those that
+    fail."""
+    messages = []
+    tolerance = max(0.01, 2.0 / len(x))
+    by_attack = {}
+    for row in report.rows:
+        by_attack.setdefault((row["attack"], row["norm"]), []).append(
+            (row["eps"], row["accuracy"])
+        )
+    # 1. A multi-step attack weaker than the one-step one.
+    one_step = [a.name for a in attacks if isinstance(a, _attacks.FGM)]
+    multi_step = [a.name for a in attacks if isinstance(a, _attacks.PGD)]
+    for fgm_name in one_step:
+        for pgd_name in multi_step:
+            for row in report.rows:
+                if row["attack"] != pgd_name:
+                    continue
+                weak = report.accuracy(row["norm"], row["eps"], fgm_name)
+                if row["accuracy"] > weak + tolerance:
+                    messages.append(
+                        f"{pgd_name} is weaker than {fgm_name} at {row['norm']} "
+                        f"eps={row['eps']:g} ({row['accuracy']:.2%} vs {weak:.2%} "
+                        "robust accuracy): the loss surface may be masking gradients."
+                    )
+    # 2. Accuracy rising with eps.
+    for (name, norm), curve in by_attack.items():
+        curve.sort()
+        for (e0, a0), (e1, a1) in zip(curve, curve[1:]):
+            if a1 > a0 + tolerance:
+                messages.append(
+                    f"{name} accuracy rises with eps for {norm}: {a0:.2%} at "
+                    f"eps={e0:g} but {a1:.2%} at eps={e1:g}."
+                )
+    # 3. Exactly-zero input gradients.
+    subset = slice(0, min(len(x), 1000))
+    gradients = _attacks.input_gradients(
+        model, x[subset], y[subset], input_range=input_range, batch_size=batch_size
+    )
+    zero = np.all(gradients.reshape(len(gradients), -1) == 0, axis=1).mean()
+    if zero > 0.05:
+        messages.append(
+            f"{zero:.1%} of the examples have an exactly-zero input gradient: "
+            "gradient-based attacks cannot move them (masking, e.g. saturated "
+            "outputs or non-differentiable layers)."
+        )
+    # 4. Accuracy at an eps that reaches every valid input.
+    subset = slice(0, min(len(x), 500))
+    classes = int(np.shape(model.predict(x[:1], verbose=0))[-1])
+    chance = 1.0 / classes
+    dimension = int(np.prod(x.shape[1:]))
+    pgd = next((a for a in attacks if isinstance(a, _attacks.PGD)), _attacks.PGD())
+    for norm in dict.fromkeys(row["norm"] for row in report.rows):
+        if norm not in ("linf", "l2", "l1"):
+            continue
+        eps = _huge_eps(norm, dimension, input_range)
+        x_adv = pgd(
+            model, x[subset], y[subset], norm, eps,
+            input_range=input_range, batch_size=batch_size, seed=seed,
+        )  # fmt: skip
+        accuracy = float(
+            _attacks.correct_predictions(model, x_adv, y[subset], batch_size).mean()
+        )
+        if accuracy > max(2 * chance, 0.1):
+            messages.append(
+                f"{pgd.name} at {norm} eps={eps:g}, which reaches every valid "
+                f"input, leaves {accuracy:.2%} accuracy (chance is {chance:.0%}): "
+                "the attack is not working on this model."
+            )
+    return messages
