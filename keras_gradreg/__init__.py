@@ -1,7 +1,7 @@
 """keras_gradreg: the unified gradient regularization family (Lyu, Huang and
 Liang, 2015) for Keras 3 on TensorFlow, JAX and PyTorch."""
 
-from keras_gradreg import attacks, callbacks, datasets, layers, models, plots
+from keras_gradreg import attacks, callbacks, datasets, layers, models, plots, tuning
 from keras_gradreg.attacks import (
     classification_accuracy,
     fgm,
@@ -46,5 +46,6 @@ __all__ = [
     "per_example_norm",
     "pgd",
     "plots",
+    "tuning",
     "worst_case_perturbation",
 ]
