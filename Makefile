@@ -1,6 +1,8 @@
 # Everything a fresh machine with Python 3.11 and pip needs:
 #   make demo   create .venv, install, train plain vs. family members on MNIST
-#   make test   create .venv, install, lint, run the suite on every backend
+#   make test   create .venv, install, lint, build the docs (strict), run the
+#               suite on every backend
+#   make docs   build the documentation site into site/ (strict)
 #
 # CPU builds by default. TORCH_SPEC is installed before the package so that
 # the `torch` requirement is already met by a CPU build (a bare `torch`
@@ -28,8 +30,9 @@ ifeq ($(origin KERAS_GRADREG_DATA),undefined)
 endif
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
+export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test lint format docs demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +53,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix keras_gradreg tests examples benchmarks
 	$(BIN)/ruff format keras_gradreg tests examples benchmarks
 
+# Warnings (broken links, docstrings that do not match signatures) fail it.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet
+
 # One pytest process per backend: Keras fixes its backend at import. The
 # docstring examples run once, on DOCTEST_BACKEND.
-test: lint
+test: lint docs
 	@status=0; for backend in $(BACKENDS); do \
 	  echo "=== KERAS_BACKEND=$$backend ==="; \
 	  doctests=""; [ "$$backend" = "$(DOCTEST_BACKEND)" ] && doctests="--doctest-modules keras_gradreg"; \

@@ -34,16 +34,13 @@ def measure(norms, steps):
     eps = {"linf": 0.1, "l2": 1.0, "l1": 10.0}
     rows = []
     for norm in norms:
-        for name, attack in (
-            ("FGM", lambda x, y: kg.fgm(model, x, y, norm, eps[norm])),
-            (
-                f"PGD-{steps}",
-                lambda x, y: kg.pgd(model, x, y, norm, eps[norm], steps=steps, seed=0),
-            ),
-        ):
-            attack(x_test[:500], y_test[:500])  # compile
+        for attack in (kg.attacks.FGM(), kg.attacks.PGD(steps=steps)):
+            name = attack.name
+            attack(
+                model, x_test[:500], y_test[:500], norm, eps[norm], seed=0
+            )  # compile
             start = time.perf_counter()
-            x_adv = attack(x_test, y_test)
+            x_adv = attack(model, x_test, y_test, norm, eps[norm], seed=0)
             seconds = time.perf_counter() - start
             accuracy = kg.classification_accuracy(model, x_adv, y_test)
             rows.append(

@@ -679,8 +679,13 @@ def fgsm_accuracy(
 
     Args:
         model: a classifier whose outputs are class scores, shape (N, classes).
-        x, y: inputs and integer labels.
-        eps, norm, loss, input_range, batch_size: as in `fgm`.
+        x: inputs inside `input_range`.
+        y: integer labels.
+        eps: the radius (as in `fgm`).
+        norm: the perturbation norm (as in `fgm`).
+        loss: the attack's loss (as in `fgm`).
+        input_range: `(low, high)` of valid inputs.
+        batch_size: examples per compiled call.
 
     Returns:
         The fraction of adversarial examples still classified correctly.
@@ -714,7 +719,13 @@ def input_gradients(
     logits, compiled).
 
     Args:
-        model, x, y, loss, from_logits, input_range, batch_size: as in `fgm`.
+        model: a Keras classifier.
+        x: inputs of shape (N, ...) inside `input_range`.
+        y: integer labels.
+        loss: as in `fgm`.
+        from_logits: as in `fgm`.
+        input_range: as in `fgm`.
+        batch_size: examples per compiled call.
 
     Returns:
         A NumPy array shaped like `x`.

@@ -228,7 +228,9 @@ def load_cifar10(
     cache or a download), which gives the real arrays.
 
     Args:
-        data_dir, validation_size, source: as in `load_mnist`.
+        data_dir: as in `load_mnist`.
+        validation_size: as in `load_mnist`.
+        source: as in `load_mnist`.
         return_source: also return a label for reports: "CIFAR-10 (JPEG
             copy)", "CIFAR-10" or "CIFAR-10 (tfds)".
 
@@ -272,7 +274,9 @@ def global_contrast_normalize(
 
     Args:
         x: images (N, ...), any float dtype.
-        scale, sqrt_bias, epsilon: as above.
+        scale: as above.
+        sqrt_bias: as above.
+        epsilon: as above.
 
     Returns:
         float32 array shaped like `x`.

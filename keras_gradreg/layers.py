@@ -119,8 +119,12 @@ class Maxout(_MaxoutBase):
         units: number of output units, >= 1.
         pieces: linear pieces per unit, >= 1 (`pieces=1` is a linear layer).
         use_bias: whether to add a bias.
-        kernel_initializer, bias_initializer, kernel_regularizer,
-        bias_regularizer, activity_regularizer, kernel_constraint,
+        kernel_initializer: as in `keras.layers.Dense`.
+        bias_initializer: as in `keras.layers.Dense`.
+        kernel_regularizer: as in `keras.layers.Dense`.
+        bias_regularizer: as in `keras.layers.Dense`.
+        activity_regularizer: as in `keras.layers.Dense`.
+        kernel_constraint: as in `keras.layers.Dense`.
         bias_constraint: as in `keras.layers.Dense`.
         max_norm: optional maximum L2 norm of each kernel column (the
             constraint of the maxout papers, e.g. 1.9365):
@@ -201,11 +205,16 @@ class MaxoutConv2D(_MaxoutBase):
     Args:
         filters: output channels, >= 1.
         pieces: linear pieces per output channel, >= 1.
-        kernel_size, strides, padding, data_format, dilation_rate: as in
-            `keras.layers.Conv2D` ("channels_last" or "channels_first").
+        kernel_size: as in `keras.layers.Conv2D`.
+        strides: as in `keras.layers.Conv2D`.
+        padding: as in `keras.layers.Conv2D`.
+        data_format: "channels_last" or "channels_first" (default: Keras's
+            image data format).
+        dilation_rate: as in `keras.layers.Conv2D`.
         max_norm: optional maximum L2 norm of each filter's kernel
             (`MaxNorm(max_norm, axis=[0, 1, 2])`).
-        other arguments: as in `Maxout`.
+        **kwargs: initializers, regularizers, constraints and base-layer
+            arguments, as in `Maxout`.
 
     Example:
         >>> import numpy as np

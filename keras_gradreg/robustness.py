@@ -144,7 +144,8 @@ def evaluate_robustness(
 
     Args:
         model: a Keras classifier.
-        x, y: inputs in `input_range` and integer labels.
+        x: inputs inside `input_range`.
+        y: integer labels.
         norms: perturbation norms ("linf", "l2", "l1"; FGM also takes p).
         eps_values: radii: one sequence for every norm, a dict norm ->
             sequence, or None for `DEFAULT_EPS` (inputs in [0, 1]).

@@ -140,11 +140,14 @@ class GradRegHyperModel(keras_tuner.HyperModel):
         input_shape: shape of one example (scales the default l2/l1 ranges).
         input_range: `(low, high)` of the inputs: the regularizer's clipping
             and the attack's threat model.
-        loss, metrics: compiled into each model.
+        loss: compiled into each model.
+        metrics: compiled into each model.
         robust_eps: radius of the validation attack behind
             "val_robust_accuracy" (norm `robust_norm`, attack PGD-10 on
             `robust_subset` validation examples).
-        robust_norm, robust_subset: see `robust_eps`.
+        robust_norm: see `robust_eps`.
+        robust_subset: see `robust_eps`.
+        name: the hypermodel's name.
         robust_objective: add the robust callbacks in `fit` (needed for the
             robust objectives; requires `validation_data`).
 

@@ -101,3 +101,21 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
     capsys.readouterr()
     assert reproduce_mnist.main(argv) == rows  # every run is read back...
     assert "== select" not in capsys.readouterr().out  # ...none is trained again
+
+
+def test_every_public_name_is_in_the_api_reference():
+    import re
+
+    import keras_gradreg as kg
+
+    reference = (ROOT / "docs" / "api.md").read_text()
+    documented = set(re.findall(r"^::: keras_gradreg\.(\w+)$", reference, re.M))
+    for name in kg.__all__:
+        assert name in documented or f"`keras_gradreg.{name}`" in reference, name
+        obj = getattr(kg, name)
+        if name != "FORMS":
+            assert obj.__doc__ and obj.__doc__.strip(), name
+    # Every page of docs/ is in the site's navigation.
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for page in (ROOT / "docs").rglob("*.md"):
+        assert str(page.relative_to(ROOT / "docs")) in nav, page

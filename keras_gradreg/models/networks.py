@@ -38,8 +38,10 @@ def mnist_maxout_mlp(
     Args:
         input_shape: shape of one image (flattened inside).
         num_classes: output classes.
-        units, pieces: each maxout layer's size.
-        input_dropout, hidden_dropout: dropout *rates* (1 - keep probability).
+        units: units of each maxout layer.
+        pieces: pieces of each maxout unit.
+        input_dropout: dropout *rate* on the input (1 - keep probability).
+        hidden_dropout: dropout rate after each hidden layer.
         max_norm: column max-norm, or None for none.
         **regularizer: `GradRegModel` arguments (norm, sigma, form, ...).
 
@@ -77,8 +79,10 @@ def mnist_conv_maxout(
 
     Args:
         input_shape: `(28, 28, 1)`; a `(28, 28)` input is given a channel.
-        num_classes, dropout, max_norm, **regularizer: as in
-            `mnist_maxout_mlp`.
+        num_classes: output classes.
+        dropout: dropout rate before the softmax layer.
+        max_norm: kernel max-norm, or None for none.
+        **regularizer: `GradRegModel` arguments (norm, sigma, form, ...).
 
     Returns:
         An uncompiled `GradRegModel`.
@@ -119,7 +123,9 @@ def cifar10_conv_maxout(
         input_shape: one image, channels last.
         num_classes: output classes.
         width: multiplier of every layer's width, > 0.
-        dropout, max_norm, **regularizer: as in `mnist_maxout_mlp`.
+        dropout: dropout rate.
+        max_norm: kernel max-norm, or None for none.
+        **regularizer: `GradRegModel` arguments (norm, sigma, form, ...).
 
     Returns:
         An uncompiled `GradRegModel`.
