@@ -329,6 +329,17 @@ def _compiled(model, key, build):
     return per_model[key]
 
 
+def _loss_and_gradient(scoring, shape, x_flat, y, targeted):
+    """Per-example attack losses, class scores and d(sum of losses)/dx at the
+    flat inputs `x_flat` (batch, d), viewed as examples of `shape`."""
+
+    def fn(x):
+        scores = scoring.scores(ops.reshape(x, (-1,) + shape))
+        return _per_example_loss(scoring, scores, y, targeted), scores
+
+    return _backend.values_and_input_gradient(fn, x_flat)
+
+
 def _improves(success, value, best_success, best_value):
     """Whether a candidate beats the best so far: fooling the model first,
     then a higher loss (so, among fooling points, the strongest one)."""
@@ -342,11 +353,9 @@ def _build_pgd(scoring, shape, norm, steps, targeted, input_range, l1_coordinate
     inputs."""
 
     def evaluate(x_flat, y):
-        def fn(x):
-            scores = scoring.scores(ops.reshape(x, (-1,) + shape))
-            return _per_example_loss(scoring, scores, y, targeted), scores
-
-        values, scores, gradient = _backend.values_and_input_gradient(fn, x_flat)
+        values, scores, gradient = _loss_and_gradient(
+            scoring, shape, x_flat, y, targeted
+        )
         values = ops.cast(values, "float32")
         return _succeeded(scores, y, targeted), values, gradient
 
@@ -387,11 +396,7 @@ def _build_pgd(scoring, shape, norm, steps, targeted, input_range, l1_coordinate
 
 def _build_fgm(scoring, shape, norm, targeted, input_range):
     def attack(x, y, eps):
-        def fn(x):
-            scores = scoring.scores(ops.reshape(x, (-1,) + shape))
-            return _per_example_loss(scoring, scores, y, targeted), scores
-
-        _, _, gradient = _backend.values_and_input_gradient(fn, x)
+        _, _, gradient = _loss_and_gradient(scoring, shape, x, y, targeted)
         delta = worst_case_perturbation(gradient, norm, ops.cast(eps, x.dtype))
         return x + _clip_to_range(x, delta, input_range)
 
@@ -407,6 +412,17 @@ def _pad(array, size):
     call of a compiled attack has the same shape (no retracing)."""
     missing = size - len(array)
     return array if missing == 0 else np.concatenate([array, array[:missing]])
+
+
+def _map_batches(run, x, y, batch_size, *constants):
+    """`run(x_batch, y_batch, *constants)` over padded batches of the flat
+    `x`; returns the outputs, shaped like `x`."""
+    flat = x.reshape(len(x), -1)
+    out = np.empty_like(flat)
+    for start, stop in _batches(len(x), batch_size):
+        xb, yb = _pad(flat[start:stop], batch_size), _pad(y[start:stop], batch_size)
+        out[start:stop] = ops.convert_to_numpy(run(xb, yb, *constants))[: stop - start]
+    return out.reshape(x.shape)
 
 
 def _setup(model, x, y, input_range, loss, from_logits, batch_size):
@@ -478,18 +494,12 @@ def fgm(
         model, x, y, input_range, loss, from_logits, batch_size
     )
     shape = x.shape[1:]
-    flat = x.reshape(len(x), -1)
     run = _compiled(
         model,
-        ("fgm", scoring.key, shape, norm, targeted, input_range, str(flat.dtype)),
+        ("fgm", scoring.key, shape, norm, targeted, input_range, str(x.dtype)),
         lambda: _build_fgm(scoring, shape, norm, targeted, input_range),
     )
-    out = np.empty_like(flat)
-    for start, stop in _batches(len(x), batch_size):
-        size = stop - start
-        xb, yb = _pad(flat[start:stop], batch_size), _pad(y[start:stop], batch_size)
-        out[start:stop] = ops.convert_to_numpy(run(xb, yb, np.float32(eps)))[:size]
-    return out.reshape(x.shape)
+    return _map_batches(run, x, y, batch_size, np.float32(eps))
 
 
 def _random_start(rng, x, norm, eps, input_range):
@@ -742,22 +752,10 @@ def input_gradients(
     shape = x.shape[1:]
 
     def build():
-        def gradient(x, y):
-            def fn(x):
-                scores = scoring.scores(ops.reshape(x, (-1,) + shape))
-                return _per_example_loss(scoring, scores, y, False), scores
-
-            return _backend.values_and_input_gradient(fn, x)[2]
-
-        return gradient
+        return lambda x, y: _loss_and_gradient(scoring, shape, x, y, False)[2]
 
     run = _compiled(model, ("gradient", scoring.key, shape), build)
-    flat = x.reshape(len(x), -1)
-    out = np.empty_like(flat)
-    for start, stop in _batches(len(x), batch_size):
-        xb, yb = _pad(flat[start:stop], batch_size), _pad(y[start:stop], batch_size)
-        out[start:stop] = ops.convert_to_numpy(run(xb, yb))[: stop - start]
-    return out.reshape(x.shape)
+    return _map_batches(run, x, y, batch_size)
 
 
 @keras_gradreg_export("keras_gradreg.attacks.FGM")

@@ -45,11 +45,7 @@ def plot_learning_curves(history: dict, path, title: str = "") -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        out = Path(f"{path}_{suffix}.png")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out)
-        plt.close(fig)
-        written.append(out)
+        written.append(_save(plt, fig, f"{path}_{suffix}.png"))
     return written
 
 
@@ -60,6 +56,16 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path) -> Path:
+    """Writes `fig` to `path` (creating its folder), closes it and returns
+    the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
 
 
 def _as_image(array, image_shape):
@@ -168,11 +174,7 @@ def plot_input_gradients(
         ax.set_yticks([])
     fig.suptitle("Input gradients and worst-case perturbations", fontsize=10)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)
 
 
 @keras_gradreg_export("keras_gradreg.plots.plot_robust_accuracy")
@@ -212,8 +214,4 @@ def plot_robust_accuracy(reports: dict, path, attack: str = "worst case") -> Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, path)

@@ -5,26 +5,14 @@ import subprocess
 import sys
 
 import keras
-import numpy as np
 import pytest
 
 from keras_gradreg import cli
-
-
-def _fake_mnist(folder, n=64):
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        folder / "mnist.npz",
-        x_train=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-        y_train=rng.integers(0, 10, n).astype(np.uint8),
-        x_test=rng.integers(0, 256, (n // 2, 28, 28), dtype=np.uint8),
-        y_test=rng.integers(0, 10, n // 2).astype(np.uint8),
-    )
+from tests.helpers import write_fake_mnist
 
 
 def test_train_writes_model_history_results_and_curves(tmp_path, capsys):
-    _fake_mnist(tmp_path / "data")
+    write_fake_mnist(tmp_path / "data")
     out = tmp_path / "run"
     code = cli.main([
         "train", "--data-dir", str(tmp_path / "data"), "--model", "maxout_mlp",
@@ -66,7 +54,7 @@ def test_train_writes_model_history_results_and_curves(tmp_path, capsys):
     ],
 )
 def test_bad_arguments_give_one_line_and_nonzero_exit(tmp_path, capsys, argv, message):
-    _fake_mnist(tmp_path / "data")
+    write_fake_mnist(tmp_path / "data")
     argv = [
         *argv,
         "--data-dir",
@@ -98,7 +86,7 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
 
 
 def test_train_conv_maxout_on_28x28_images(tmp_path):
-    _fake_mnist(tmp_path / "data", n=16)
+    write_fake_mnist(tmp_path / "data", n=16)
     code = cli.main([
         "train", "--data-dir", str(tmp_path / "data"), "--model", "mnist_conv_maxout",
         "--epochs", "1", "--batch-size", "8", "--output", str(tmp_path / "run"), "--verbose", "0",

@@ -2,14 +2,12 @@
 
 import importlib
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
 from keras_gradreg import datasets
+from tests.helpers import ROOT, import_example
 
-ROOT = Path(__file__).resolve().parents[1]
 HAS_MNIST = datasets.find_dataset_file("mnist.npz") is not None
 
 
@@ -18,11 +16,7 @@ HAS_MNIST = datasets.find_dataset_file("mnist.npz") is not None
     not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
 )
 def test_demo_compares_plain_and_family_members(capsys):
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import demo_mnist
-    finally:
-        sys.path.pop(0)
+    demo_mnist = import_example("demo_mnist")
     rows = demo_mnist.main(
         [
             "--epochs",
@@ -75,11 +69,7 @@ def test_public_api_is_flat_documented_and_registered():
     not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
 )
 def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import reproduce_mnist
-    finally:
-        sys.path.pop(0)
+    reproduce_mnist = import_example("reproduce_mnist")
     argv = [
         "--budget", "quick", "--select-epochs", "1", "--final-epochs", "1",
         "--limit", "256", "--output", str(tmp_path), "--verbose", "0",

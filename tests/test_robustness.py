@@ -12,6 +12,7 @@ from keras import ops
 
 import keras_gradreg as kg
 from keras_gradreg import cli
+from tests.helpers import write_fake_mnist
 
 
 def _identity_classifier():
@@ -188,20 +189,8 @@ def test_pictures_are_written(tmp_path, classification_data):
     assert height > width / 3  # four rows of panels
 
 
-def _fake_mnist(folder, n=32):
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        folder / "mnist.npz",
-        x_train=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-        y_train=rng.integers(0, 10, n).astype(np.uint8),
-        x_test=rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-        y_test=rng.integers(0, 10, n).astype(np.uint8),
-    )
-
-
 def test_evaluate_command_writes_report_json_and_pictures(tmp_path, capsys):
-    _fake_mnist(tmp_path / "data")
+    write_fake_mnist(tmp_path / "data", n=32, n_test=32)
     model = kg.models.mnist_maxout_mlp(units=8, pieces=2, sigma=0.0)
     model.compile(loss="sparse_categorical_crossentropy")
     model.save(tmp_path / "model.keras")

@@ -1,9 +1,6 @@
 """The KerasTuner hypermodel: search space, objectives, a real two-trial
 search per backend, and examples/tune_mnist.py end to end."""
 
-import sys
-from pathlib import Path
-
 import keras
 import keras_tuner
 import numpy as np
@@ -11,8 +8,7 @@ import pytest
 
 import keras_gradreg as kg
 from keras_gradreg import datasets, tuning
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import import_example
 
 
 def _small_model(hp):
@@ -151,11 +147,7 @@ def test_robust_objective_without_validation_data_is_a_clear_error(classificatio
     reason="no local mnist.npz (set $KERAS_GRADREG_DATA)",
 )
 def test_tune_mnist_runs_end_to_end_and_resumes(tmp_path, capsys):
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import tune_mnist
-    finally:
-        sys.path.pop(0)
+    tune_mnist = import_example("tune_mnist")
     argv = [
         "--trials", "2", "--epochs", "1", "--final-epochs", "1", "--limit", "300",
         "--output", str(tmp_path), "--verbose", "0",
