@@ -1,10 +1,11 @@
 """Per-backend differentiation, chosen once at import like Keras's trainers.
 
 Each module exposes `train_step` (the `GradRegModel.train_step` for that
-backend; JAX's takes and returns the stateless training state) and
-`values_and_input_gradient(fn, x)` and `compile_attack(model, fn)` for the
-attacks. These modules are the
-only files of the library that import tensorflow, jax or torch.
+backend; JAX's takes and returns the stateless training state),
+`check_distribution()` (raises for a distributed setup the backend cannot
+train correctly), and `values_and_input_gradient(fn, x)` and
+`compile_attack(model, fn)` for the attacks. These modules are the only
+files of the library that import tensorflow, jax or torch.
 """
 
 import keras
@@ -12,19 +13,29 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
+    from keras_gradreg.backend.common import check_distribution
     from keras_gradreg.backend.tensorflow import (
         compile_attack,
+        first_local_batch,
+        multi_worker_logs,
         train_step,
         values_and_input_gradient,
     )
 elif _BACKEND == "jax":
+    from keras_gradreg.backend.common import (
+        check_distribution,
+        first_local_batch,
+        multi_worker_logs,
+    )
     from keras_gradreg.backend.jax import (
         compile_attack,
         train_step,
         values_and_input_gradient,
     )
 elif _BACKEND == "torch":
+    from keras_gradreg.backend.common import first_local_batch, multi_worker_logs
     from keras_gradreg.backend.torch import (
+        check_distribution,
         compile_attack,
         train_step,
         values_and_input_gradient,
@@ -35,4 +46,11 @@ else:  # pragma: no cover - numpy/openvino cannot train
         f"Received: KERAS_BACKEND={_BACKEND!r}"
     )
 
-__all__ = ["compile_attack", "train_step", "values_and_input_gradient"]
+__all__ = [
+    "check_distribution",
+    "compile_attack",
+    "first_local_batch",
+    "multi_worker_logs",
+    "train_step",
+    "values_and_input_gradient",
+]

@@ -3,6 +3,12 @@
 from keras_gradreg import objective
 
 
+def check_distribution():
+    """Nothing to refuse on TensorFlow and JAX: `tf.distribute` strategies
+    and `keras.distribution` shard the global batch, and the train step's
+    per-example terms are averaged over it (see docs/guides/distributed.md)."""
+
+
 def call_model(model, x, training=True):
     """`model(x, training=...)`, omitting `training` when `call` lacks it."""
     if model._call_has_training_arg:
@@ -22,3 +28,15 @@ def train_logs(model, terms, total, x, y, y_pred, sample_weight):
     logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     logs.update({tracker.name: tracker.result() for tracker in model.family_trackers})
     return logs
+
+
+def multi_worker_logs(model, logs):
+    """`logs` unchanged (the TensorFlow backend adapts them to Keras's
+    multi-worker reduction)."""
+    del model
+    return logs
+
+
+def first_local_batch(model, iterator):
+    """None: only the TensorFlow trainer builds from a distributed batch."""
+    del model, iterator

@@ -22,6 +22,9 @@ def train_step(model, state, data):
     selection = objective.select_inputs(x, reg.inputs_to_regularize)
     second_order = objective.needs_second_order(reg)
     metrics_mapping = list(zip(model.metrics_variables, metrics_vars))
+    optimizer_mapping = list(zip(model.optimizer.variables, optimizer_vars))
+    with keras.StatelessScope(state_mapping=optimizer_mapping):
+        scale = objective.input_gradient_loss_scale(model.optimizer, x)
 
     def clean_pass(trainable, non_trainable):
         """One forward pass: the clean loss and each example's dL/dx."""
@@ -31,11 +34,13 @@ def train_step(model, state, data):
                 model, trainable, non_trainable, selection.rebuild(x, leaves)
             )
             clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
+            summed = objective.scale_summed_loss(summed, scale)
             return summed, (clean_loss, y_pred, non_trainable, losses)
 
         gradients, aux = jax.grad(summed_clean_loss, has_aux=True)(
             selection.leaves, non_trainable
         )
+        gradients = objective.unscale_input_gradients(gradients, scale)
         if not second_order:
             gradients = [jax.lax.stop_gradient(g) for g in gradients]
         return gradients, aux
@@ -67,8 +72,7 @@ def train_step(model, state, data):
         total = terms.total + regularization.astype(terms.total.dtype)
         loss = total
         if model.optimizer is not None:
-            mapping = list(zip(model.optimizer.variables, optimizer_vars))
-            with keras.StatelessScope(state_mapping=mapping):
+            with keras.StatelessScope(state_mapping=optimizer_mapping):
                 loss = model.optimizer.scale_loss(total)
         return loss, (terms, total, y_pred, latest["non_trainable"])
 

@@ -15,6 +15,7 @@ def train_step(model, data):
     selection = objective.select_inputs(x, reg.inputs_to_regularize)
     record_clean = objective.needs_clean_weight_gradient(reg)
     second_order = objective.needs_second_order(reg)
+    scale = objective.input_gradient_loss_scale(model.optimizer, x)
 
     with tf.GradientTape() as tape:
         # The perturb form with alpha=0 needs the clean pass only for dL/dx.
@@ -26,6 +27,7 @@ def train_step(model, data):
                 clean_loss, summed = objective.clean_losses(
                     model, y, y_pred, sample_weight
                 )
+                summed = objective.scale_summed_loss(summed, scale)
             # Layer losses come from the forward pass the weights are
             # differentiated through (the perturbed one when this is not).
             layer_losses = model.losses
@@ -35,7 +37,9 @@ def train_step(model, data):
                 else contextlib.nullcontext()
             )
             with first_order_only:
-                gradients = input_tape.gradient(summed, selection.leaves)
+                gradients = objective.unscale_input_gradients(
+                    input_tape.gradient(summed, selection.leaves), scale
+                )
             if not second_order:
                 gradients = [tf.stop_gradient(g) for g in gradients]
 
@@ -58,7 +62,51 @@ def train_step(model, data):
 
     weights = model.trainable_weights
     model.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-    return train_logs(model, terms, total, x, y, y_pred, sample_weight)
+    logs = train_logs(model, terms, total, x, y, y_pred, sample_weight)
+    return multi_worker_logs(model, logs)
+
+
+# Keras 3's TF trainer breaks `fit` under a multi-worker
+# MultiWorkerMirroredStrategy in two places (tensorflow/tensorflow#72388):
+# it reduces each step's scalar logs with `strategy.reduce("MEAN", v, axis=0)`,
+# which needs a batch axis, and it reads a distributed batch's shapes through
+# a cross-worker reduce that cannot convert `PerReplica` values. The two
+# helpers below route around both, and only there.
+try:
+    from keras.src.backend.tensorflow.trainer import (
+        _collective_all_reduce_multi_worker as _multi_worker,
+    )
+except ImportError:  # pragma: no cover - other Keras layouts
+
+    def _multi_worker(strategy):
+        return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def multi_worker_logs(model, logs):
+    """Under multi-worker MultiWorkerMirroredStrategy, gives each scalar log
+    the length-1 axis that Keras's cross-worker mean reduces over (the
+    result is the same scalar mean over replicas); elsewhere returns `logs`
+    unchanged."""
+    if not _multi_worker(model.distribute_strategy):
+        return logs
+    return {k: tf.reshape(v, (1,)) if v.shape.rank == 0 else v for k, v in logs.items()}
+
+
+def first_local_batch(model, iterator):
+    """The first batch of `iterator` as the first local replica sees it
+    (for Keras's symbolic build, which needs only shapes and dtypes), or
+    None when Keras's own path works."""
+    strategy = model.distribute_strategy
+    if iterator is None or not _multi_worker(strategy):
+        return None
+    for _, _, batches in iterator:
+        batch = next(batches)
+        break
+    local = strategy.experimental_local_results
+    return tf.nest.map_structure(
+        lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v,
+        batch,
+    )
 
 
 def values_and_input_gradient(fn, x):

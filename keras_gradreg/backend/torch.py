@@ -9,6 +9,42 @@ from keras_gradreg import objective
 from keras_gradreg.backend.common import call_model, train_logs
 
 
+def check_distribution():
+    """Refuses distributed training, which the torch backend cannot do here.
+
+    Keras's trainer for torch runs one process on one device, and
+    `keras.distribution` has no torch implementation. Under
+    `torch.distributed` each process would fit its own replica on its own
+    data with nothing averaging the weights, so a GradRegModel stops rather
+    than train replicas that silently drift apart.
+
+    Raises:
+        RuntimeError: if a Keras distribution is set, or a
+            `torch.distributed` process group with more than one process is
+            initialized.
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is not None:
+        raise RuntimeError(
+            "GradRegModel cannot train under a Keras distribution on the torch "
+            "backend (keras.distribution has no torch implementation). Use the "
+            "JAX backend for keras.distribution, or the TensorFlow backend "
+            "with tf.distribute. Received: keras.distribution.distribution()="
+            f"{distribution!r}"
+        )
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        world_size = torch.distributed.get_world_size()
+        if world_size > 1:
+            raise RuntimeError(
+                "GradRegModel on the torch backend trains in one process: Keras's "
+                "torch trainer does not average gradients across processes, so "
+                "each process would train its own diverging copy. Use the "
+                "TensorFlow backend (tf.distribute.MultiWorkerMirroredStrategy) "
+                "or JAX (keras.distribution.DataParallel), or run one process. "
+                f"Received: torch.distributed world_size={world_size}"
+            )
+
+
 def train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     reg = model.regularizer
@@ -27,9 +63,14 @@ def train_step(model, data):
     # Layer losses come from the forward pass the weights are differentiated
     # through (the perturbed one when the clean pass is not).
     layer_losses = model.losses
+    scale = objective.input_gradient_loss_scale(model.optimizer, x)
     gradients = torch.autograd.grad(
-        summed, leaves, create_graph=second_order, retain_graph=record_clean
+        objective.scale_summed_loss(summed, scale),
+        leaves,
+        create_graph=second_order,
+        retain_graph=record_clean,
     )
+    gradients = objective.unscale_input_gradients(gradients, scale)
     if not second_order:
         gradients = [g.detach() for g in gradients]
     if not record_clean:
@@ -46,7 +87,7 @@ def train_step(model, data):
         return objective.compiled_loss(model, y, y_adv, sample_weight)
 
     terms = objective.family_objective(
-        reg, clean_loss, list(gradients), sample_weight, perturbed_loss
+        reg, clean_loss, gradients, sample_weight, perturbed_loss
     )
     regularization = objective.regularization_losses(layer_losses)
     total = terms.total + regularization.to(terms.total.dtype)

@@ -150,6 +150,7 @@ class GradRegModel(keras.Model):
         # Keras from compiling loaded models from their saved config.
         _check_loss_reductions(self.loss)
         _check_jit_compatible(self.regularizer, self.jit_compile)
+        _backend.check_distribution()
         return super().make_train_function(force=force)
 
     @property
@@ -160,6 +161,20 @@ class GradRegModel(keras.Model):
 
     def train_step(self, *args):
         return _backend.train_step(self, *args)
+
+    def test_step(self, *args):
+        logs = super().test_step(*args)
+        if keras.backend.backend() == "jax":  # (logs, state)
+            return logs
+        return _backend.multi_worker_logs(self, logs)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # TensorFlow only (Keras calls it from its TF trainer): see
+        # `keras_gradreg.backend.tensorflow.first_local_batch`.
+        local = _backend.first_local_batch(self, iterator)
+        if local is not None:
+            iterator, data_batch = None, local
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # `evaluate` sees clean inputs only: leave out the training terms.
