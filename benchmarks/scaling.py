@@ -2,14 +2,18 @@
 
 For each (backend, network, batch size, form) one fresh process builds a
 plain `keras.Model` of the network and the same network as a GradRegModel
-with the form, compiles both with `jit_compile=True` (XLA on TF and JAX),
+with the form, compiles both with `jit_compile=True` (XLA on TF and JAX;
+torch, if asked for, runs eagerly),
 traces each once (untimed), then times them through `model.fit` in
 interleaved rounds of one epoch each; the median epoch gives the step time
-and the ratio to plain. Networks are the library's (`mnist_maxout_mlp`,
-`mnist_conv_maxout`, `cifar10_conv_maxout`, dropout off, synthetic data).
+and the ratio to plain. TensorFlow reads a cached, pre-batched `tf.data`
+pipeline (`step_cost.fit_data`); JAX reads the NumPy arrays. Networks are
+the library's (`mnist_maxout_mlp`, `mnist_conv_maxout`,
+`cifar10_conv_maxout`, dropout off, synthetic data).
 
 Peak memory: on a GPU, the device allocator's peak (TF
-`get_memory_info`, JAX `memory_stats`), reset between the two models. On
+`get_memory_info`, reset between the two models; JAX `memory_stats`, a
+process-wide peak, so the form's figure is an upper bound as on CPU). On
 CPU neither framework reports allocator peaks, so the process's peak
 resident set size (`ru_maxrss`) is read after the plain model's stage and
 again at the end; growth is over the process after import. The second
@@ -32,6 +36,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from step_cost import fit_data
 
 FORMS = {
     "penalty l2": {"form": "penalty", "norm": "l2", "sigma": 0.5},
@@ -111,12 +117,15 @@ def run_cell(network, batch, form, rounds, steps, width):
         memory.reset()
         model, shape = build(network, regularizer, width)
         model.compile(
-            optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=True
+            optimizer="sgd",
+            loss="sparse_categorical_crossentropy",
+            # torch.compile cannot differentiate twice: torch runs eagerly.
+            jit_compile=backend != "torch",
         )
         rng = np.random.default_rng(0)
         x = rng.random((steps * batch, *shape), dtype=np.float32)
-        y = rng.integers(0, 10, steps * batch)
-        model.fit(x, y, batch_size=batch, epochs=1, verbose=0)  # compile: untimed
+        data = fit_data(x, rng.integers(0, 10, steps * batch), batch)
+        model.fit(**data, epochs=1, verbose=0)  # compile: untimed
         models[name] = model
         device_peak = memory.peak_mib()
         peaks[name] = (
@@ -126,7 +135,7 @@ def run_cell(network, batch, form, rounds, steps, width):
     for _ in range(rounds):
         for name, model in models.items():
             start = time.perf_counter()
-            model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+            model.fit(**data, epochs=1, verbose=0)
             times[name].append((time.perf_counter() - start) / steps)
     step = {name: statistics.median(t) for name, t in times.items()}
     if not memory.gpu:  # the end-of-run RSS covers the timed epochs too

@@ -62,6 +62,29 @@ def build(regularizer):
     return kg.GradRegModel(inputs, outputs, **{"sigma": 0.1, **regularizer})
 
 
+def fit_data(x, y, batch: int) -> dict:
+    """`model.fit` keyword arguments for timing on `x`, `y` in batches.
+
+    From NumPy arrays, Keras's tf.data pipeline competes with XLA for the
+    cores and TF epoch times swing 2x or settle on multiples of a stall;
+    on TensorFlow this returns a cached, pre-batched dataset with a
+    one-thread pool instead, which makes TF timings repeatable.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return {"x": x, "y": y, "batch_size": batch}
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = 1
+    options.autotune.enabled = False
+    dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    return {
+        "x": dataset.batch(batch, drop_remainder=True).cache().with_options(options)
+    }
+
+
 def run_backend(rounds: int, steps: int, batch: int) -> dict:
     import keras
     import numpy as np
@@ -71,20 +94,7 @@ def run_backend(rounds: int, steps: int, batch: int) -> dict:
     rng = np.random.default_rng(0)
     x = rng.random((steps * batch, 784), dtype=np.float32)
     y = rng.integers(0, 10, steps * batch)
-    data = {"x": x, "y": y, "batch_size": batch}
-    if backend == "tensorflow":
-        # From NumPy arrays, Keras's tf.data pipeline competes with XLA for
-        # the cores and epoch times swing 2x; a cached, pre-batched dataset
-        # with a one-thread pool makes TF timings repeatable.
-        import tensorflow as tf
-
-        options = tf.data.Options()
-        options.threading.private_threadpool_size = 1
-        options.autotune.enabled = False
-        dataset = tf.data.Dataset.from_tensor_slices((x, y))
-        data = {
-            "x": dataset.batch(batch, drop_remainder=True).cache().with_options(options)
-        }
+    data = fit_data(x, y, batch)
     models = {}
     for name, regularizer in CONFIGS:
         keras.utils.set_random_seed(0)

@@ -109,3 +109,29 @@ def test_every_public_name_is_in_the_api_reference():
     nav = (ROOT / "mkdocs.yml").read_text()
     for page in (ROOT / "docs").rglob("*.md"):
         assert str(page.relative_to(ROOT / "docs")) in nav, page
+
+
+def test_scaling_benchmark_runs_one_cell(tmp_path):
+    """`benchmarks/scaling.py` end to end on one tiny cell (no timing
+    threshold: only that it measures and reports)."""
+    import json
+    import subprocess
+    import sys
+
+    import keras
+
+    out = tmp_path / "scaling.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "scaling.py"),
+        "--backends", keras.backend.backend(), "--networks", "mlp",
+        "--batch-sizes", "8", "--forms", "perturb linf alpha=0",
+        "--rounds", "1", "--steps", "1", "--json", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (cell,) = json.loads(out.read_text())
+    assert cell["backend"] == keras.backend.backend()
+    assert (cell["network"], cell["batch"]) == ("mlp", 8)
+    assert cell["form_step_ms"] > 0 and cell["plain_step_ms"] > 0
+    assert cell["form_peak_mib"] >= 0
+    assert "| mlp | 8 | perturb linf alpha=0 |" in result.stdout
