@@ -34,6 +34,7 @@ import numpy as np
 from keras import ops
 
 from keras_gradreg import backend as _backend
+from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.norms import (
     Norm,
@@ -68,11 +69,7 @@ def _check_eps(eps):
 
 
 def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"Argument `{name}` must be an integer >= 1. Received: {name}={value!r}"
-        )
-    return int(value)
+    return int(check_integer(name, value, types=(int, np.integer)))
 
 
 def _check_input_range(input_range):

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 
 from keras_gradreg import attacks
+from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.norms import canonical_norm
 
@@ -96,19 +97,8 @@ class RobustAccuracy(keras.callbacks.Callback):
                 "Argument `validation_data` must hold as many labels as inputs, "
                 f"at least one. Received: len(x)={len(x)}, len(y)={len(y)}"
             )
-        if subset_size is not None and (
-            isinstance(subset_size, bool)
-            or not isinstance(subset_size, int)
-            or subset_size < 1
-        ):
-            raise ValueError(
-                "Argument `subset_size` must be an integer >= 1 or None. "
-                f"Received: subset_size={subset_size!r}"
-            )
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(
-                f"Argument `every` must be an integer >= 1. Received: every={every!r}"
-            )
+        check_integer("subset_size", subset_size, allow_none=True)
+        check_integer("every", every)
         attacks._check_eps(eps)
         if attack == "pgd":
             attack = attacks.PGD(steps=10)

@@ -42,7 +42,10 @@ def _norm(text):
         ) from None
 
 
-def _positive(kind):
+def _number(kind, allow_zero=False):
+    """An argparse type: a finite `kind` > 0 (>= 0 with `allow_zero`)."""
+    bound = ">= 0" if allow_zero else "> 0"
+
     def parse(text):
         try:
             value = kind(text)
@@ -50,8 +53,9 @@ def _positive(kind):
             raise argparse.ArgumentTypeError(
                 f"must be a {kind.__name__} (received {text!r})"
             ) from None
-        if not value > 0 or (kind is float and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"must be > 0 (received {text!r})")
+        in_range = value >= 0 if allow_zero else value > 0
+        if not in_range or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be {bound} (received {text!r})")
         return value
 
     return parse
@@ -73,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", choices=MODELS, default="maxout_mlp")
     train.add_argument(
         "--width",
-        type=_positive(float),
+        type=_number(float),
         default=1.0,
         help="width multiplier (cifar10_conv_maxout)",
     )
@@ -96,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--alpha", type=float, default=0.0, help="weight of the clean loss, in [0, 1)"
     )
     train.add_argument("--fd-step", type=float, default=0.01)
-    train.add_argument("--epochs", type=_positive(int), default=10)
-    train.add_argument("--batch-size", type=_positive(int), default=128)
+    train.add_argument("--epochs", type=_number(int), default=10)
+    train.add_argument("--batch-size", type=_number(int), default=128)
     train.add_argument(
-        "--lr", type=_positive(float), default=1e-3, help="initial learning rate (Adam)"
+        "--lr", type=_number(float), default=1e-3, help="initial learning rate (Adam)"
     )
     train.add_argument("--lr-schedule", choices=SCHEDULES, default="constant")
     train.add_argument(
@@ -110,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--limit",
-        type=_positive(int),
+        type=_number(int),
         default=None,
         help="use only the first N training and test images",
     )
@@ -132,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", choices=DATASETS, default="mnist")
     evaluate.add_argument("--data-dir", default=None)
     evaluate.add_argument(
-        "--limit", type=_positive(int), default=None, help="first N test images"
+        "--limit", type=_number(int), default=None, help="first N test images"
     )
     evaluate.add_argument(
         "--norms", nargs="+", choices=("linf", "l2", "l1"), default=["linf", "l2"]
@@ -145,35 +149,23 @@ def build_parser() -> argparse.ArgumentParser:
         evaluate.add_argument(
             f"--{norm}-eps",
             nargs="+",
-            type=_non_negative,
+            type=_number(float, allow_zero=True),
             default=list(default),
             help=f"radii for {norm} (default: {' '.join(map(str, default))})",
         )
     evaluate.add_argument(
         "--attacks", nargs="+", choices=("fgm", "pgd"), default=["fgm", "pgd"]
     )
-    evaluate.add_argument("--steps", type=_positive(int), default=20, help="PGD steps")
+    evaluate.add_argument("--steps", type=_number(int), default=20, help="PGD steps")
     evaluate.add_argument(
-        "--restarts", type=_positive(int), default=1, help="PGD random restarts"
+        "--restarts", type=_number(int), default=1, help="PGD random restarts"
     )
     evaluate.add_argument(
-        "--examples", type=_positive(int), default=3, help="images in the gradient grid"
+        "--examples", type=_number(int), default=3, help="images in the gradient grid"
     )
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--output", required=True, help="output folder")
     return parser
-
-
-def _non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number (received {text!r})"
-        ) from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be >= 0 (received {text!r})")
-    return value
 
 
 def _load(args):

@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 
+from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
 
 DATA_ENV = "KERAS_GRADREG_DATA"
@@ -66,15 +67,7 @@ def _check_arguments(validation_size, source):
         raise ValueError(
             f"Argument `source` must be one of {SOURCES}. Received: source={source!r}"
         )
-    if (
-        isinstance(validation_size, bool)
-        or not isinstance(validation_size, int)
-        or validation_size < 0
-    ):
-        raise ValueError(
-            "Argument `validation_size` must be an integer >= 0. "
-            f"Received: validation_size={validation_size!r}"
-        )
+    check_integer("validation_size", validation_size, minimum=0)
 
 
 def _finish(x_train, y_train, x_test, y_test, validation_size):

@@ -11,15 +11,8 @@ from __future__ import annotations
 import keras
 from keras import constraints, initializers, ops, regularizers
 
+from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"Argument `{name}` must be an integer >= 1. Received: {name}={value!r}"
-        )
-    return value
 
 
 def _kernel_constraint(kernel_constraint, max_norm, axis):
@@ -59,7 +52,7 @@ class _MaxoutBase(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        self.pieces = _check_positive_int("pieces", pieces)
+        self.pieces = check_integer("pieces", pieces)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
@@ -170,7 +163,7 @@ class Maxout(_MaxoutBase):
             max_norm_axis=0,
             **kwargs,
         )
-        self.units = _check_positive_int("units", units)
+        self.units = check_integer("units", units)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
     def build(self, input_shape):
@@ -257,7 +250,7 @@ class MaxoutConv2D(_MaxoutBase):
             max_norm_axis=[0, 1, 2],
             **kwargs,
         )
-        self.filters = _check_positive_int("filters", filters)
+        self.filters = check_integer("filters", filters)
         self.kernel_size = _pair("kernel_size", kernel_size)
         self.strides = _pair("strides", strides)
         self.dilation_rate = _pair("dilation_rate", dilation_rate)

@@ -107,12 +107,7 @@ def underflow_case():
 
     def float16_grad_norm():
         model = saturated_linear_model(norm="l2", sigma=1.0)
-        model.set_weights(weights)
-        model.compile(
-            optimizer=keras.optimizers.SGD(learning_rate=0.0),
-            loss="sparse_categorical_crossentropy",
-        )
-        return model.fit(x, y, batch_size=8, verbose=0).history["grad_norm"][0]
+        return one_batch_logs(model, weights, x, y)["grad_norm"][0]
 
     return reference, float16_grad_norm
 

@@ -163,10 +163,7 @@ class GradRegModel(keras.Model):
         return _backend.train_step(self, *args)
 
     def test_step(self, *args):
-        logs = super().test_step(*args)
-        if keras.backend.backend() == "jax":  # (logs, state)
-            return logs
-        return _backend.multi_worker_logs(self, logs)
+        return _backend.multi_worker_logs(self, super().test_step(*args))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # TensorFlow only (Keras calls it from its TF trainer): see

@@ -1,0 +1,30 @@
+"""Argument checks shared across the library (errors name the argument and
+the value received, as Keras's do)."""
+
+from __future__ import annotations
+
+
+def check_integer(name, value, minimum=1, *, allow_none=False, types=(int,)):
+    """Returns `value` if it is an integer >= `minimum` (or None when
+    `allow_none`).
+
+    Booleans are refused although Python counts them as integers.
+
+    Args:
+        name: the argument's name, for the error.
+        value: the value received.
+        minimum: the smallest value accepted.
+        allow_none: whether None is accepted too.
+        types: the integer types accepted (e.g. `(int, np.integer)`).
+
+    Raises:
+        ValueError: naming the argument and the value received.
+    """
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, types) or value < minimum:
+        accepted = f"an integer >= {minimum}" + (" or None" if allow_none else "")
+        raise ValueError(
+            f"Argument `{name}` must be {accepted}. Received: {name}={value!r}"
+        )
+    return value
