@@ -16,7 +16,9 @@ is also attacked with PGD-20 (one random start; linf eps 0.1 and 0.2, l2 eps
 `gradients.png` (inputs, dL/dx and worst-case perturbations per model).
 Every finished run is kept under `<output>/runs/` and the epochs of the run
 in progress under `<output>/backup/`: re-running the same command resumes
-where it stopped.
+where it stopped. The settings are recorded in `<output>/settings.json`, and
+resuming a folder with other settings (budget, epochs, batch size, seed,
+backend, ...) is refused rather than mixing their results.
 
 Budgets:
     --budget quick   a few epochs per run (under 20 minutes on 2 CPU cores)
@@ -116,6 +118,28 @@ def cached(path: Path, compute):
     return value
 
 
+def check_settings(path: Path, settings: dict) -> str:
+    """Records `settings` at `path`, or compares them with the recorded ones.
+
+    Finished runs are cached by their regularizer only, so resuming into a
+    folder made with other epochs, grids or data would silently mix results.
+
+    Returns:
+        "" when they match (or nothing was recorded yet), otherwise the
+        differing settings as "name: recorded -> requested".
+    """
+    settings = json.loads(json.dumps(settings))  # tuples as JSON lists
+    if not path.exists():
+        path.write_text(json.dumps(settings, indent=2))
+        return ""
+    recorded = json.loads(path.read_text())
+    return ", ".join(
+        f"{name}: {recorded.get(name)!r} -> {value!r}"
+        for name, value in settings.items()
+        if recorded.get(name) != value
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", choices=tuple(BUDGETS), default="quick")
@@ -148,6 +172,21 @@ def main(argv=None):
             budget[name] = value
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        "budget": args.budget,
+        **budget,
+        "batch_size": args.batch_size,
+        "fgsm_eps": args.fgsm_eps,
+        "seed": args.seed,
+        "limit": args.limit,
+        "backend": keras.backend.backend(),
+    }
+    mismatch = check_settings(out / "settings.json", settings)
+    if mismatch:
+        parser.error(
+            f"--output {out} holds runs made with other settings ({mismatch}); "
+            "resume with the same settings or choose another --output."
+        )
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = kg.datasets.load_mnist(
         validation_size=10000

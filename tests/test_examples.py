@@ -91,6 +91,11 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
     capsys.readouterr()
     assert reproduce_mnist.main(argv) == rows  # every run is read back...
     assert "== select" not in capsys.readouterr().out  # ...none is trained again
+    # Resuming with another schedule would mix results: refused by name.
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce_mnist.main([*argv, "--final-epochs", "2"])
+    assert exit_info.value.code == 2
+    assert "final_epochs: 1 -> 2" in capsys.readouterr().err
 
 
 def test_every_public_name_is_in_the_api_reference():
