@@ -48,7 +48,7 @@ BUDGETS = {
         "grids": {"linf": (0.03, 0.1), "l2": (0.5, 2.0), "l1": (2.0, 8.0)},
     },
     "full": {
-        "select_epochs": 60,
+        "select_epochs": 30,
         "final_epochs": 240,
         "grids": {
             "linf": (0.01, 0.03, 0.1),
