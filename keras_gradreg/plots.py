@@ -86,6 +86,12 @@ def _signed_panel(fig, ax, image, title):
     if image.ndim == 3:  # colour: show the channel sum, which keeps the sign
         image = image.sum(axis=-1)
     limit = float(np.abs(image).max()) or 1.0
+    # Tiny or huge scales go into the title: a colour bar's offset text
+    # ("1e-11") would overlap the panel above.
+    exponent = int(np.floor(np.log10(limit)))
+    if not -2 <= exponent <= 3:
+        image, limit = image / 10.0**exponent, limit / 10.0**exponent
+        title = f"{title} (x1e{exponent})"
     shown = ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
     colorbar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.03)
     colorbar.ax.tick_params(labelsize=6)
@@ -173,7 +179,7 @@ def plot_input_gradients(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("Input gradients and worst-case perturbations", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for it
     return _save(plt, fig, path)
 
 
