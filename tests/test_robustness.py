@@ -189,6 +189,28 @@ def test_pictures_are_written(tmp_path, classification_data):
     assert height > width / 3  # four rows of panels
 
 
+@pytest.mark.parametrize(
+    "scale, title", [(3e-11, "dL/dx (x1e-11)"), (0.5, "dL/dx"), (2e5, "dL/dx (x1e5)")]
+)
+def test_signed_panels_put_extreme_scales_in_the_title(scale, title):
+    """A colour bar's offset text ("1e-11") would overlap the panel above:
+    extreme scales are divided out and named in the title instead."""
+    from keras_gradreg.plots import _pyplot, _signed_panel
+
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    image = scale * np.array([[1.0, -0.5], [0.25, 0.0]])
+    _signed_panel(fig, ax, image, "dL/dx")
+    assert ax.get_title() == title
+    shown = ax.get_images()[0]
+    low, high = shown.get_clim()
+    assert low == -high
+    if title != "dL/dx":  # divided by the named power of ten
+        assert 1.0 <= high < 10.0
+    np.testing.assert_allclose(shown.get_array() / high, image / np.abs(image).max())
+    plt.close(fig)
+
+
 def test_evaluate_command_writes_report_json_and_pictures(tmp_path, capsys):
     write_fake_mnist(tmp_path / "data", n=32, n_test=32)
     model = kg.models.mnist_maxout_mlp(units=8, pieces=2, sigma=0.0)
