@@ -87,8 +87,9 @@ def _signed_panel(fig, ax, image, title):
         image = image.sum(axis=-1)
     limit = float(np.abs(image).max()) or 1.0
     # Tiny or huge scales go into the title: a colour bar's offset text
-    # ("1e-11") would overlap the panel above.
-    exponent = int(np.floor(np.log10(limit)))
+    # ("1e-11") would overlap the panel above. A non-finite map (a diverged
+    # model) is drawn as it is.
+    exponent = int(np.floor(np.log10(limit))) if np.isfinite(limit) else 0
     if not -2 <= exponent <= 3:
         image, limit = image / 10.0**exponent, limit / 10.0**exponent
         title = f"{title} (x1e{exponent})"

@@ -211,6 +211,17 @@ def test_signed_panels_put_extreme_scales_in_the_title(scale, title):
     plt.close(fig)
 
 
+def test_signed_panels_draw_non_finite_maps():
+    """A diverged model's NaN gradients still get a panel, unscaled."""
+    from keras_gradreg.plots import _pyplot, _signed_panel
+
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    _signed_panel(fig, ax, np.array([[np.nan, 1e-11]]), "dL/dx")
+    assert ax.get_title() == "dL/dx"
+    plt.close(fig)
+
+
 def test_evaluate_command_writes_report_json_and_pictures(tmp_path, capsys):
     write_fake_mnist(tmp_path / "data", n=32, n_test=32)
     model = kg.models.mnist_maxout_mlp(units=8, pieces=2, sigma=0.0)
