@@ -129,10 +129,7 @@ def check_settings(path: Path, settings: dict) -> str:
         differing settings as "name: recorded -> requested".
     """
     settings = json.loads(json.dumps(settings))  # tuples as JSON lists
-    if not path.exists():
-        path.write_text(json.dumps(settings, indent=2))
-        return ""
-    recorded = json.loads(path.read_text())
+    recorded = cached(path, lambda: settings)
     return ", ".join(
         f"{name}: {recorded.get(name)!r} -> {value!r}"
         for name, value in settings.items()
