@@ -1,7 +1,17 @@
 """keras_gradreg: the unified gradient regularization family (Lyu, Huang and
 Liang, 2015) for Keras 3 on TensorFlow, JAX and PyTorch."""
 
-from keras_gradreg import attacks, callbacks, datasets, layers, models, plots, tuning
+from keras_gradreg import (
+    attacks,
+    callbacks,
+    datasets,
+    layers,
+    models,
+    optimizers,
+    plots,
+    protocol,
+    tuning,
+)
 from keras_gradreg.attacks import (
     classification_accuracy,
     fgm,
@@ -10,6 +20,7 @@ from keras_gradreg.attacks import (
     pgd,
 )
 from keras_gradreg.models import GradRegModel
+from keras_gradreg.noise import NoiseAccuracy, noise_accuracy
 from keras_gradreg.norms import (
     canonical_norm,
     dual_exponent,
@@ -30,6 +41,7 @@ __all__ = [
     "GradRegModel",
     "GradientMaskingWarning",
     "GradientRegularizer",
+    "NoiseAccuracy",
     "RobustnessReport",
     "attacks",
     "callbacks",
@@ -43,9 +55,12 @@ __all__ = [
     "input_gradients",
     "layers",
     "models",
+    "noise_accuracy",
+    "optimizers",
     "per_example_norm",
     "pgd",
     "plots",
+    "protocol",
     "tuning",
     "worst_case_perturbation",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 from keras_gradreg.api_export import keras_gradreg_export
-from keras_gradreg.layers import Maxout, MaxoutConv2D
+from keras_gradreg.layers import Maxout, MaxoutConv2D, ScaledDropout
 from keras_gradreg.models.grad_reg_model import GradRegModel
 
 #: The max column norm of the maxout papers' MNIST networks.
@@ -27,6 +27,8 @@ def mnist_maxout_mlp(
     input_dropout: float = 0.2,
     hidden_dropout: float = 0.5,
     max_norm: float | None = MNIST_MAX_NORM,
+    kernel_initializer="glorot_uniform",
+    input_dropout_scale: float | None = None,
     **regularizer,
 ) -> GradRegModel:
     """The permutation-invariant MNIST maxout MLP.
@@ -43,6 +45,13 @@ def mnist_maxout_mlp(
         input_dropout: dropout *rate* on the input (1 - keep probability).
         hidden_dropout: dropout rate after each hidden layer.
         max_norm: column max-norm, or None for none.
+        kernel_initializer: of every layer; the maxout papers draw
+            uniformly from [-0.005, 0.005]
+            (`keras.initializers.RandomUniform(-0.005, 0.005)`).
+        input_dropout_scale: the factor on kept input pixels in training
+            (`ScaledDropout`); None rescales by `1 / (1 - input_dropout)` as
+            Keras's `Dropout` does, `1.0` dims them as pylearn2's
+            `input_scales: 1` does.
         **regularizer: `GradRegModel` arguments (norm, sigma, form, ...).
 
     Returns:
@@ -50,13 +59,18 @@ def mnist_maxout_mlp(
     """
     inputs = keras.Input(input_shape, name="image")
     h = keras.layers.Flatten()(inputs)
-    h = keras.layers.Dropout(input_dropout)(h)
+    h = ScaledDropout(input_dropout, scale=input_dropout_scale)(h)
     for i in range(2):
-        h = Maxout(units, pieces, max_norm=max_norm, name=f"maxout_{i + 1}")(h)
+        h = Maxout(
+            units, pieces, max_norm=max_norm,
+            kernel_initializer=_fresh(kernel_initializer),
+            name=f"maxout_{i + 1}",
+        )(h)  # fmt: skip
         h = keras.layers.Dropout(hidden_dropout)(h)
     outputs = keras.layers.Dense(
         num_classes,
         activation="softmax",
+        kernel_initializer=_fresh(kernel_initializer),
         kernel_constraint=_max_norm(max_norm, axis=0),
         name="softmax",
     )(h)
@@ -150,6 +164,13 @@ def cifar10_conv_maxout(
     h = keras.layers.Dropout(dropout)(h)
     outputs = keras.layers.Dense(num_classes, activation="softmax")(h)
     return GradRegModel(inputs, outputs, name="cifar10_conv_maxout", **regularizer)
+
+
+def _fresh(initializer):
+    """A new initializer instance per layer: one unseeded instance reused
+    across layers would draw the same values for each."""
+    initializer = keras.initializers.get(initializer)
+    return initializer.__class__.from_config(initializer.get_config())
 
 
 def _max_norm(value, axis):

@@ -1,0 +1,428 @@
+"""The maxout papers' training protocol as reusable Keras pieces.
+
+Goodfellow et al. (2013) trained every maxout network in two stages
+(pylearn2's `scripts/papers/maxout/*.yaml`):
+
+1. SGD with momentum on the training split, the learning rate divided by a
+   constant at every update (`FlooredExponentialDecay`) and the momentum
+   ramped linearly over the first epochs (`MomentumSchedule`); early
+   stopping on the validation misclassification with a long patience,
+   keeping the best model (`ResumableEarlyStopping`).
+2. From the best model, training continues on training + validation data
+   until the objective on the former validation images falls to the
+   training objective recorded at the best epoch (`ContinueUntilMatched`).
+
+`train_then_continue` runs both stages, each checkpointed every epoch so
+that an interrupted run resumes where it stopped, and `MAXOUT_PROTOCOLS`
+holds the papers' settings per dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_gradreg._checks import check_integer
+from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.optimizers import FlooredExponentialDecay, MomentumSGD
+
+
+@keras_gradreg_export("keras_gradreg.protocol.MomentumSchedule")
+class MomentumSchedule(keras.callbacks.Callback):
+    """Ramps a `MomentumSGD`'s momentum linearly over epochs.
+
+    At (1-based) epoch `e` the momentum is
+    `initial + (final - initial) * clip((e - start) / (saturate - start), 0, 1)`,
+    pylearn2's `MomentumAdjustor`; the maxout papers use 0.5 -> 0.7 from
+    epoch 1 to 250.
+
+    Args:
+        initial: momentum up to epoch `start`, in (0, 1).
+        final: momentum from epoch `saturate` on, in (0, 1).
+        start: the epoch the ramp starts from, >= 1.
+        saturate: the epoch it reaches `final`, > `start`.
+
+    Example:
+        >>> MomentumSchedule(0.5, 0.7, start=1, saturate=250).value(250)
+        0.7
+    """
+
+    def __init__(
+        self,
+        initial: float = 0.5,
+        final: float = 0.7,
+        start: int = 1,
+        saturate: int = 250,
+    ):
+        super().__init__()
+        for name, value in (("initial", initial), ("final", final)):
+            if not (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and 0.0 < value < 1.0
+            ):
+                raise ValueError(
+                    f"Argument `{name}` must be a momentum in (0, 1). "
+                    f"Received: {name}={value!r}"
+                )
+        self.start = check_integer("start", start)
+        self.saturate = check_integer("saturate", saturate, minimum=self.start + 1)
+        self.initial, self.final = float(initial), float(final)
+
+    def value(self, epoch: int) -> float:
+        """The momentum of 1-based `epoch`."""
+        fraction = (epoch - self.start) / (self.saturate - self.start)
+        fraction = min(max(fraction, 0.0), 1.0)
+        return self.initial + (self.final - self.initial) * fraction
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        if not isinstance(optimizer, MomentumSGD):
+            raise ValueError(
+                "MomentumSchedule needs a `keras_gradreg.optimizers.MomentumSGD`: "
+                "other optimizers compile their momentum in as a constant. "
+                f"Received: optimizer={optimizer!r}"
+            )
+        optimizer.set_momentum(self.value(epoch + 1))
+
+
+def _write_json(path: Path, value) -> None:
+    """Writes JSON atomically (a crash leaves the old file or the new one)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    os.replace(tmp, path)
+
+
+@keras_gradreg_export("keras_gradreg.protocol.ResumableEarlyStopping")
+class ResumableEarlyStopping(keras.callbacks.Callback):
+    """Early stopping that keeps the best model on disk and survives restarts.
+
+    After each epoch it compares `logs[monitor]` with the best value so far;
+    an improvement (strictly better by more than `min_delta`) saves the
+    whole model (weights and optimizer state) to `directory/best.keras`.
+    Training stops once `patience` epochs pass without one. Its state (best
+    value and epoch, epochs waited) lives in `directory/early_stopping.json`,
+    so with `keras.callbacks.BackupAndRestore` an interrupted `fit` resumes
+    with its patience and best model intact, which Keras's `EarlyStopping`
+    does not.
+
+    Args:
+        directory: folder for `best.keras` and the state file.
+        monitor: the log key, e.g. "val_accuracy".
+        mode: "max" or "min".
+        patience: epochs without improvement before stopping, >= 1.
+        min_delta: smallest change that counts as an improvement, >= 0.
+        restore_best_weights: load the best weights when training ends.
+
+    Attributes:
+        best: the best value seen (None before the first epoch).
+        best_epoch: its 0-based epoch (-1 before the first epoch).
+        best_logs: the logs of that epoch.
+        stopped_epoch: the epoch training stopped at, or -1.
+    """
+
+    def __init__(
+        self,
+        directory,
+        monitor: str = "val_accuracy",
+        mode: str = "max",
+        patience: int = 100,
+        min_delta: float = 0.0,
+        restore_best_weights: bool = True,
+    ):
+        super().__init__()
+        if mode not in ("max", "min"):
+            raise ValueError(
+                f"Argument `mode` must be 'max' or 'min'. Received: mode={mode!r}"
+            )
+        if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
+            raise ValueError(
+                f"Argument `min_delta` must be a number >= 0. Received: "
+                f"min_delta={min_delta!r}"
+            )
+        self.directory = Path(directory)
+        self.monitor, self.mode = monitor, mode
+        self.patience = check_integer("patience", patience)
+        self.min_delta = float(min_delta)
+        self.restore_best_weights = restore_best_weights
+        self.best, self.best_epoch, self.best_logs = None, -1, {}
+        self.wait, self.last_epoch, self.stopped_epoch = 0, -1, -1
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / "best.keras"
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / "early_stopping.json"
+
+    def on_train_begin(self, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.state_path.exists():
+            state = json.loads(self.state_path.read_text())
+            if state["monitor"] != self.monitor or state["mode"] != self.mode:
+                raise ValueError(
+                    f"{self.state_path} records monitor={state['monitor']!r}, "
+                    f"mode={state['mode']!r}; resume with the same or use another "
+                    f"directory. Received: monitor={self.monitor!r}, mode={self.mode!r}"
+                )
+            for name in ("best", "best_epoch", "best_logs", "wait", "last_epoch"):
+                setattr(self, name, state[name])
+
+    def _improved(self, value) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "max":
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"ResumableEarlyStopping monitors {self.monitor!r}, which the logs "
+                f"do not have (pass validation_data?). Available: {sorted(logs)}"
+            )
+        value = float(logs[self.monitor])
+        if not math.isfinite(value):
+            raise ValueError(
+                f"ResumableEarlyStopping received a non-finite {self.monitor} "
+                f"({value}) at epoch {epoch + 1}."
+            )
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            self.best_logs = {k: float(v) for k, v in logs.items()}
+            self.model.save(self.best_path)
+        elif epoch > self.last_epoch:  # a resumed epoch is not counted twice
+            self.wait += 1
+        self.last_epoch = max(self.last_epoch, epoch)
+        _write_json(
+            self.state_path,
+            {
+                "monitor": self.monitor,
+                "mode": self.mode,
+                "best": self.best,
+                "best_epoch": self.best_epoch,
+                "best_logs": self.best_logs,
+                "wait": self.wait,
+                "last_epoch": self.last_epoch,
+            },
+        )
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_path.exists():
+            self.model.load_weights(self.best_path)
+
+
+@keras_gradreg_export("keras_gradreg.protocol.ContinueUntilMatched")
+class ContinueUntilMatched(keras.callbacks.Callback):
+    """Stops training once `logs[monitor]` falls to `target` (pylearn2's
+    `MatchChannel`).
+
+    The second stage of the maxout protocol continues on training +
+    validation data from the best model until the loss on the former
+    validation images is no larger than the training loss recorded at the
+    best epoch: the model has then fitted the extra data as well as it had
+    fitted the rest.
+
+    Args:
+        target: the value to reach.
+        monitor: the log key (default "val_loss").
+
+    Attributes:
+        matched_epoch: the 0-based epoch at which it stopped, or -1.
+    """
+
+    def __init__(self, target: float, monitor: str = "val_loss"):
+        super().__init__()
+        if not (isinstance(target, (int, float)) and math.isfinite(target)):
+            raise ValueError(
+                f"Argument `target` must be a finite number. Received: target={target!r}"
+            )
+        self.target, self.monitor = float(target), monitor
+        self.matched_epoch = -1
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"ContinueUntilMatched monitors {self.monitor!r}, which the logs do "
+                f"not have (pass validation_data?). Available: {sorted(logs)}"
+            )
+        if float(logs[self.monitor]) <= self.target:
+            self.matched_epoch = epoch
+            self.model.stop_training = True
+
+
+@keras_gradreg_export("keras_gradreg.protocol.MaxoutProtocol")
+@dataclasses.dataclass(frozen=True)
+class MaxoutProtocol:
+    """One of the maxout papers' training settings (see `MAXOUT_PROTOCOLS`).
+
+    Attributes:
+        batch_size: examples per update.
+        learning_rate: the initial SGD learning rate.
+        decay_factor: the per-update learning-rate divisor.
+        min_learning_rate: the learning-rate floor.
+        initial_momentum, final_momentum, saturate: the momentum ramp.
+        patience: early-stopping patience in epochs (stage 1).
+        max_epochs: the most epochs of stage 1.
+        continue_max_epochs: the most epochs of stage 2.
+    """
+
+    batch_size: int = 100
+    learning_rate: float = 0.1
+    decay_factor: float = 1.000004
+    min_learning_rate: float = 1e-6
+    initial_momentum: float = 0.5
+    final_momentum: float = 0.7
+    saturate: int = 250
+    patience: int = 100
+    max_epochs: int = 1000
+    continue_max_epochs: int = 500
+
+    def optimizer(self) -> MomentumSGD:
+        """A fresh `MomentumSGD` on the protocol's learning-rate schedule."""
+        schedule = FlooredExponentialDecay(
+            self.learning_rate, self.decay_factor, self.min_learning_rate
+        )
+        return MomentumSGD(schedule, momentum=self.initial_momentum)
+
+    def momentum_schedule(self) -> MomentumSchedule:
+        return MomentumSchedule(
+            self.initial_momentum, self.final_momentum, saturate=self.saturate
+        )
+
+    def replace(self, **changes) -> MaxoutProtocol:
+        return dataclasses.replace(self, **changes)
+
+
+#: The maxout papers' settings: pylearn2's `mnist_pi.yaml` (permutation-
+#: invariant MNIST) and `mnist.yaml` (convolutional MNIST). CIFAR-10's
+#: `cifar10_no_aug_valid.yaml` also scales the convolutional layers'
+#: learning rate by 0.05 and decays it linearly over 500 epochs, which one
+#: `MomentumSGD` does not express; it is not offered here.
+MAXOUT_PROTOCOLS = {
+    "mnist_pi": MaxoutProtocol(),
+    "mnist_conv": MaxoutProtocol(
+        batch_size=128, learning_rate=0.05, decay_factor=1.00004
+    ),
+}
+
+
+@keras_gradreg_export("keras_gradreg.protocol.train_then_continue")
+def train_then_continue(
+    model: keras.Model,
+    train_data,
+    validation_data,
+    directory,
+    protocol: MaxoutProtocol = MAXOUT_PROTOCOLS["mnist_pi"],
+    *,
+    monitor: str = "val_accuracy",
+    mode: str = "max",
+    callbacks=(),
+    verbose="auto",
+) -> dict:
+    """Trains `model` with the maxout papers' two-stage protocol, resumably.
+
+    Stage 1 fits `train_data` with `validation_data` monitored, the
+    protocol's momentum ramp and `ResumableEarlyStopping(monitor, patience)`.
+    The best model's loss on `train_data` (Keras's `evaluate`: clean inputs,
+    dropout off) becomes the target. Stage 2 loads the best model (with its
+    optimizer: the learning rate and momentum go on from where they were)
+    and fits train + validation data until the validation loss falls to
+    the target (`ContinueUntilMatched`) or `protocol.continue_max_epochs`
+    pass. Every epoch is checkpointed under `directory`; calling again with
+    the same arguments resumes an interrupted run, and returns at once for a
+    finished one.
+
+    pylearn2 compared objectives under dropout noise; the target here is
+    the deterministic loss on both sides, which does not move with the
+    noise of one epoch.
+
+    Args:
+        model: a compiled model, typically with `protocol.optimizer()`.
+        train_data: `(x, y)` of the training split.
+        validation_data: `(x, y)` of the validation split.
+        directory: folder for checkpoints, logs and the final model.
+        protocol: the settings (batch size, patience, epochs, momentum).
+        monitor: stage 1's early-stopping log key.
+        mode: "max" or "min" for `monitor`.
+        callbacks: further callbacks for both stages (e.g. a timer).
+        verbose: Keras's `fit` verbosity.
+
+    Returns:
+        A dict: `best_epoch` (1-based), `best` (the monitored value),
+        `target`, `stage1_epochs`, `continue_epochs`, `matched` (whether
+        stage 2 reached the target) and `model_path` (`directory/final.keras`).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (x, y), (x_val, y_val) = train_data, validation_data
+    summary_path = directory / "protocol.json"
+    if summary_path.exists():
+        return json.loads(summary_path.read_text())
+    stage1 = directory / "stage1"
+    stop = ResumableEarlyStopping(stage1, monitor, mode, protocol.patience)
+    target_path = stage1 / "target.json"
+    if not target_path.exists():
+        model.fit(
+            x, y, batch_size=protocol.batch_size, epochs=protocol.max_epochs,
+            validation_data=(x_val, y_val), verbose=verbose,
+            callbacks=[
+                keras.callbacks.BackupAndRestore(str(stage1 / "backup")),
+                protocol.momentum_schedule(), stop,
+                keras.callbacks.CSVLogger(str(stage1 / "history.csv"), append=True),
+                *callbacks,
+            ],
+        )  # fmt: skip
+        best = keras.saving.load_model(stop.best_path)
+        target = best.evaluate(
+            x, y, batch_size=protocol.batch_size, verbose=0, return_dict=True
+        )["loss"]
+        _write_json(
+            target_path,
+            {"target": float(target), "stage1_epochs": stop.last_epoch + 1},
+        )
+    state = json.loads(stop.state_path.read_text())
+    stage1_summary = json.loads(target_path.read_text())
+    stage2 = directory / "stage2"
+    stage2.mkdir(exist_ok=True)
+    model = keras.saving.load_model(stop.best_path)
+    matcher = ContinueUntilMatched(stage1_summary["target"], "val_loss")
+    first = state["best_epoch"] + 1
+    history = model.fit(
+        np.concatenate([x, x_val]), np.concatenate([y, y_val]),
+        batch_size=protocol.batch_size, initial_epoch=first,
+        epochs=first + protocol.continue_max_epochs,
+        validation_data=(x_val, y_val), verbose=verbose,
+        callbacks=[
+            keras.callbacks.BackupAndRestore(str(stage2 / "backup")), matcher,
+            keras.callbacks.CSVLogger(str(stage2 / "history.csv"), append=True),
+            *callbacks,
+        ],
+    )  # fmt: skip
+    model_path = directory / "final.keras"
+    model.save(model_path)
+    last_epoch = history.epoch[-1] if history.epoch else first - 1
+    val_losses = history.history.get("val_loss", [])
+    summary = {
+        "best_epoch": state["best_epoch"] + 1,
+        "best": state["best"],
+        "target": stage1_summary["target"],
+        "stage1_epochs": stage1_summary["stage1_epochs"],
+        "continue_epochs": last_epoch - first + 1,
+        "matched": bool(val_losses) and val_losses[-1] <= stage1_summary["target"],
+        "model_path": str(model_path),
+    }
+    _write_json(summary_path, summary)
+    return summary

@@ -1,0 +1,223 @@
+"""The maxout protocol's pieces: schedules, optimizer, stopping, resume."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_gradreg as kg
+from keras_gradreg.optimizers import FlooredExponentialDecay, MomentumSGD
+from keras_gradreg.protocol import (
+    ContinueUntilMatched,
+    MaxoutProtocol,
+    MomentumSchedule,
+    ResumableEarlyStopping,
+    train_then_continue,
+)
+
+
+def test_floored_exponential_decay_values():
+    schedule = FlooredExponentialDecay(0.1, 1.000004, 1e-6)
+    steps = np.array([0, 1, 1000, 121_500], "float32")
+    expected = 0.1 / 1.000004 ** steps.astype("float64")
+    got = [float(schedule(s)) for s in steps]
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert float(FlooredExponentialDecay(0.1, 1.001, 0.01)(10_000)) == pytest.approx(
+        0.01
+    )
+    restored = FlooredExponentialDecay.from_config(schedule.get_config())
+    assert float(restored(500)) == pytest.approx(float(schedule(500)))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"decay_factor": 0.9}, {"min_learning_rate": 1.0}, {"initial_learning_rate": 0}],
+)
+def test_floored_exponential_decay_refuses_bad_arguments(kwargs):
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        FlooredExponentialDecay(**{"initial_learning_rate": 0.1, **kwargs})
+
+
+def test_momentum_schedule_values_and_checks():
+    schedule = MomentumSchedule(0.5, 0.7, start=1, saturate=250)
+    assert schedule.value(1) == pytest.approx(0.5)
+    assert schedule.value(125.5) == pytest.approx(0.6)
+    assert schedule.value(250) == pytest.approx(0.7)
+    assert schedule.value(400) == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="saturate"):
+        MomentumSchedule(saturate=1)
+    with pytest.raises(ValueError, match="final"):
+        MomentumSchedule(final=1.5)
+
+
+def _tiny_model(optimizer):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, "softmax")])
+    model.compile(optimizer, "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_momentum_schedule_reaches_the_compiled_step():
+    x = np.random.default_rng(0).random((20, 3)).astype("float32")
+    y = np.arange(20) % 2
+    model = _tiny_model(MomentumSGD(0.1, momentum=0.5))
+    schedule = MomentumSchedule(0.5, 0.7, start=1, saturate=3)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: seen.append(
+            float(model.optimizer.momentum_variable)
+        )
+    )
+    model.fit(x, y, epochs=4, batch_size=10, verbose=0, callbacks=[schedule, probe])
+    np.testing.assert_allclose(seen, [0.5, 0.6, 0.7, 0.7], rtol=1e-6)
+    with pytest.raises(ValueError, match="MomentumSGD"):
+        _tiny_model("sgd").fit(x, y, epochs=1, verbose=0, callbacks=[schedule])
+
+
+def test_momentum_sgd_update_is_heavy_ball():
+    """v <- mu v - lr g; w <- w + v, with mu read from the variable."""
+    w = keras.Variable(np.array([1.0, -2.0], "float32"))
+    optimizer = MomentumSGD(0.1, momentum=0.5)
+    optimizer.build([w])
+    g = np.array([0.3, -0.4], "float32")
+    optimizer.apply([keras.ops.convert_to_tensor(g)], [w])
+    optimizer.set_momentum(0.9)
+    optimizer.apply([keras.ops.convert_to_tensor(g)], [w])
+    v1 = -0.1 * g
+    v2 = 0.9 * v1 - 0.1 * g
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(w), np.array([1.0, -2.0]) + v1 + v2, rtol=1e-6
+    )
+
+
+def _drive(callback, model, values, key="val_accuracy", start=0):
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch, value in enumerate(values, start):
+        callback.on_epoch_end(epoch, {key: value})
+        if model.stop_training:
+            return epoch
+    return None
+
+
+def test_resumable_early_stopping_keeps_its_state_across_restarts(tmp_path):
+    model = _tiny_model("sgd")
+    model.stop_training = False
+    first = ResumableEarlyStopping(tmp_path, patience=3, restore_best_weights=False)
+    assert _drive(first, model, [0.5, 0.7, 0.6, 0.7]) is None  # a tie is no gain
+    assert (first.best, first.best_epoch, first.wait) == (0.7, 1, 2)
+    assert (tmp_path / "best.keras").exists()
+    # A new process: the state and its patience carry over.
+    second = ResumableEarlyStopping(tmp_path, patience=3, restore_best_weights=False)
+    assert _drive(second, model, [0.65], start=4) == 4
+    assert second.best_epoch == 1 and second.stopped_epoch == 4
+    state = json.loads((tmp_path / "early_stopping.json").read_text())
+    assert state["wait"] == 3
+    with pytest.raises(ValueError, match="monitor"):
+        ResumableEarlyStopping(
+            tmp_path, monitor="val_loss", mode="min"
+        ).on_train_begin()
+
+
+def test_resumable_early_stopping_does_not_count_a_resumed_epoch_twice(tmp_path):
+    model = _tiny_model("sgd")
+    model.stop_training = False
+    callback = ResumableEarlyStopping(tmp_path, patience=5, restore_best_weights=False)
+    _drive(callback, model, [0.9, 0.8, 0.8])  # wait 2 after epoch 2
+    again = ResumableEarlyStopping(tmp_path, patience=5, restore_best_weights=False)
+    _drive(again, model, [0.8], start=2)  # epoch 2 ran again after a crash
+    assert again.wait == 2
+
+
+def test_continue_until_matched_stops_at_the_target():
+    model = _tiny_model("sgd")
+    model.stop_training = False
+    callback = ContinueUntilMatched(target=0.3)
+    assert _drive(callback, model, [0.5, 0.31, 0.29, 0.1], key="val_loss") == 2
+    assert callback.matched_epoch == 2
+    with pytest.raises(ValueError, match="val_loss"):
+        ContinueUntilMatched(0.3).on_epoch_end(0, {"loss": 1.0})
+    with pytest.raises(ValueError, match="target"):
+        ContinueUntilMatched(float("nan"))
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt
+
+
+def _protocol_data():
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 6)).astype("float32")
+    y = (x[:, 0] > 0.5).astype("int32")
+    return (x[:40], y[:40]), (x[40:], y[40:])
+
+
+def _protocol_model():
+    inputs = keras.Input((6,))
+    h = kg.layers.Maxout(4, 2)(inputs)
+    outputs = keras.layers.Dense(2, activation="softmax")(h)
+    model = kg.GradRegModel(inputs, outputs, norm="l2", sigma=0.1)
+    protocol = MaxoutProtocol(batch_size=10, learning_rate=0.05, saturate=3)
+    model.compile(
+        protocol.optimizer(), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    return model, protocol
+
+
+def test_train_then_continue_runs_both_stages_and_resumes(tmp_path):
+    train, val = _protocol_data()
+    model, protocol = _protocol_model()
+    protocol = protocol.replace(patience=2, max_epochs=6, continue_max_epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        train_then_continue(
+            model, train, val, tmp_path, protocol, callbacks=[_Interrupt(1)], verbose=0
+        )
+    assert not (tmp_path / "protocol.json").exists()
+    model, _ = _protocol_model()  # a new process rebuilds the same model
+    summary = train_then_continue(model, train, val, tmp_path, protocol, verbose=0)
+    epochs = np.loadtxt(
+        tmp_path / "stage1" / "history.csv", delimiter=",", skiprows=1, usecols=0
+    )
+    # Resumed after epoch 1 (0-based): no epoch was lost.
+    assert set(epochs.astype(int)) == set(range(summary["stage1_epochs"]))
+    assert 1 <= summary["best_epoch"] <= summary["stage1_epochs"] <= 6
+    assert 1 <= summary["continue_epochs"] <= 4
+    final = keras.saving.load_model(summary["model_path"])
+    stage2 = np.loadtxt(
+        tmp_path / "stage2" / "history.csv", delimiter=",", skiprows=1, ndmin=2
+    )
+    # Stage 2 starts from the best epoch and stops on the match (or the cap).
+    assert int(stage2[0, 0]) == summary["best_epoch"]
+    if summary["matched"]:
+        header = (tmp_path / "stage2" / "history.csv").read_text().split("\n")[0]
+        val_loss = stage2[-1, header.split(",").index("val_loss")]
+        assert val_loss <= summary["target"]
+    assert isinstance(final.optimizer, MomentumSGD)
+    # A finished run returns its summary without training again.
+    again = train_then_continue(model, train, val, tmp_path, protocol, verbose=0)
+    assert again == summary
+
+
+def test_scaled_dropout_scales_kept_units():
+    x = np.ones((4, 2000), "float32")
+    dims = kg.layers.ScaledDropout(0.2, scale=1.0, seed=1)
+    out = keras.ops.convert_to_numpy(dims(x, training=True))
+    assert set(np.unique(out)) <= {0.0, 1.0}
+    assert abs(out.mean() - 0.8) < 0.02
+    like_keras = kg.layers.ScaledDropout(0.2, seed=1)
+    out = keras.ops.convert_to_numpy(like_keras(x, training=True))
+    np.testing.assert_allclose(np.unique(out), [0.0, 1.25], rtol=1e-6)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(dims(x)), x)
+    config = dims.get_config()
+    assert kg.layers.ScaledDropout.from_config(config).scale == 1.0
+    with pytest.raises(ValueError, match="rate"):
+        kg.layers.ScaledDropout(1.0)
+    with pytest.raises(ValueError, match="scale"):
+        kg.layers.ScaledDropout(0.2, scale=0)
