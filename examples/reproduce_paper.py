@@ -36,11 +36,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from reproduce_mnist import cached, check_settings
 
 import keras_gradreg as kg
 from keras_gradreg.callbacks import EpochTimer
 from keras_gradreg.protocol import MAXOUT_PROTOCOLS, train_then_continue
-from reproduce_mnist import cached, check_settings
 
 PAPER_TABLE1 = {
     "plain": 0.94,
