@@ -154,7 +154,8 @@ def _logits_function(model):
     elif isinstance(model, keras.Model) and hasattr(model, "inputs"):
         try:
             head = model.layers[-1]
-            if len(model.outputs) != 1 or len(head._inbound_nodes) != 1:
+            # A head called once, whose output is the model's only output.
+            if len(model.outputs) != 1 or head.output is not model.outputs[0]:
                 return None
             body = keras.Model(model.input, head.input)
         except (AttributeError, ValueError, TypeError):

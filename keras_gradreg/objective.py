@@ -20,21 +20,13 @@ from typing import Callable, NamedTuple
 import keras
 from keras import ops
 
+from keras_gradreg import _keras_compat
+from keras_gradreg._keras_compat import (
+    scale_loss_for_distribution,  # noqa: F401 - used by the backends
+    unscale_loss_for_distribution,
+)
 from keras_gradreg.norms import per_example_norm, worst_case_perturbation
 from keras_gradreg.regularizer import GradientRegularizer
-
-try:  # Keras's replica scaling under tf.distribute (no-op elsewhere).
-    from keras.src.losses.loss import (
-        scale_loss_for_distribution,
-        unscale_loss_for_distribution,
-    )
-except ImportError:  # pragma: no cover - older or newer Keras layouts
-
-    def scale_loss_for_distribution(value):
-        return value
-
-    def unscale_loss_for_distribution(value):
-        return value
 
 
 class InputSelection(NamedTuple):
@@ -117,7 +109,9 @@ def batch_size(x):
 def compiled_loss(model, y, y_pred, sample_weight):
     """The model's compiled loss, undoing tf.distribute's replica scaling so
     that every term of the objective is a per-replica batch mean."""
-    return unscale_loss_for_distribution(model._compile_loss(y, y_pred, sample_weight))
+    return unscale_loss_for_distribution(
+        _keras_compat.compiled_loss(model, y, y_pred, sample_weight)
+    )
 
 
 def clean_losses(model, y, y_pred, sample_weight):

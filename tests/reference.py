@@ -118,3 +118,31 @@ def maxout_input_gradients(params, x, y, pieces):
     dz = np.zeros((n, units, pieces))
     dz[np.arange(n)[:, None], np.arange(units)[None, :], winner] = dh
     return dz.reshape(n, -1) @ w1.T
+
+
+def normalized_losses(params, x, y, kind, epsilon=1e-3):
+    """Dense -> BatchNormalization (training mode: batch statistics) or
+    LayerNormalization -> tanh -> Dense, softmax cross-entropy per example.
+    `params` = (w1, b1, gamma, beta, w2, b2)."""
+    w1, b1, gamma, beta, w2, b2 = params
+    a = x @ w1 + b1
+    axis = 0 if kind == "batch_norm" else 1
+    mean = a.mean(axis=axis, keepdims=True)
+    variance = ((a - mean) ** 2).mean(axis=axis, keepdims=True)
+    h = np.tanh(gamma * (a - mean) / np.sqrt(variance + epsilon) + beta)
+    z = h @ w2 + b2
+    m = z.max(axis=1, keepdims=True)
+    return m[:, 0] + np.log(np.exp(z - m).sum(axis=1)) - z[np.arange(len(y)), y]
+
+
+def numeric_input_gradients(losses, x, step=1e-5):
+    """d(sum_j L_j)/dx by central differences: with batch statistics each
+    example's loss depends on every input, and the summed loss's gradient is
+    what the family penalizes."""
+    g = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[index] += step
+        down[index] -= step
+        g[index] = (losses(up).sum() - losses(down).sum()) / (2 * step)
+    return g

@@ -160,3 +160,45 @@ def test_input_gradient_is_per_example_for_any_batch_size(float64):
         np.testing.assert_allclose(
             g, np.mean([s[k] for s in singles], axis=0), rtol=RTOL, atol=ATOL
         )
+
+
+@pytest.mark.parametrize("kind", ["batch_norm", "layer_norm"])
+def test_penalty_through_normalization_matches_finite_differences(float64, kind):
+    """Double backpropagation through BatchNormalization (training mode) and
+    LayerNormalization on every backend against nested central differences
+    of an independent float64 objective (TensorFlow's moments drop a
+    second-derivative term unless the library replaces them)."""
+    sigma = 0.5
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(5)(inputs)
+    norm_layer = {
+        "batch_norm": keras.layers.BatchNormalization,
+        "layer_norm": keras.layers.LayerNormalization,
+    }[kind]
+    h = keras.layers.Activation("tanh")(norm_layer()(h))
+    outputs = keras.layers.Dense(3)(h)
+    model = kg.GradRegModel(inputs, outputs, norm="l2", sigma=sigma)
+    rng = np.random.default_rng(0)
+    for v in model.trainable_weights:
+        v.assign(rng.normal(0.5 if "gamma" in v.path else 0.0, 0.8, v.shape))
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y, _ = _data(seed=1)
+    params = [np.array(v, dtype="float64") for v in model.trainable_weights]
+
+    def penalty_objective(ps):
+        def losses(inputs):
+            return reference.normalized_losses(ps, inputs, y, kind)
+
+        g = reference.numeric_input_gradients(losses, x)
+        return np.mean(losses(x) + sigma * np.linalg.norm(g, axis=1))
+
+    expected = reference.finite_difference_gradient(penalty_objective, params, 1e-5)
+    before = [np.array(v) for v in model.trainable_weights]
+    model.train_on_batch(x, y)
+    got = [b - np.array(v) for b, v in zip(before, model.trainable_weights)]
+    scale = max(np.abs(e).max() for e in expected)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5 * scale)

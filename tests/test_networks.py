@@ -17,8 +17,18 @@ def test_maxout_mlp_matches_the_published_configuration():
     maxouts = _layers_of(model, Maxout)
     assert [(m.units, m.pieces) for m in maxouts] == [(240, 5), (240, 5)]
     assert all(m.max_norm == pytest.approx(1.9365) for m in maxouts)
-    rates = [layer.rate for layer in _layers_of(model, keras.layers.Dropout)]
-    assert rates == [0.2, 0.5, 0.5]
+    dropouts = (keras.layers.Dropout, kg.layers.ScaledDropout)
+    assert [layer.rate for layer in _layers_of(model, dropouts)] == [0.2, 0.5, 0.5]
+    # pylearn2's options: uniform init +-0.005 and unscaled input dropout.
+    pylearn2 = kg.models.mnist_maxout_mlp(
+        kernel_initializer=keras.initializers.RandomUniform(-0.005, 0.005),
+        input_dropout_scale=1.0,
+    )
+    kernels = [w for w in pylearn2.trainable_weights if "kernel" in w.path]
+    assert all(0 < np.abs(np.array(k)).max() <= 0.005 for k in kernels)
+    # Each layer draws its own values (no shared unseeded initializer).
+    assert not np.allclose(np.array(kernels[1])[:5, :5], np.array(kernels[2])[:5, :5])
+    assert _layers_of(pylearn2, kg.layers.ScaledDropout)[0].scale == 1.0
     # 784*1200+1200 + 240*1200+1200 + 240*10+10 weights.
     assert model.count_params() == 784 * 1200 + 1200 + 240 * 1200 + 1200 + 2410
     assert model.regularizer == kg.GradientRegularizer(norm="linf", sigma=0.1)

@@ -1,6 +1,6 @@
 """Helpers shared by the backend train steps (no framework imports)."""
 
-from keras_gradreg import objective
+from keras_gradreg import _keras_compat, objective
 
 
 def check_distribution():
@@ -11,7 +11,7 @@ def check_distribution():
 
 def call_model(model, x, training=True):
     """`model(x, training=...)`, omitting `training` when `call` lacks it."""
-    if model._call_has_training_arg:
+    if _keras_compat.call_has_training_arg(model):
         return model(x, training=training)
     return model(x)
 
@@ -21,10 +21,11 @@ def train_logs(model, terms, total, x, y, y_pred, sample_weight):
     batch size, as Keras does for `loss`) and returns the step's logs: the
     compiled metrics on clean inputs plus the family's terms."""
     size = objective.batch_size(x)
-    model._loss_tracker.update_state(total, sample_weight=size)
+    _keras_compat.loss_tracker(model).update_state(total, sample_weight=size)
     values = (terms.clean_loss, terms.adv_loss, terms.grad_norm)
     for tracker, value in zip(model.family_trackers, values):
         tracker.update_state(value, sample_weight=size)
+    _keras_compat.track_output_losses(model, y, y_pred, sample_weight)
     logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     logs.update({tracker.name: tracker.result() for tracker in model.family_trackers})
     return logs

@@ -4,12 +4,12 @@
 import jax
 import keras
 
-from keras_gradreg import objective
+from keras_gradreg import _keras_compat, objective
 from keras_gradreg.backend.common import train_logs
 
 
 def _stateless_forward(model, trainable, non_trainable, x):
-    kwargs = {"training": True} if model._call_has_training_arg else {}
+    kwargs = {"training": True} if _keras_compat.call_has_training_arg(model) else {}
     return model.stateless_call(
         trainable, non_trainable, x, return_losses=True, **kwargs
     )

@@ -5,11 +5,18 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from keras_gradreg import objective
+from keras_gradreg import _keras_compat, objective
 from keras_gradreg.backend.common import call_model, train_logs
 
 
 def train_step(model, data):
+    # Exact second derivatives through normalization layers (see
+    # `_keras_compat.exact_moments`): the step is traced inside the context.
+    with _keras_compat.exact_moments():
+        return _train_step(model, data)
+
+
+def _train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     reg = model.regularizer
     selection = objective.select_inputs(x, reg.inputs_to_regularize)
@@ -72,22 +79,12 @@ def train_step(model, data):
 # which needs a batch axis, and it reads a distributed batch's shapes through
 # a cross-worker reduce that cannot convert `PerReplica` values. The two
 # helpers below route around both, and only there.
-try:
-    from keras.src.backend.tensorflow.trainer import (
-        _collective_all_reduce_multi_worker as _multi_worker,
-    )
-except ImportError:  # pragma: no cover - other Keras layouts
-
-    def _multi_worker(strategy):
-        return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-
-
 def multi_worker_logs(model, logs):
     """Under multi-worker MultiWorkerMirroredStrategy, gives each scalar log
     the length-1 axis that Keras's cross-worker mean reduces over (the
     result is the same scalar mean over replicas); elsewhere returns `logs`
     unchanged."""
-    if not _multi_worker(model.distribute_strategy):
+    if not _keras_compat.tf_multi_worker(model.distribute_strategy):
         return logs
     return {k: tf.reshape(v, (1,)) if v.shape.rank == 0 else v for k, v in logs.items()}
 
@@ -97,7 +94,7 @@ def first_local_batch(model, iterator):
     (for Keras's symbolic build, which needs only shapes and dtypes), or
     None when Keras's own path works."""
     strategy = model.distribute_strategy
-    if iterator is None or not _multi_worker(strategy):
+    if iterator is None or not _keras_compat.tf_multi_worker(strategy):
         return None
     for _, _, batches in iterator:
         batch = next(batches)

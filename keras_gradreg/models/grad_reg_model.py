@@ -4,17 +4,18 @@ regularization family."""
 from __future__ import annotations
 
 import keras
-from keras.src.models.functional import Functional
-from keras.src.models.model import functional_init_arguments
-from keras.src.utils import python_utils
 
 from keras_gradreg import backend as _backend
+from keras_gradreg._keras_compat import (
+    BackendTrainer,
+    Functional,
+    default,
+    functional_init_arguments,
+)
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.regularizer import REGULARIZER_ARGUMENTS, GradientRegularizer
 
 _SUPPORTED_REDUCTIONS = ("sum_over_batch_size",)
-# The backend's trainer (TensorFlowTrainer, JAXTrainer, TorchTrainer).
-_BackendTrainer = keras.Model.__bases__[0]
 
 
 @keras_gradreg_export("keras_gradreg.GradRegModel")
@@ -112,7 +113,7 @@ class GradRegModel(keras.Model):
                 f"regularizer={regularizer!r} and {separate}"
             )
         if isinstance(self, Functional):
-            _BackendTrainer.__init__(self)
+            BackendTrainer.__init__(self)
             Functional.__init__(self, *args, **kwargs)
         else:
             super().__init__(*args, **kwargs)
@@ -149,6 +150,7 @@ class GradRegModel(keras.Model):
         # Checked here rather than in `compile`, whose override would stop
         # Keras from compiling loaded models from their saved config.
         _check_loss_reductions(self.loss)
+        _check_compute_loss(self)
         _check_jit_compatible(self.regularizer, self.jit_compile)
         _backend.check_distribution()
         return super().make_train_function(force=force)
@@ -180,7 +182,7 @@ class GradRegModel(keras.Model):
             logs.pop(tracker.name, None)
         return logs
 
-    @python_utils.default
+    @default
     def get_config(self):
         config = super().get_config()
         config.pop("regularizer", None)
@@ -206,6 +208,17 @@ def _check_jit_compatible(regularizer, jit_compile):
             "cannot do. Use `jit_compile=False` in `compile()`, or "
             "form='finite_difference' (first derivatives only). Received: "
             "jit_compile=True, form='penalty' on the torch backend."
+        )
+
+
+def _check_compute_loss(model):
+    if type(model).compute_loss is not keras.Model.compute_loss:
+        raise ValueError(
+            "GradRegModel builds its objective from the loss given to `compile()` "
+            "(clean, per-example and perturbed), so an overridden `compute_loss` "
+            "would be bypassed. Put the loss in `compile(loss=...)` and layer "
+            "losses in `add_loss`. Received: "
+            f"{type(model).__name__}.compute_loss overridden"
         )
 
 
