@@ -55,7 +55,11 @@ def compiled_loss(model, y, y_pred, sample_weight):
     """
     loss = _compile_loss(model)
     metrics = loss._metrics  # CompileLoss.metrics reads this list
-    loss._metrics = []
+    if not metrics:  # single output (or not built yet): nothing to detach
+        return loss(y, y_pred, sample_weight)
+    # One None per output: CompileLoss zips its losses with this list and
+    # skips the update where the entry is None.
+    loss._metrics = [None] * len(metrics)
     try:
         return loss(y, y_pred, sample_weight)
     finally:

@@ -175,17 +175,20 @@ def unscale_input_gradients(gradients, scale):
 
 
 def weighted_batch_mean(values, sample_weight):
-    """`(1/B) sum_i w_i v_i`, Keras's "sum_over_batch_size" reduction."""
+    """`(1/B) sum_i w_i v_i`, Keras's "sum_over_batch_size" reduction.
+
+    For a multi-output model Keras hands the train step one weight array per
+    output (a plain 1-D `sample_weight` is broadcast to every output); the
+    per-example penalty then carries the mean of example i's per-output
+    weights, which is the weight itself in the broadcast case.
+    """
     if sample_weight is None:
         return ops.mean(values)
-    if keras.tree.is_nested(sample_weight):
-        raise ValueError(
-            "The penalty form weights each example's penalty by its sample "
-            "weight and needs one weight per example; per-output sample "
-            "weights are not supported. Received: sample_weight with "
-            f"structure {keras.tree.map_structure(lambda _: '*', sample_weight)}"
-        )
-    weights = ops.reshape(ops.cast(sample_weight, values.dtype), (-1,))
+    leaves = [w for w in keras.tree.flatten(sample_weight) if w is not None]
+    if not leaves:
+        return ops.mean(values)
+    weights = [ops.reshape(ops.cast(w, values.dtype), (-1,)) for w in leaves]
+    weights = weights[0] if len(weights) == 1 else ops.mean(ops.stack(weights), 0)
     return ops.mean(weights * values)
 
 

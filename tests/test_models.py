@@ -334,3 +334,39 @@ def test_functional_construction_keeps_gradregmodel_subclassable():
     assert isinstance(Subclassed(units=3), kg.GradRegModel)
     with pytest.raises(ValueError, match=r"Subclassed\(inputs, outputs"):
         Subclassed(inputs, outputs)
+
+
+@pytest.mark.parametrize("container", ["dict", "list"])
+@pytest.mark.parametrize("form", ["penalty", "perturb", "finite_difference"])
+def test_multi_output_models_train_with_per_output_metrics_on_clean_inputs(
+    container, form
+):
+    """A classifier with an auxiliary head: every form trains with a plain
+    1-D sample_weight, and `a_loss`/`b_loss`/`clean_loss` equal Keras's own
+    `evaluate` on the clean inputs (learning rate 0: the weights stay)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 6)).astype("float32")
+    ya, yb = rng.integers(0, 3, 32), rng.integers(0, 2, 32)
+    sample_weight = rng.uniform(0.5, 1.5, 32).astype("float32")
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="tanh")(inputs)
+    a = keras.layers.Dense(3, activation="softmax", name="a")(h)
+    b = keras.layers.Dense(2, activation="softmax", name="b")(h)
+    if container == "dict":
+        outputs, y = {"a": a, "b": b}, {"a": ya, "b": yb}
+        loss = {"a": "sparse_categorical_crossentropy", "b": "sparse_categorical_crossentropy"}
+    else:
+        outputs, y, loss = [a, b], [ya, yb], ["sparse_categorical_crossentropy"] * 2
+    alpha = 0.0 if form == "penalty" else 0.3
+    model = kg.GradRegModel(inputs, outputs, norm="l2", sigma=0.1, form=form, alpha=alpha)
+    model.compile(keras.optimizers.SGD(0.0), loss)
+    logs = model.fit(
+        x, y, sample_weight=sample_weight, batch_size=32, epochs=1, verbose=0
+    ).history
+    clean = model.evaluate(
+        x, y, sample_weight=sample_weight, batch_size=32, verbose=0, return_dict=True
+    )
+    for key in ("a_loss", "b_loss"):
+        assert logs[key][0] == pytest.approx(clean[key], rel=1e-5)
+    assert logs["clean_loss"][0] == pytest.approx(clean["loss"], rel=1e-5)
+    assert logs["adv_loss"][0] > logs["clean_loss"][0]
