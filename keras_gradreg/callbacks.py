@@ -58,7 +58,10 @@ class RobustAccuracy(keras.callbacks.Callback):
         eps: the radius.
         subset_size: how many validation examples to attack (the first ones
             of a seeded shuffle), or None for all.
-        every: attack after every `every`-th epoch; other epochs log NaN.
+        every: attack after the first epoch and every `every`-th epoch
+            after it; the epochs in between log the last measured value
+            (so `EarlyStopping` and `ModelCheckpoint` never see a gap or a
+            NaN; `last_measured_epoch` says which epoch it came from).
         input_range: `(low, high)` of valid inputs.
         name: the log key.
         seed: seed of the subset and of the random starts.
@@ -110,16 +113,20 @@ class RobustAccuracy(keras.callbacks.Callback):
         self.input_range = input_range
         self.name = name
         self.seed = seed
+        self.last_value = self.last_measured_epoch = None
         order = np.random.default_rng(seed).permutation(len(x))[:subset_size]
         self.x, self.y = x[order], y[order]
+
+    def on_train_begin(self, logs=None):
+        self.last_value, self.last_measured_epoch = None, None
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        if (epoch + 1) % self.every:
-            logs[self.name] = float("nan")
-            return
-        logs[self.name] = self.robust_accuracy()
+        if self.last_value is None or epoch % self.every == 0:
+            self.last_value = self.robust_accuracy()
+            self.last_measured_epoch = epoch
+        logs[self.name] = self.last_value
 
     def robust_accuracy(self) -> float:
         """Attacks the subset with the model's current weights."""

@@ -157,6 +157,33 @@ def test_robust_accuracy_callback_feeds_early_stopping_and_csv(
     assert "val_robust_accuracy" in (tmp_path / "log.csv").read_text().splitlines()[0]
 
 
+def test_robust_accuracy_every_k_carries_the_last_value_for_monitors(
+    tmp_path, classification_data
+):
+    """Skipped epochs log the last measured value, never NaN: EarlyStopping
+    and ModelCheckpoint then compare real scores."""
+    x, y = classification_data
+    model = _small_classifier()
+    callback = kg.callbacks.RobustAccuracy((x, y), attack="fgm", eps=0.05, every=2)
+    measured = []
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: measured.append(callback.last_measured_epoch)
+    )
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        str(tmp_path / "best.keras"), "val_robust_accuracy", mode="max",
+        save_best_only=True,
+    )  # fmt: skip
+    history = model.fit(
+        x, y, epochs=5, batch_size=16, verbose=0,
+        callbacks=[callback, probe, checkpoint],
+    ).history  # fmt: skip
+    values = history["val_robust_accuracy"]
+    assert all(np.isfinite(values))
+    assert measured == [0, 0, 2, 2, 4]
+    assert values[1] == values[0] and values[3] == values[2]
+    assert checkpoint.best == max(values)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
