@@ -311,15 +311,19 @@ class MaxoutConv2D(_MaxoutBase):
         return ops.max(grouped, axis=2)
 
     def compute_output_shape(self, input_shape):
-        conv = keras.layers.Conv2D(
-            self.filters,
-            self.kernel_size,
-            strides=self.strides,
-            padding=self.padding,
-            data_format=self.data_format,
-            dilation_rate=self.dilation_rate,
-        )
-        return conv.compute_output_shape(input_shape)
+        channels_last = self.data_format == "channels_last"
+        spatial = input_shape[1:3] if channels_last else input_shape[2:4]
+        sizes = []
+        for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate):
+            if n is None:
+                sizes.append(None)
+            elif self.padding == "same":
+                sizes.append(-(-n // s))
+            else:  # "valid"
+                sizes.append((n - d * (k - 1) - 1) // s + 1)
+        if channels_last:
+            return (input_shape[0], *sizes, self.filters)
+        return (input_shape[0], self.filters, *sizes)
 
     def get_config(self):
         config = {

@@ -1,6 +1,7 @@
 """Pictures: learning curves, input gradients and worst-case perturbations,
-and robust accuracy against eps. Every function saves PNGs (matplotlib's
-Agg backend, no display needed) and returns their paths."""
+and robust accuracy against eps. Every function saves PNGs (standalone
+matplotlib figures, no display needed; the pyplot backend is untouched)
+and returns their paths."""
 
 from __future__ import annotations
 
@@ -29,13 +30,12 @@ def plot_learning_curves(history: dict, path, title: str = "") -> list[Path]:
         path: the path prefix, e.g. "runs/mnist/curves".
         title: a title prefix for every figure.
     """
-    plt = _pyplot()
     written = []
     for (panel, keys), suffix in zip(_PANELS, ("loss", "accuracy", "grad_norm")):
         present = [k for k in keys if k in history and len(history[k])]
         if not present:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+        fig, ax = _subplots(figsize=(6, 4))
         for key in present:
             epochs = range(1, len(history[key]) + 1)
             ax.plot(epochs, history[key], marker="o", markersize=3, label=key)
@@ -45,26 +45,28 @@ def plot_learning_curves(history: dict, path, title: str = "") -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        written.append(_save(plt, fig, f"{path}_{suffix}.png"))
+        written.append(_save(fig, f"{path}_{suffix}.png"))
     return written
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(rows=None, columns=None, *, figsize):
+    """A standalone `matplotlib.figure.Figure` and its axes: drawn without
+    pyplot, so the user's plotting backend (a notebook's, say) is left
+    alone and no global figure stays open. With `rows` and `columns` the
+    axes come as a 2-D array; otherwise one axes."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=figsize, dpi=110)
+    if rows is None:
+        return fig, fig.subplots()
+    return fig, fig.subplots(rows, columns, squeeze=False)
 
-    return plt
 
-
-def _save(plt, fig, path) -> Path:
-    """Writes `fig` to `path` (creating its folder), closes it and returns
-    the path."""
+def _save(fig, path) -> Path:
+    """Writes `fig` to `path` (creating its folder) and returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
-    plt.close(fig)
     return out
 
 
@@ -140,7 +142,6 @@ def plot_input_gradients(
     from keras_gradreg.attacks import input_gradients
     from keras_gradreg.norms import canonical_norm, worst_case_perturbation
 
-    plt = _pyplot()
     x, y = np.asarray(x), np.asarray(y).reshape(-1)
     norms = [canonical_norm(n) for n in norms]
     eps = {n: 1.0 for n in norms} | {
@@ -148,9 +149,7 @@ def plot_input_gradients(
     }
     name = (lambda c: class_names[c]) if class_names else str
     rows, columns = len(models) * len(x), 2 + len(norms)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(2.0 * columns + 0.6, 1.9 * rows), dpi=110, squeeze=False
-    )
+    fig, axes = _subplots(rows, columns, figsize=(2.0 * columns + 0.6, 1.9 * rows))
     row = 0
     for label, model in models.items():
         gradients = input_gradients(model, x, y, input_range=input_range)
@@ -181,7 +180,7 @@ def plot_input_gradients(
         ax.set_yticks([])
     fig.suptitle("Input gradients and worst-case perturbations", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for it
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 @keras_gradreg_export("keras_gradreg.plots.plot_robust_accuracy")
@@ -197,13 +196,10 @@ def plot_robust_accuracy(reports: dict, path, attack: str = "worst case") -> Pat
     Returns:
         The path of the PNG.
     """
-    plt = _pyplot()
     norms = list(
         dict.fromkeys(r["norm"] for report in reports.values() for r in report.rows)
     )
-    fig, axes = plt.subplots(
-        1, len(norms), figsize=(4.2 * len(norms), 3.6), dpi=110, squeeze=False
-    )
+    fig, axes = _subplots(1, len(norms), figsize=(4.2 * len(norms), 3.6))
     for ax, norm in zip(axes[0], norms):
         for label, report in reports.items():
             points = sorted(
@@ -221,4 +217,4 @@ def plot_robust_accuracy(reports: dict, path, attack: str = "worst case") -> Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(plt, fig, path)
+    return _save(fig, path)

@@ -198,3 +198,22 @@ def test_saved_maxout_gradreg_model_loads_and_trains(tmp_path, jit):
         loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
     )
     assert math.isfinite(loaded.fit(x, y, epochs=1, verbose=0).history["loss"][0])
+
+
+@pytest.mark.parametrize(
+    "padding,strides,dilation", [("valid", 1, 1), ("same", 2, 1), ("valid", 2, 1), ("valid", 1, 2), ("same", 3, 1)]
+)  # fmt: skip
+def test_maxout_conv_output_shape_matches_the_call_without_naming_layers(
+    padding, strides, dilation
+):
+    layer = MaxoutConv2D(3, 2, 3, strides=strides, padding=padding, dilation_rate=dilation)
+    x = np.ones((2, 11, 9, 1), "float32")
+    def conv_number():
+        name = keras.layers.Conv2D(1, 1).name  # conv2d, conv2d_1, ...
+        return int(name.rsplit("_", 1)[-1]) if "_" in name else 0
+
+    before = conv_number()
+    shape = layer.compute_output_shape(x.shape)
+    assert conv_number() == before + 1  # no throw-away Conv2D took a name
+    assert tuple(shape) == tuple(layer(x).shape)
+    assert layer.compute_output_shape((None, None, 9, 1))[1] is None

@@ -216,16 +216,25 @@ def test_pictures_are_written(tmp_path, classification_data):
     assert height > width / 3  # four rows of panels
 
 
+def test_pictures_leave_the_pyplot_backend_and_figures_alone(tmp_path):
+    import matplotlib.pyplot as plt
+
+    backend = matplotlib.get_backend()
+    open_figures = plt.get_fignums()
+    kg.plots.plot_learning_curves({"loss": [1.0, 0.5]}, tmp_path / "curves")
+    assert matplotlib.get_backend() == backend
+    assert plt.get_fignums() == open_figures
+
+
 @pytest.mark.parametrize(
     "scale, title", [(3e-11, "dL/dx (x1e-11)"), (0.5, "dL/dx"), (2e5, "dL/dx (x1e5)")]
 )
 def test_signed_panels_put_extreme_scales_in_the_title(scale, title):
     """A colour bar's offset text ("1e-11") would overlap the panel above:
     extreme scales are divided out and named in the title instead."""
-    from keras_gradreg.plots import _pyplot, _signed_panel
+    from keras_gradreg.plots import _signed_panel, _subplots
 
-    plt = _pyplot()
-    fig, ax = plt.subplots()
+    fig, ax = _subplots(figsize=(3, 3))
     image = scale * np.array([[1.0, -0.5], [0.25, 0.0]])
     _signed_panel(fig, ax, image, "dL/dx")
     assert ax.get_title() == title
@@ -235,18 +244,15 @@ def test_signed_panels_put_extreme_scales_in_the_title(scale, title):
     if title != "dL/dx":  # divided by the named power of ten
         assert 1.0 <= high < 10.0
     np.testing.assert_allclose(shown.get_array() / high, image / np.abs(image).max())
-    plt.close(fig)
 
 
 def test_signed_panels_draw_non_finite_maps():
     """A diverged model's NaN gradients still get a panel, unscaled."""
-    from keras_gradreg.plots import _pyplot, _signed_panel
+    from keras_gradreg.plots import _signed_panel, _subplots
 
-    plt = _pyplot()
-    fig, ax = plt.subplots()
+    fig, ax = _subplots(figsize=(3, 3))
     _signed_panel(fig, ax, np.array([[np.nan, 1e-11]]), "dL/dx")
     assert ax.get_title() == "dL/dx"
-    plt.close(fig)
 
 
 def test_evaluate_command_writes_report_json_and_pictures(tmp_path, capsys):
