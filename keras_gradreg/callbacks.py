@@ -40,6 +40,84 @@ class EpochTimer(keras.callbacks.Callback):
         return statistics.median(self.times) if self.times else float("nan")
 
 
+@keras_gradreg_export("keras_gradreg.callbacks.SigmaSchedule")
+class SigmaSchedule(keras.callbacks.Callback):
+    """Sets a GradRegModel's sigma at the start of every epoch.
+
+    Warming sigma up from a small value is standard practice in adversarial
+    training. The compiled train step reads sigma from a variable, so a new
+    value takes effect at once with no retrace (a change between 0 and a
+    positive sigma retraces once: sigma = 0 runs the plain step). The
+    value used in each epoch is logged as "sigma".
+
+    Args:
+        schedule: `epoch -> sigma` (0-based epoch): a Python callable, or any
+            `keras.optimizers.schedules.LearningRateSchedule` (called with
+            the epoch), e.g. `CosineDecay`, `PiecewiseConstantDecay`.
+            `SigmaSchedule.linear` and `SigmaSchedule.cosine` build ramps.
+
+    Example:
+        >>> warmup = SigmaSchedule.linear(0.3, epochs=5)
+        >>> [round(warmup.value(e), 2) for e in range(7)]
+        [0.06, 0.12, 0.18, 0.24, 0.3, 0.3, 0.3]
+    """
+
+    def __init__(self, schedule):
+        super().__init__()
+        if not callable(schedule):
+            raise ValueError(
+                "Argument `schedule` must be a callable `epoch -> sigma` or a "
+                f"Keras LearningRateSchedule. Received: schedule={schedule!r}"
+            )
+        self.schedule = schedule
+
+    @classmethod
+    def linear(cls, final: float, epochs: int, initial: float | None = None):
+        """Ramps linearly to `final` over `epochs` epochs, then holds it.
+        The first epoch uses `initial` (default `final / epochs`)."""
+        check_integer("epochs", epochs)
+        start = final / epochs if initial is None else initial
+        if epochs == 1:
+            return cls(lambda epoch: final)
+        return cls(
+            lambda epoch: (
+                start + (final - start) * min(epoch, epochs - 1) / (epochs - 1)
+            )
+        )
+
+    @classmethod
+    def cosine(cls, final: float, epochs: int, initial: float = 0.0):
+        """Rises from `initial` to `final` along a half cosine over `epochs`
+        epochs, then holds it."""
+        check_integer("epochs", epochs)
+
+        def value(epoch):
+            fraction = min(epoch / epochs, 1.0)
+            return final + (initial - final) * 0.5 * (1.0 + np.cos(np.pi * fraction))
+
+        return cls(value)
+
+    def value(self, epoch: int) -> float:
+        """The sigma of 0-based `epoch`."""
+        sigma = self.schedule(epoch)
+        sigma = float(keras.ops.convert_to_numpy(sigma))
+        if not np.isfinite(sigma) or sigma < 0:
+            raise ValueError(
+                f"SigmaSchedule produced sigma={sigma!r} for epoch {epoch}; sigma "
+                "must be a finite number >= 0."
+            )
+        return sigma
+
+    def on_epoch_begin(self, epoch, logs=None):
+        regularizer = getattr(self.model, "regularizer", None)
+        if regularizer is None:
+            raise ValueError(
+                "SigmaSchedule sets the sigma of a keras_gradreg.GradRegModel. "
+                f"Received: a {type(self.model).__name__}"
+            )
+        self.model.regularizer = regularizer.replace(sigma=self.value(epoch))
+
+
 @keras_gradreg_export("keras_gradreg.callbacks.RobustAccuracy")
 class RobustAccuracy(keras.callbacks.Callback):
     """Adds the robust accuracy on validation data to each epoch's logs.

@@ -314,7 +314,9 @@ class MaxoutConv2D(_MaxoutBase):
         channels_last = self.data_format == "channels_last"
         spatial = input_shape[1:3] if channels_last else input_shape[2:4]
         sizes = []
-        for n, k, s, d in zip(spatial, self.kernel_size, self.strides, self.dilation_rate):
+        for n, k, s, d in zip(
+            spatial, self.kernel_size, self.strides, self.dilation_rate
+        ):
             if n is None:
                 sizes.append(None)
             elif self.padding == "same":

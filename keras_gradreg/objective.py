@@ -222,6 +222,7 @@ def family_objective(
     gradients,
     sample_weight,
     perturbed_loss: Callable,
+    sigma=None,
 ) -> Terms:
     """Combines the clean loss and the input gradient into the objective.
 
@@ -233,6 +234,9 @@ def family_objective(
         sample_weight: per-example weights or None.
         perturbed_loss: `delta -> (1/B) sum_i w_i L(clip(x_i + delta_i))`,
             one more forward pass (perturb and finite-difference forms).
+        sigma: the radius as a tensor or variable (GradRegModel passes the
+            variable it keeps, so sigma can change during `fit` without a
+            retrace); default `regularizer.sigma`.
 
     Returns:
         `Terms(total, clean_loss, adv_loss, grad_norm)`.
@@ -242,21 +246,20 @@ def family_objective(
     grad_norm = ops.mean(ops.stop_gradient(norms))
     if not reg.active:
         return Terms(clean_loss, clean_loss, clean_loss, grad_norm)
+    sigma = ops.cast(reg.sigma if sigma is None else sigma, clean_loss.dtype)
     if reg.form == "penalty":
-        penalty = reg.sigma * weighted_batch_mean(norms, sample_weight)
+        penalty = sigma * weighted_batch_mean(norms, sample_weight)
         adv_loss = clean_loss + penalty
         total = clean_loss + (1.0 - reg.alpha) * penalty
     elif reg.form == "perturb":
-        adv_loss = perturbed_loss(
-            worst_case_perturbation(gradients, reg.norm, reg.sigma)
-        )
+        adv_loss = perturbed_loss(worst_case_perturbation(gradients, reg.norm, sigma))
         total = adv_loss
         if reg.alpha > 0.0:
             total = reg.alpha * clean_loss + (1.0 - reg.alpha) * adv_loss
     else:  # finite_difference: h * d = r* of radius h.
         h = reg.fd_step
         stepped = perturbed_loss(worst_case_perturbation(gradients, reg.norm, h))
-        penalty = (reg.sigma / h) * (stepped - clean_loss)
+        penalty = (sigma / h) * (stepped - clean_loss)
         adv_loss = clean_loss + penalty
         total = clean_loss + (1.0 - reg.alpha) * penalty
     return Terms(total, clean_loss, adv_loss, grad_norm)

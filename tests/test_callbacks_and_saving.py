@@ -167,3 +167,62 @@ def test_epoch_timer_records_one_time_per_epoch(classification_data):
     )
     assert len(timer.times) == 3 and all(t > 0 for t in timer.times)
     assert min(timer.times) <= timer.median <= max(timer.times)
+
+
+@pytest.mark.parametrize("form", ["penalty", "perturb", "finite_difference"])
+def test_sigma_schedule_sets_the_sigma_each_epoch_trains_with(form):
+    """Assigning model.regularizer inside fit works; the trained sigma per
+    epoch is the schedule's (one batch per epoch: for the penalty form
+    adv_loss - clean_loss is exactly sigma * grad_norm)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 4)).astype("float32")
+    y = rng.integers(0, 3, 16)
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(3, activation="softmax")(inputs)
+    model = kg.GradRegModel(inputs, outputs, norm="l2", sigma=0.0, form=form)
+    model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    schedule = kg.callbacks.SigmaSchedule.linear(0.4, epochs=4, initial=0.0)
+    logs = model.fit(
+        x, y, batch_size=16, epochs=5, verbose=0, callbacks=[schedule]
+    ).history
+    expected = [schedule.value(e) for e in range(5)]
+    np.testing.assert_allclose(logs["sigma"], expected, rtol=1e-6)
+    assert model.regularizer.sigma == pytest.approx(0.4)
+    assert logs["adv_loss"][0] == pytest.approx(logs["clean_loss"][0])  # sigma 0
+    if form == "penalty":
+        gap = np.array(logs["adv_loss"]) - np.array(logs["clean_loss"])
+        np.testing.assert_allclose(
+            gap, np.array(expected) * logs["grad_norm"], rtol=1e-4
+        )
+    else:
+        assert all(a > c for a, c in zip(logs["adv_loss"][1:], logs["clean_loss"][1:]))
+
+
+def test_changing_the_form_inside_fit_rebuilds_the_step():
+    x = np.random.default_rng(1).random((8, 4)).astype("float32")
+    y = np.arange(8) % 3
+    inputs = keras.Input((4,))
+    model = kg.GradRegModel(inputs, keras.layers.Dense(3, "softmax")(inputs), sigma=0.1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    switch = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: (
+            setattr(model, "regularizer", model.regularizer.replace(form="perturb"))
+            if epoch == 1
+            else None
+        )
+    )
+    logs = model.fit(x, y, epochs=2, verbose=0, callbacks=[switch]).history
+    assert len(logs["loss"]) == 2 and model.regularizer.form == "perturb"
+
+
+def test_sigma_schedule_checks():
+    with pytest.raises(ValueError, match="schedule"):
+        kg.callbacks.SigmaSchedule(0.3)
+    with pytest.raises(ValueError, match="sigma=-1"):
+        kg.callbacks.SigmaSchedule(lambda epoch: -1.0).value(0)
+    cosine = kg.callbacks.SigmaSchedule.cosine(0.2, epochs=4)
+    assert cosine.value(0) == pytest.approx(0.0) and cosine.value(4) == pytest.approx(
+        0.2
+    )
+    keras_schedule = keras.optimizers.schedules.PiecewiseConstantDecay([2], [0.1, 0.3])
+    assert kg.callbacks.SigmaSchedule(keras_schedule).value(3) == pytest.approx(0.3)

@@ -206,8 +206,11 @@ def test_saved_maxout_gradreg_model_loads_and_trains(tmp_path, jit):
 def test_maxout_conv_output_shape_matches_the_call_without_naming_layers(
     padding, strides, dilation
 ):
-    layer = MaxoutConv2D(3, 2, 3, strides=strides, padding=padding, dilation_rate=dilation)
+    layer = MaxoutConv2D(
+        3, 2, 3, strides=strides, padding=padding, dilation_rate=dilation
+    )
     x = np.ones((2, 11, 9, 1), "float32")
+
     def conv_number():
         name = keras.layers.Conv2D(1, 1).name  # conv2d, conv2d_1, ...
         return int(name.rsplit("_", 1)[-1]) if "_" in name else 0

@@ -40,7 +40,9 @@ def test_history_holds_epoch_means_of_objective_and_parts(classification_data, f
     x, y = classification_data
     model = compile_(mlp(norm="l2", sigma=0.5, form=form, alpha=0.25), lr=0.0)
     history = model.fit(x, y, batch_size=16, epochs=2, verbose=0).history
-    assert set(history) == {"loss", "clean_loss", "adv_loss", "grad_norm", "accuracy"}
+    assert set(history) == {
+        "loss", "clean_loss", "adv_loss", "grad_norm", "sigma", "accuracy"
+    }  # fmt: skip
     # With a zero learning rate the weights never move, so each epoch mean of
     # the clean loss is the dataset's clean loss.
     clean, accuracy = model.evaluate(x, y, batch_size=48, verbose=0)
@@ -354,11 +356,16 @@ def test_multi_output_models_train_with_per_output_metrics_on_clean_inputs(
     b = keras.layers.Dense(2, activation="softmax", name="b")(h)
     if container == "dict":
         outputs, y = {"a": a, "b": b}, {"a": ya, "b": yb}
-        loss = {"a": "sparse_categorical_crossentropy", "b": "sparse_categorical_crossentropy"}
+        loss = {
+            "a": "sparse_categorical_crossentropy",
+            "b": "sparse_categorical_crossentropy",
+        }
     else:
         outputs, y, loss = [a, b], [ya, yb], ["sparse_categorical_crossentropy"] * 2
     alpha = 0.0 if form == "penalty" else 0.3
-    model = kg.GradRegModel(inputs, outputs, norm="l2", sigma=0.1, form=form, alpha=alpha)
+    model = kg.GradRegModel(
+        inputs, outputs, norm="l2", sigma=0.1, form=form, alpha=alpha
+    )
     model.compile(keras.optimizers.SGD(0.0), loss)
     logs = model.fit(
         x, y, sample_weight=sample_weight, batch_size=32, epochs=1, verbose=0

@@ -28,6 +28,7 @@ def train_logs(model, terms, total, x, y, y_pred, sample_weight):
     _keras_compat.track_output_losses(model, y, y_pred, sample_weight)
     logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
     logs.update({tracker.name: tracker.result() for tracker in model.family_trackers})
+    logs[model.sigma_metric.name] = model.sigma_metric.result()
     return logs
 
 

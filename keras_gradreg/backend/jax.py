@@ -66,7 +66,12 @@ def train_step(model, state, data):
             return objective.compiled_loss(model, y, y_adv, sample_weight)
 
         terms = objective.family_objective(
-            reg, clean_loss, gradients, sample_weight, perturbed_loss
+            reg,
+            clean_loss,
+            gradients,
+            sample_weight,
+            perturbed_loss,
+            model.sigma_variable,
         )
         regularization = objective.regularization_losses(latest["losses"])
         total = terms.total + regularization.astype(terms.total.dtype)

@@ -87,7 +87,7 @@ def train_step(model, data):
         return objective.compiled_loss(model, y, y_adv, sample_weight)
 
     terms = objective.family_objective(
-        reg, clean_loss, gradients, sample_weight, perturbed_loss
+        reg, clean_loss, gradients, sample_weight, perturbed_loss, model.sigma_variable
     )
     regularization = objective.regularization_losses(layer_losses)
     total = terms.total + regularization.to(terms.total.dtype)

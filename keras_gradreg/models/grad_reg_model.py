@@ -33,6 +33,8 @@ class GradRegModel(keras.Model):
     - `clean_loss`: the compiled loss on the clean inputs;
     - `adv_loss`: the adversarial term `L_adv` of the form;
     - `grad_norm`: the mean per-example `||dL/dx||_q` (q dual to `norm`);
+    - `sigma`: the radius trained with in that epoch (see
+      `callbacks.SigmaSchedule`);
     - compiled metrics, computed on the clean inputs.
 
     `evaluate` and `predict` are Keras's own: they see clean inputs only.
@@ -66,7 +68,7 @@ class GradRegModel(keras.Model):
         >>> x, y = np.random.rand(8, 4), np.random.randint(0, 3, 8)
         >>> history = model.fit(x, y, epochs=1, verbose=0)
         >>> sorted(k for k in history.history if k != "loss")
-        ['adv_loss', 'clean_loss', 'grad_norm']
+        ['adv_loss', 'clean_loss', 'grad_norm', 'sigma']
     """
 
     def __new__(cls, *args, **kwargs):
@@ -120,6 +122,7 @@ class GradRegModel(keras.Model):
         self.regularizer = (
             regularizer if regularizer is not None else GradientRegularizer(**separate)
         )
+        self.sigma_metric = _SigmaValue(self.regularizer.sigma)
         self.clean_loss_tracker = keras.metrics.Mean(name="clean_loss")
         self.adv_loss_tracker = keras.metrics.Mean(name="adv_loss")
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
@@ -141,10 +144,23 @@ class GradRegModel(keras.Model):
             )
         if getattr(self, "compiled", False):
             _check_jit_compatible(value, self.jit_compile)
+        previous = getattr(self, "_regularizer", None)
         # Bypass Keras's attribute tracking: this is a plain config object.
         object.__setattr__(self, "_regularizer", value)
-        if getattr(self, "train_function", None) is not None:
-            self.train_function = None  # rebuilt with the new regularizer
+        if getattr(self, "sigma_metric", None) is not None:
+            self.sigma_metric.assign(value.sigma)
+        if getattr(self, "train_function", None) is not None and not _same_trace(
+            previous, value
+        ):
+            # Rebuilt now rather than on the next `fit`: a callback may change
+            # the form while `fit` runs, and `fit` calls `train_function`.
+            self.make_train_function(force=True)
+
+    @property
+    def sigma_variable(self):
+        """The variable holding sigma, read by the compiled train step: a new
+        sigma takes effect without retracing (see `callbacks.SigmaSchedule`)."""
+        return self.sigma_metric.variable
 
     def make_train_function(self, force=False):
         # Checked here rather than in `compile`, whose override would stop
@@ -178,7 +194,7 @@ class GradRegModel(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # `evaluate` sees clean inputs only: leave out the training terms.
         logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        for tracker in self.family_trackers:
+        for tracker in (*self.family_trackers, self.sigma_metric):
             logs.pop(tracker.name, None)
         return logs
 
@@ -194,6 +210,45 @@ class GradRegModel(keras.Model):
 class FunctionalGradRegModel(GradRegModel, Functional):
     """The class of `GradRegModel(inputs, outputs, ...)`: a functional
     GradRegModel. Build it through `GradRegModel`."""
+
+
+class _SigmaValue(keras.metrics.Metric):
+    """sigma as a variable, logged as "sigma" each epoch.
+
+    A metric rather than a weight: its variable is part of every backend's
+    compiled training state (JAX passes metric variables through the
+    stateless step), it is not a model weight (saved models and
+    `count_params` are unchanged; the config carries sigma), and
+    `reset_metrics` leaves it alone.
+    """
+
+    def __init__(self, value, name="sigma"):
+        super().__init__(name=name)
+        self.variable = self.add_variable(
+            (), initializer=keras.initializers.Constant(value), dtype="float32",
+            name="value",
+        )  # fmt: skip
+
+    def assign(self, value):
+        self.variable.assign(value)
+
+    def update_state(self, *args, **kwargs):
+        del args, kwargs  # set by assignment only
+
+    def reset_state(self):
+        pass  # survives the per-epoch reset of the other metrics
+
+    def result(self):
+        return keras.ops.convert_to_tensor(self.variable)
+
+
+def _same_trace(previous, new) -> bool:
+    """Whether a step traced for `previous` serves `new`: everything but
+    sigma is baked into the trace; sigma is read from a variable, except
+    that sigma = 0 traces the plain step."""
+    if previous is None:
+        return False
+    return previous.replace(sigma=new.sigma) == new and previous.active == new.active
 
 
 def _check_jit_compatible(regularizer, jit_compile):
