@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import weakref
 from typing import Callable, Union
 
 import keras
@@ -52,7 +51,7 @@ AttackLoss = Union[str, Callable]
 _PGD_NORMS = ("linf", "l2", "l1")
 
 # model -> {static configuration: compiled attack}.
-_COMPILED = weakref.WeakKeyDictionary()
+_CACHE_ATTRIBUTE = "_keras_gradreg_compiled_attacks"
 
 
 # ----------------------------------------------------------------- checking
@@ -321,7 +320,14 @@ def _clip_to_range(x, delta, input_range):
 
 
 def _compiled(model, key, build):
-    per_model = _COMPILED.setdefault(model, {})
+    """The compiled program `key` of `model`, built once. The cache lives on
+    the model: its programs close over the model, so a cache keyed by the
+    model elsewhere would keep every attacked model alive; owned by the
+    model, both go together."""
+    per_model = model.__dict__.get(_CACHE_ATTRIBUTE)
+    if per_model is None:
+        per_model = {}
+        object.__setattr__(model, _CACHE_ATTRIBUTE, per_model)  # untracked
     if key not in per_model:
         per_model[key] = _backend.compile_attack(model, build())
     return per_model[key]

@@ -312,3 +312,34 @@ def test_attack_objects_and_names():
         kg.attacks.get("deepfool")
     with pytest.raises(ValueError, match="steps=0"):
         kg.attacks.PGD(steps=0)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "logits", "gradreg"])
+def test_attacked_models_are_freed(kind):
+    """The compiled attacks belong to their model: once the user drops the
+    model, gc frees it (a tuner's trials must not accumulate)."""
+    import gc
+    import weakref
+
+    def attacked():
+        if kind == "sequential":
+            model = keras.Sequential(
+                [keras.Input((4,)), keras.layers.Dense(3, activation="softmax")]
+            )
+        else:
+            inputs = keras.Input((4,))
+            activation = "softmax" if kind == "gradreg" else None
+            outputs = keras.layers.Dense(3, activation=activation)(inputs)
+            model = (kg.GradRegModel if kind == "gradreg" else keras.Model)(
+                inputs, outputs
+            )
+        x = np.random.default_rng(0).random((8, 4)).astype("float32")
+        y = np.arange(8) % 3
+        kg.fgm(model, x, y, "linf", 0.1)
+        kg.pgd(model, x, y, "l2", 0.5, steps=2)
+        kg.input_gradients(model, x, y)
+        return weakref.ref(model)
+
+    refs = [attacked() for _ in range(2)]
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
