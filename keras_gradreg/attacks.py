@@ -91,14 +91,21 @@ def _check_input_range(input_range):
 
 def _prepare(x, y, input_range):
     """Validates the data; returns float inputs and integer labels."""
+    if isinstance(x, (dict, list, tuple)):
+        raise ValueError(
+            "The attacks perturb one input array; models with several inputs "
+            "(a dict or list of arrays) are not supported. Received: x of type "
+            f"{type(x).__name__}"
+        )
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(keras.config.floatx())
-    y = np.asarray(y)
-    if len(x) != len(y):
+    y = labels_of(y, len(x))
+    if len(x) and not np.all(np.isfinite(x)):
         raise ValueError(
-            "Arguments `x` and `y` must hold the same number of examples. "
-            f"Received: len(x)={len(x)}, len(y)={len(y)}"
+            "Argument `x` must be finite: an attack on NaN or inf inputs "
+            f"measures nothing. Received: x with {np.size(x) - np.isfinite(x).sum()} "
+            "non-finite values"
         )
     if input_range is not None and len(x):
         low, high = input_range
@@ -109,6 +116,29 @@ def _prepare(x, y, input_range):
                 f"they use. Received: x in [{x.min():g}, {x.max():g}]"
             )
     return x, y
+
+
+def labels_of(y, n: int) -> np.ndarray:
+    """`y` as a 1-D array of `n` class labels.
+
+    Raises:
+        ValueError: for one-hot or other multi-column labels, or a count
+            that differs from the inputs'.
+    """
+    y = np.asarray(y)
+    if y.ndim > 1 and not (y.ndim == 2 and y.shape[1] == 1):
+        raise ValueError(
+            "Argument `y` must hold one integer class label per example (for "
+            "one-hot labels pass `np.argmax(y, axis=-1)`). Received: "
+            f"y.shape={y.shape}"
+        )
+    y = y.reshape(-1)
+    if len(y) != n:
+        raise ValueError(
+            "Arguments `x` and `y` must hold the same number of examples. "
+            f"Received: len(x)={n}, len(y)={len(y)}"
+        )
+    return y
 
 
 def _check_labels(y, num_classes):
@@ -213,11 +243,15 @@ def _scoring(model, loss, from_logits, x_probe) -> _Scoring:
             f"Argument `loss` must be one of {OBJECTIVES} or a callable "
             f"(y_true, y_pred) -> per-example losses. Received: loss={loss!r}"
         )
+    probe = call(x_probe)
+    _check_classifier_output(probe, from_logits=from_logits)
+    if int(probe.shape[-1]) == 1:
+        return _binary_scoring(model, call, loss, from_logits)
     if from_logits is None:
         logits = _logits_function(model)
         if logits is not None:
             return _Scoring(logits, loss, (loss, "head"))
-        from_logits = not _looks_like_probabilities(ops.convert_to_numpy(call(x_probe)))
+        from_logits = not _looks_like_probabilities(ops.convert_to_numpy(probe))
     if from_logits:
         return _Scoring(call, loss, (loss, "logits"))
 
@@ -226,6 +260,43 @@ def _scoring(model, loss, from_logits, x_probe) -> _Scoring:
         return ops.log(ops.maximum(p, ops.cast(1e-30, p.dtype)))
 
     return _Scoring(log_probabilities, loss, (loss, "probabilities"))
+
+
+def _binary_scoring(model, call, loss, from_logits) -> _Scoring:
+    """A one-unit binary classifier as two-class logits `[0, z]`, where
+    `z` is the logit of class 1 (`softmax([0, z])[1] = sigmoid(z)`): from
+    the sigmoid head's pre-activation when the model ends in one, else
+    `log p - log(1 - p)` of its probability output."""
+    head = (
+        getattr(model, "layers", [None])[-1] if getattr(model, "layers", None) else None
+    )
+    if from_logits:
+        logit = call
+    elif (
+        from_logits is None
+        and isinstance(head, keras.layers.Dense)
+        and getattr(head.activation, "__name__", None) == "sigmoid"
+        and len(getattr(model, "outputs", ()) or ()) == 1
+        and head.output is model.outputs[0]
+    ):
+        body = keras.Model(model.input, head.input)
+
+        def logit(x):
+            z = ops.matmul(body(x, training=False), head.kernel)
+            return z + head.bias if head.use_bias else z
+
+    else:
+
+        def logit(x):
+            p = call(x)
+            tiny = ops.cast(1e-30, p.dtype)
+            return ops.log(ops.maximum(p, tiny)) - ops.log(ops.maximum(1 - p, tiny))
+
+    def two_class(x):
+        z = logit(x)
+        return ops.concatenate([ops.zeros_like(z), z], axis=-1)
+
+    return _Scoring(two_class, loss, (loss, "binary", bool(from_logits)))
 
 
 def _per_example_loss(scoring, scores, y, targeted):
@@ -603,8 +674,8 @@ def pgd(
     restarts = _check_positive_int("restarts", restarts)
     if step_size is None:
         step_size = 2.5 * eps / steps
-    elif not (
-        isinstance(step_size, (int, float))
+    elif isinstance(step_size, bool) or not (
+        isinstance(step_size, (int, float, np.number))
         and math.isfinite(step_size)
         and step_size > 0
     ):
@@ -672,9 +743,52 @@ def classification_accuracy(model, x, y, batch_size: int = 500) -> float:
 
 
 def correct_predictions(model, x, y, batch_size: int = 500) -> np.ndarray:
-    """Boolean array: whether each example's arg-max prediction is `y`."""
-    scores = model.predict(np.asarray(x), batch_size=batch_size, verbose=0)
-    return np.argmax(scores, axis=-1) == np.asarray(y).reshape(-1)
+    """Boolean array: whether each example's predicted class is `y` (the
+    arg-max, or `p > 0.5` for a one-unit sigmoid classifier)."""
+    x, y = _prepare(x, y, None)
+    scores = model.predict(x, batch_size=batch_size, verbose=0)
+    return predicted_classes(scores) == y
+
+
+def predicted_classes(scores) -> np.ndarray:
+    """Class predictions from a classifier's outputs `(batch, classes)`; a
+    single output column is a binary classifier's probability of class 1.
+
+    Raises:
+        ValueError: for outputs that are not a classifier's (several output
+            arrays, other ranks, or one column outside [0, 1]).
+    """
+    _check_classifier_output(scores)
+    scores = np.asarray(scores)
+    if scores.shape[-1] == 1:
+        return (scores[:, 0] > 0.5).astype("int64")
+    return np.argmax(scores, axis=-1)
+
+
+def _check_classifier_output(scores, *, from_logits=None):
+    if isinstance(scores, (dict, list, tuple)):
+        raise ValueError(
+            "The attacks and `evaluate_robustness` score classifiers with one "
+            "output; this model returns several. Received: outputs of type "
+            f"{type(scores).__name__}"
+        )
+    shape = tuple(scores.shape)
+    if len(shape) != 2:
+        raise ValueError(
+            "The attacks and `evaluate_robustness` score classifiers whose "
+            "output is (batch, classes). Received: output shape "
+            f"{shape}"
+        )
+    if shape[-1] == 1 and not from_logits:
+        values = np.asarray(ops.convert_to_numpy(scores), "float64")
+        if values.size and (values.min() < 0 or values.max() > 1):
+            raise ValueError(
+                "A one-unit output is scored as a binary classifier's "
+                "probability (a sigmoid); this one leaves [0, 1], as a "
+                "regression model's does, and robust *accuracy* is undefined "
+                "for it. Received: outputs in "
+                f"[{values.min():g}, {values.max():g}]"
+            )
 
 
 @keras_gradreg_export("keras_gradreg.fgsm_accuracy")

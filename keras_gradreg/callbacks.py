@@ -172,11 +172,10 @@ class RobustAccuracy(keras.callbacks.Callback):
                 "Argument `validation_data` must be a pair (x_val, y_val). "
                 f"Received: validation_data of type {type(validation_data).__name__}"
             ) from None
-        x, y = np.asarray(x), np.asarray(y)
-        if len(x) != len(y) or len(x) == 0:
+        x, y = attacks._prepare(x, y, None)
+        if len(x) == 0:
             raise ValueError(
-                "Argument `validation_data` must hold as many labels as inputs, "
-                f"at least one. Received: len(x)={len(x)}, len(y)={len(y)}"
+                "Argument `validation_data` must hold at least one example. Received: 0"
             )
         check_integer("subset_size", subset_size, allow_none=True)
         check_integer("every", every)

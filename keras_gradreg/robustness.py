@@ -179,7 +179,9 @@ def evaluate_robustness(
             "Argument `attacks` must name at least one attack. Received: ()"
         )
     radii = _eps_by_norm(norms, eps_values)
-    x, y = np.asarray(x), np.asarray(y).reshape(-1)
+    x, y = _attacks._prepare(x, y, None)
+    if len(x) == 0:
+        raise ValueError("Argument `x` must hold at least one example. Received: 0")
     correct = _attacks.correct_predictions(model, x, y, batch_size)
     points = [
         (n, e, a) for n, values in radii.items() for e in values for a in attack_objects

@@ -285,3 +285,62 @@ def test_evaluate_command_errors_in_one_line(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.keras" in err[0]
+
+
+def _regression_model():
+    inputs = keras.Input((4,))
+    return keras.Model(inputs, keras.layers.Dense(1)(inputs))
+
+
+def test_non_classifiers_are_refused_and_sigmoid_binary_classifiers_scored():
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 4)).astype("float32")
+    regression = _regression_model()
+    regression.set_weights([np.full((4, 1), 3.0, "float32"), np.zeros(1, "float32")])
+    with pytest.raises(ValueError, match="regression"):
+        kg.evaluate_robustness(regression, x, np.zeros(64, "int32"), ["linf"], [0.1])
+    # A one-unit sigmoid classifier: p(class 1) = sigmoid(w . x + b).
+    inputs = keras.Input((4,))
+    binary = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+    w = np.array([[2.0], [-1.0], [0.5], [1.0]], "float32")
+    binary.set_weights([w, np.array([-1.2], "float32")])
+    logit = x @ w[:, 0] - 1.2
+    y = (logit > 0).astype("int32")
+    assert kg.classification_accuracy(binary, x, y) == 1.0
+    eps = 0.1
+    report = kg.evaluate_robustness(
+        binary, x, y, ["linf"], [eps], ["fgm", "pgd"], checks=False, verbose=0
+    )
+    # Linear model: the worst linf move pushes each coordinate by eps against
+    # the true class, clipped to [0, 1]; it flips the point iff that crosses 0.
+    direction = np.where(y == 1, -1.0, 1.0)[:, None] * np.sign(w[:, 0])[None, :]
+    x_worst = np.clip(x + eps * direction, 0.0, 1.0)
+    robust = ((x_worst @ w[:, 0] - 1.2) > 0) == (y == 1)
+    assert report.accuracy("linf", eps) == pytest.approx(robust.mean())
+    assert 0 < report.accuracy("linf", eps) < 1
+
+
+@pytest.mark.parametrize(
+    "x, y, message",
+    [
+        (np.full((4, 4), np.nan, "float32"), np.zeros(4, "int32"), "finite"),
+        (np.zeros((4, 4), "float32"), np.eye(4, 3, dtype="int32"), "one-hot"),
+        (np.zeros((4, 4), "float32"), np.zeros(3, "int32"), "len"),
+        (np.zeros((0, 4), "float32"), np.zeros(0, "int32"), "at least one"),
+        ({"a": np.zeros((4, 4), "float32")}, np.zeros(4, "int32"), "dict"),
+    ],
+)
+def test_evaluation_refuses_bad_data_clearly(x, y, message):
+    model = _small_classifier()
+    with pytest.raises(ValueError, match=message):
+        kg.evaluate_robustness(model, x, y, ["linf"], [0.1], verbose=0)
+    if message not in ("at least one",):
+        with pytest.raises(ValueError, match=message):
+            kg.fgm(model, x, y, "linf", 0.1)
+
+
+def test_pgd_accepts_numpy_step_sizes(classification_data):
+    x, y = classification_data
+    model = _small_classifier()
+    x_adv = kg.pgd(model, x, y, "linf", 0.1, steps=2, step_size=np.float32(0.05))
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6
