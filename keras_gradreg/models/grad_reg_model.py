@@ -239,7 +239,9 @@ class _SigmaValue(keras.metrics.Metric):
         pass  # survives the per-epoch reset of the other metrics
 
     def result(self):
-        return keras.ops.convert_to_tensor(self.variable)
+        # A copy: JAX donates the state's buffers to the next step, which
+        # would delete an array that aliases the variable's.
+        return keras.ops.copy(self.variable.value)
 
 
 def _same_trace(previous, new) -> bool:
