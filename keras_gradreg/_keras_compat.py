@@ -107,6 +107,41 @@ except ImportError as error:  # pragma: no cover - other Keras layouts
     ) from error
 
 
+def inputs_without_float_path(model, inputs) -> list:
+    """The functional model's input tensors among `inputs` from which no
+    chain of floating-point tensors leads to an output (e.g. every path runs
+    through `Discretization`'s integer bins): their gradient is zero by
+    construction. Walks the functional graph through KerasTensor's
+    `_keras_history` and the operations' `_inbound_nodes`, which Keras
+    keeps private; an empty list for non-functional models.
+    """
+    if not isinstance(getattr(model, "outputs", None), list):
+        return []  # subclassed: no graph to walk
+    memo = {}
+
+    def reaches(tensor, source) -> bool:
+        key = (id(tensor), id(source))
+        if key in memo:
+            return memo[key]
+        memo[key] = False  # cycles cannot occur; guards re-entry
+        if tensor is source:
+            memo[key] = True
+            return True
+        if not keras.backend.is_float_dtype(tensor.dtype):
+            return False
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return False
+        node = history.operation._inbound_nodes[history.node_index]
+        memo[key] = any(reaches(t, source) for t in node.input_tensors)
+        return memo[key]
+
+    outputs = keras.tree.flatten(model.outputs)
+    return [
+        source for source in inputs if not any(reaches(o, source) for o in outputs)
+    ]
+
+
 def tf_multi_worker(strategy) -> bool:
     """Whether Keras's TF trainer treats `strategy` as multi-worker (its
     `_collective_all_reduce_multi_worker`, the test behind the two Keras

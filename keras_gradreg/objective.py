@@ -100,6 +100,57 @@ def select_inputs(x, inputs_to_regularize=None) -> InputSelection:
     return InputSelection([t for _, t in chosen], [k for k, _ in chosen])
 
 
+def no_gradient_error(name, inputs_to_regularize) -> ValueError:
+    """The error for a regularized input with no differentiable path to the
+    outputs (the same message on every backend)."""
+    return ValueError(
+        f"Input {name!r} has no differentiable path to the model's outputs "
+        "(every path runs through an integer tensor, e.g. a Discretization "
+        "layer): its gradient is zero by construction and the family's "
+        "penalty would silently do nothing. List the inputs to differentiate "
+        "with `inputs_to_regularize`. Received: "
+        f"inputs_to_regularize={inputs_to_regularize!r}"
+    )
+
+
+def check_input_gradients(gradients, selection, inputs_to_regularize):
+    """Raises `no_gradient_error` for an input whose gradient the backend
+    reports as unconnected (None)."""
+    for gradient, position in zip(gradients, selection.positions):
+        if gradient is None:
+            name = 0 if position is None else position
+            raise no_gradient_error(name, inputs_to_regularize)
+
+
+def check_differentiable_inputs(model, regularizer):
+    """Refuses, before training, a functional model whose regularized float
+    input has no floating-point path to an output (on every backend; the
+    TensorFlow and torch steps also catch it at run time for subclassed
+    models)."""
+    try:
+        structure = model.input  # functional models only
+    except (AttributeError, ValueError):
+        return
+    if not isinstance(getattr(model, "outputs", None), list):
+        return
+    if isinstance(structure, dict):
+        named = list(structure.items())
+    elif isinstance(structure, (list, tuple)):
+        named = list(enumerate(structure))
+    else:
+        named = [(0, structure)]
+    wanted = regularizer.inputs_to_regularize
+    chosen = [
+        (name, t)
+        for name, t in named
+        if (name in wanted if wanted is not None else _is_float(t))
+    ]
+    dead = _keras_compat.inputs_without_float_path(model, [t for _, t in chosen])
+    for name, tensor in chosen:
+        if any(tensor is d for d in dead):
+            raise no_gradient_error(name, wanted)
+
+
 def batch_size(x):
     """The (dynamic) number of examples in `x`, as a float32 scalar."""
     first = next(t for t in keras.tree.flatten(x) if t is not None)

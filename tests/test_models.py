@@ -377,3 +377,47 @@ def test_multi_output_models_train_with_per_output_metrics_on_clean_inputs(
         assert logs[key][0] == pytest.approx(clean[key], rel=1e-5)
     assert logs["clean_loss"][0] == pytest.approx(clean["loss"], rel=1e-5)
     assert logs["adv_loss"][0] > logs["clean_loss"][0]
+
+
+def _discretized_model(**regularizer):
+    image = keras.Input((3,), name="image")
+    bucketed = keras.Input((2,), name="bucketed")
+    bins = keras.layers.Discretization(bin_boundaries=[0.5])(bucketed)
+    h = keras.layers.Concatenate()([image, keras.ops.cast(bins, "float32")])
+    outputs = keras.layers.Dense(2, activation="softmax")(h)
+    model = kg.GradRegModel({"image": image, "bucketed": bucketed}, outputs, **regularizer)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    return model
+
+
+def test_a_float_input_without_differentiable_path_is_refused_on_every_backend():
+    rng = np.random.default_rng(0)
+    x = {
+        "image": rng.random((8, 3)).astype("float32"),
+        "bucketed": rng.random((8, 2)).astype("float32"),
+    }
+    y = np.arange(8) % 2
+    with pytest.raises(ValueError, match="'bucketed'.*inputs_to_regularize"):
+        _discretized_model(sigma=0.1).fit(x, y, verbose=0)
+    model = _discretized_model(sigma=0.1, inputs_to_regularize=["image"])
+    history = model.fit(x, y, verbose=0).history
+    assert history["grad_norm"][0] > 0
+
+
+@pytest.mark.skipif(
+    BACKEND == "jax", reason="JAX returns zeros, not None: only the graph check"
+)
+def test_subclassed_input_without_differentiable_path_is_refused_at_run_time():
+    class Binned(kg.GradRegModel):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(2, activation="softmax")
+
+        def call(self, x):
+            return self.dense(keras.ops.cast(x > 0.5, "float32"))
+
+    model = Binned(sigma=0.1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((8, 3)).astype("float32")
+    with pytest.raises(ValueError, match="no differentiable path"):
+        model.fit(x, np.arange(8) % 2, verbose=0)

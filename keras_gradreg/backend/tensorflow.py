@@ -44,9 +44,11 @@ def _train_step(model, data):
                 else contextlib.nullcontext()
             )
             with first_order_only:
-                gradients = objective.unscale_input_gradients(
-                    input_tape.gradient(summed, selection.leaves), scale
+                gradients = input_tape.gradient(summed, selection.leaves)
+                objective.check_input_gradients(
+                    gradients, selection, reg.inputs_to_regularize
                 )
+                gradients = objective.unscale_input_gradients(gradients, scale)
             if not second_order:
                 gradients = [tf.stop_gradient(g) for g in gradients]
 

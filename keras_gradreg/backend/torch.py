@@ -69,7 +69,9 @@ def train_step(model, data):
         leaves,
         create_graph=second_order,
         retain_graph=record_clean,
+        allow_unused=True,
     )
+    objective.check_input_gradients(gradients, selection, reg.inputs_to_regularize)
     gradients = objective.unscale_input_gradients(gradients, scale)
     if not second_order:
         gradients = [g.detach() for g in gradients]
