@@ -32,6 +32,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--examples", type=int, default=2000)
+    parser.add_argument(
+        "--model",
+        choices=("functional", "subclassed"),
+        default="subclassed",
+        help="a subclassed GradRegModel's attack closes over the model itself",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -43,10 +49,23 @@ def main(argv=None):
     (x, y), (x_val, y_val), _ = kg.datasets.load_mnist(validation_size=10000)
     x, y = x[: args.examples], y[: args.examples]
     x_val, y_val = x_val[:500], y_val[:500]
-    hypermodel = kg.tuning.GradRegHyperModel(
-        lambda hp: kg.models.mnist_maxout_mlp(units=32, pieces=2),
-        robust_subset=200,
-    )
+
+    class SubclassedMLP(kg.GradRegModel):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.flatten = keras.layers.Flatten()
+            self.hidden = kg.layers.Maxout(32, 2)
+            self.head = keras.layers.Dense(10, activation="softmax")
+
+        def call(self, x):
+            return self.head(self.hidden(self.flatten(x)))
+
+    def build(hp):
+        if args.model == "subclassed":
+            return SubclassedMLP()
+        return kg.models.mnist_maxout_mlp(units=32, pieces=2)
+
+    hypermodel = kg.tuning.GradRegHyperModel(build, robust_subset=200)
     rss = []
 
     class Record(keras_tuner.Tuner):

@@ -137,9 +137,7 @@ def inputs_without_float_path(model, inputs) -> list:
         return memo[key]
 
     outputs = keras.tree.flatten(model.outputs)
-    return [
-        source for source in inputs if not any(reaches(o, source) for o in outputs)
-    ]
+    return [source for source in inputs if not any(reaches(o, source) for o in outputs)]
 
 
 def tf_multi_worker(strategy) -> bool:

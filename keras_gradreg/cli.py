@@ -119,7 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="use only the first N training and test images",
     )
     train.add_argument(
-        "--fgsm-eps", type=float, default=0.1, help="linf radius of the FGSM evaluation"
+        "--fgsm-eps",
+        type=_number(float, allow_zero=True),
+        default=0.1,
+        help="linf radius of the FGSM evaluation",
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
@@ -189,6 +192,17 @@ def _load(args):
     return splits, label
 
 
+def _output_folder(path) -> Path:
+    """`--output` as a folder (created), refusing an existing file."""
+    output = Path(path)
+    if output.exists() and not output.is_dir():
+        raise ValueError(
+            f"--output must name a folder; {output} is an existing file. "
+            f"Received: --output {path}"
+        )
+    return output
+
+
 def _regularizer(args):
     from keras_gradreg import GradientRegularizer
 
@@ -234,7 +248,7 @@ def train(args) -> dict:
     from keras_gradreg.plots import plot_learning_curves
 
     regularizer = _regularizer(args)  # bad values fail before any work
-    output = Path(args.output)
+    output = _output_folder(args.output)
     output.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     splits, dataset_label = _load(args)
@@ -306,11 +320,18 @@ def evaluate(args) -> dict:
     path = Path(args.model_path)
     if not path.is_file():
         raise FileNotFoundError(f"--model-path: no such file: {path}")
-    model = keras.saving.load_model(path)
+    output = _output_folder(args.output)
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # zip, JSON and deserialization errors alike
+        raise ValueError(
+            f"--model-path: {path} is not a loadable Keras model ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). Save models with "
+            "`model.save('name.keras')`."
+        ) from error
     args.validation_size = 0
     splits, dataset_label = _load(args)
     x_test, y_test = splits[-1]
-    output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     attacks = [
         kg.attacks.PGD(steps=args.steps, restarts=args.restarts)

@@ -34,6 +34,13 @@ SOURCES = ("auto", "tfds")
 
 def _search_folders(data_dir):
     if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            # An explicit folder that is not there is a typo, not a cue to
+            # fall back to $KERAS_GRADREG_DATA or a download.
+            raise FileNotFoundError(
+                f"Argument `data_dir` must be an existing folder. Received: "
+                f"data_dir={str(data_dir)!r}"
+            )
         yield Path(data_dir)
     if os.environ.get(DATA_ENV):
         yield Path(os.environ[DATA_ENV])
@@ -98,6 +105,23 @@ def _from_tfds(name, data_dir):
     return arrays
 
 
+def _read_npz(path):
+    """The four arrays of a Keras-layout `.npz`, or a clear error naming the
+    file when it is not one (truncated download, other layout)."""
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path) as data:
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise ValueError(f"it lacks the arrays {missing}")
+            return [data[k] for k in keys]
+    except Exception as error:  # zipfile, pickle and OS errors alike
+        raise ValueError(
+            f"{path} is not a readable dataset file in Keras's layout "
+            f"({keys}): {error}. Delete or replace it."
+        ) from error
+
+
 def _mnist_like(filename, tfds_name, keras_loader, data_dir, validation_size, source):
     _check_arguments(validation_size, source)
     if source == "tfds":
@@ -109,8 +133,7 @@ def _mnist_like(filename, tfds_name, keras_loader, data_dir, validation_size, so
         return _finish(x_train, y_train, x_test, y_test, validation_size)
     path = find_dataset_file(filename, data_dir)
     if path is not None:
-        with np.load(path) as data:
-            arrays = [data[k] for k in ("x_train", "y_train", "x_test", "y_test")]
+        arrays = _read_npz(path)
     else:
         try:
             (xa, ya), (xb, yb) = keras_loader()

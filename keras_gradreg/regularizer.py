@@ -146,6 +146,12 @@ class GradientRegularizer:
 
     @classmethod
     def from_config(cls, config: dict) -> GradientRegularizer:
+        unknown = sorted(set(config) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"A regularizer config takes the keys {list(REGULARIZER_ARGUMENTS)}. "
+                f"Received unknown keys: {unknown}"
+            )
         return cls(**config)
 
 

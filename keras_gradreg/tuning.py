@@ -29,8 +29,10 @@ import math
 
 import keras
 import keras_tuner
+import numpy as np
 
 from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.attacks import classification_accuracy
 from keras_gradreg.callbacks import RobustAccuracy
 from keras_gradreg.norms import canonical_norm
 from keras_gradreg.regularizer import FORMS, GradientRegularizer
@@ -115,9 +117,15 @@ class _RobustScore(keras.callbacks.Callback):
     """Logs `val_robust_score`: the mean of clean and robust validation
     accuracy (runs after `RobustAccuracy`)."""
 
+    def __init__(self, robust: RobustAccuracy):
+        super().__init__()
+        self.robust = robust
+
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and "val_robust_accuracy" in logs:
-            clean = logs.get("val_accuracy", float("nan"))
+            # Clean accuracy on the attacked subset, measured here: it does
+            # not depend on the compiled metrics (`metrics=()` has none).
+            clean = classification_accuracy(self.model, self.robust.x, self.robust.y)
             logs["val_robust_score"] = 0.5 * (clean + logs["val_robust_accuracy"])
 
 
@@ -294,17 +302,17 @@ class GradRegHyperModel(keras_tuner.HyperModel):
         return model
 
     def robust_callbacks(self, validation_data) -> list:
-        """`RobustAccuracy` and the combined score, in order."""
-        return [
-            RobustAccuracy(
-                validation_data,
-                norm=self.robust_norm,
-                eps=self.robust_eps,
-                subset_size=self.robust_subset,
-                input_range=self.input_range,
-            ),
-            _RobustScore(),
-        ]
+        """`RobustAccuracy` and the combined score, in order.
+        `validation_data` is `(x, y[, sample_weight])` or an iterable of
+        such batches (a `tf.data.Dataset`, a `PyDataset`)."""
+        robust = RobustAccuracy(
+            _validation_arrays(validation_data, self.robust_subset),
+            norm=self.robust_norm,
+            eps=self.robust_eps,
+            subset_size=self.robust_subset,
+            input_range=self.input_range,
+        )
+        return [robust, _RobustScore(robust)]
 
     def fit(self, hp, model, *args, **kwargs):
         """`model.fit`, with the robust callbacks placed before KerasTuner's
@@ -317,8 +325,32 @@ class GradRegHyperModel(keras_tuner.HyperModel):
                     "in `tuner.search(...)`. Received: validation_data=None"
                 )
             callbacks = list(kwargs.get("callbacks") or [])
-            kwargs["callbacks"] = self.robust_callbacks(validation[:2]) + callbacks
+            kwargs["callbacks"] = self.robust_callbacks(validation) + callbacks
         return model.fit(*args, **kwargs)
+
+
+def _validation_arrays(validation, limit):
+    """`(x, y)` arrays from a tuple or from batches (tf.data, PyDataset),
+    reading about `limit` examples of the latter."""
+    if isinstance(validation, (tuple, list)) and not isinstance(
+        validation[0], (tuple, list)
+    ):
+        return validation[0], validation[1]
+    xs, ys, count = [], [], 0
+    for batch in validation:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise ValueError(
+                "The robust objectives need labelled validation batches (x, y). "
+                f"Received: a batch of type {type(batch).__name__}"
+            )
+        xs.append(keras.ops.convert_to_numpy(batch[0]))
+        ys.append(keras.ops.convert_to_numpy(batch[1]))
+        count += len(xs[-1])
+        if limit is not None and count >= limit:
+            break
+    if not xs:
+        raise ValueError("Argument `validation_data` yielded no batches.")
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 @keras_gradreg_export("keras_gradreg.tuning.describe_trial")

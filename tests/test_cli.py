@@ -94,3 +94,41 @@ def test_train_conv_maxout_on_28x28_images(tmp_path):
     assert code == 0
     loaded = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert tuple(loaded.input_shape) == (None, 28, 28)
+
+
+def test_cli_refuses_bad_arguments_before_any_work(tmp_path, capsys):
+    write_fake_mnist(tmp_path / "data", n=32)
+    base = [
+        "train", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+        "--limit", "16", "--verbose", "0",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*base, "--fgsm-eps", "-1", "--output", str(tmp_path / "a")])
+    assert exit_info.value.code == 2 and "--fgsm-eps" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # nothing trained or written
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert cli.main([*base, "--output", str(a_file)]) == 2
+    assert "existing file" in capsys.readouterr().err
+    code = cli.main([
+        "train", "--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "b"),
+    ])  # fmt: skip
+    assert code == 2 and "data_dir" in capsys.readouterr().err
+
+
+def test_cli_names_corrupt_data_and_model_files(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mnist.npz").write_bytes(b"not a zip")
+    code = cli.main([
+        "train", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "o"),
+    ])  # fmt: skip
+    assert (
+        code == 2
+        and "mnist.npz is not a readable dataset file" in capsys.readouterr().err
+    )
+    (tmp_path / "garbage.keras").write_bytes(b"garbage")
+    code = cli.main([
+        "evaluate", "--model-path", str(tmp_path / "garbage.keras"),
+        "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "e"),
+    ])  # fmt: skip
+    assert code == 2 and "not a loadable Keras model" in capsys.readouterr().err

@@ -385,7 +385,9 @@ def _discretized_model(**regularizer):
     bins = keras.layers.Discretization(bin_boundaries=[0.5])(bucketed)
     h = keras.layers.Concatenate()([image, keras.ops.cast(bins, "float32")])
     outputs = keras.layers.Dense(2, activation="softmax")(h)
-    model = kg.GradRegModel({"image": image, "bucketed": bucketed}, outputs, **regularizer)
+    model = kg.GradRegModel(
+        {"image": image, "bucketed": bucketed}, outputs, **regularizer
+    )
     model.compile("sgd", "sparse_categorical_crossentropy")
     return model
 
@@ -421,3 +423,13 @@ def test_subclassed_input_without_differentiable_path_is_refused_at_run_time():
     x = np.random.default_rng(0).random((8, 3)).astype("float32")
     with pytest.raises(ValueError, match="no differentiable path"):
         model.fit(x, np.arange(8) % 2, verbose=0)
+
+
+def test_missing_loss_and_unknown_regularizer_keys_are_clear_errors():
+    inputs = keras.Input((3,))
+    model = kg.GradRegModel(inputs, keras.layers.Dense(2, "softmax")(inputs))
+    model.compile("sgd")
+    with pytest.raises(ValueError, match="Received: loss=None"):
+        model.fit(np.zeros((4, 3)), np.zeros(4), verbose=0)
+    with pytest.raises(ValueError, match="unknown keys: \\['sigmaa'\\]"):
+        kg.GradRegModel(inputs, inputs, regularizer={"norm": "l2", "sigmaa": 0.1})

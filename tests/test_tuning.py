@@ -165,3 +165,30 @@ def test_tune_mnist_runs_end_to_end_and_resumes(tmp_path, capsys):
         r["trial"] for r in summary["leaderboard"]
     ]
     assert again["best_hyperparameters"] == summary["best_hyperparameters"]
+
+
+@pytest.mark.parametrize("validation_kind", ["arrays", "batches"])
+def test_robust_objective_with_batched_validation_and_no_metrics(
+    tmp_path, validation_kind
+):
+    """A tf.data-style iterable validation set and `metrics=()` still give a
+    finite val_robust_score (clean accuracy is measured by the callback)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 6)).astype("float32")
+    y = (x[:, 0] > 0.5).astype("int32")
+    validation = (x[:32], y[:32])
+    if validation_kind == "batches":
+        batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 32, 8)]
+        validation = batches  # an iterable of (x, y) batches, as a dataset is
+    hypermodel = tuning.GradRegHyperModel(
+        _small_model, metrics=(), robust_subset=32, input_shape=(6,)
+    )
+    callbacks = hypermodel.robust_callbacks(validation)
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    logs = model.fit(x, y, epochs=1, verbose=0, callbacks=callbacks).history
+    assert np.isfinite(logs["val_robust_score"][0])
+    robust = callbacks[0]
+    clean = kg.classification_accuracy(model, robust.x, robust.y)
+    assert logs["val_robust_score"][0] == pytest.approx(
+        0.5 * (clean + logs["val_robust_accuracy"][0])
+    )
