@@ -1,6 +1,8 @@
 """keras_gradreg: the unified gradient regularization family (Lyu, Huang and
 Liang, 2015) for Keras 3 on TensorFlow, JAX and PyTorch."""
 
+import importlib
+
 from keras_gradreg import (
     attacks,
     callbacks,
@@ -8,9 +10,7 @@ from keras_gradreg import (
     layers,
     models,
     optimizers,
-    plots,
     protocol,
-    tuning,
 )
 from keras_gradreg.attacks import (
     classification_accuracy,
@@ -35,6 +35,17 @@ from keras_gradreg.robustness import (
 )
 
 __version__ = "0.1.0"
+
+# Imported on first use, so that `import keras_gradreg` stays light: `tuning`
+# needs keras-tuner and `plots` matplotlib (the `tuning` and `plots` extras).
+_LAZY = ("plots", "tuning")
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"keras_gradreg.{name}")
+    raise AttributeError(f"module 'keras_gradreg' has no attribute {name!r}")
+
 
 __all__ = [
     "FORMS",
