@@ -436,3 +436,39 @@ def test_missing_loss_and_unknown_regularizer_keys_are_clear_errors():
         model.fit(np.zeros((4, 3)), np.zeros(4), verbose=0)
     with pytest.raises(ValueError, match="unknown keys: \\['sigmaa'\\]"):
         kg.GradRegModel(inputs, inputs, regularizer={"norm": "l2", "sigmaa": 0.1})
+
+
+def test_an_overridden_compute_loss_is_refused_not_bypassed():
+    class Custom(kg.GradRegModel):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(2, activation="softmax")
+
+        def call(self, x):
+            return self.dense(x)
+
+        def compute_loss(
+            self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+        ):
+            return keras.ops.mean(y_pred)
+
+    model = Custom(sigma=0.1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="compute_loss"):
+        model.fit(np.zeros((4, 3), "float32"), np.zeros(4), verbose=0)
+
+
+def test_import_is_light():
+    """`import keras_gradreg` loads neither keras-tuner nor
+    tensorflow-datasets; `kg.tuning` imports on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, keras_gradreg as kg\n"
+        "heavy = [m for m in ('keras_tuner', 'tensorflow_datasets') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "kg.tuning.GradRegHyperModel\n"
+        "assert 'keras_tuner' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
