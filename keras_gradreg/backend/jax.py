@@ -3,6 +3,7 @@
 
 import jax
 import keras
+from jax.extend import core as jax_core
 
 from keras_gradreg import _keras_compat, objective
 from keras_gradreg.backend.common import train_logs
@@ -12,6 +13,49 @@ def _stateless_forward(model, trainable, non_trainable, x):
     kwargs = {"training": True} if _keras_compat.call_has_training_arg(model) else {}
     return model.stateless_call(
         trainable, non_trainable, x, return_losses=True, **kwargs
+    )
+
+
+def _unconnected_outputs(closed_jaxpr) -> list:
+    """For each output of a jaxpr, whether it depends on none of its
+    arguments. jax.grad returns zeros for an input with no differentiable
+    path to the loss; in the gradient's jaxpr that zero is a broadcast
+    literal, connected to nothing (a nested call counts as connected when
+    any of its inputs is, so the test errs only towards "connected")."""
+    jaxpr = closed_jaxpr.jaxpr
+    connected = set(jaxpr.invars)
+    for equation in jaxpr.eqns:
+        if any(
+            not isinstance(v, jax_core.Literal) and v in connected
+            for v in equation.invars
+        ):
+            connected.update(equation.outvars)
+    return [
+        isinstance(v, jax_core.Literal) or v not in connected for v in jaxpr.outvars
+    ]
+
+
+def _check_connected_inputs(
+    model, x, y, sample_weight, selection, trainable, non_trainable
+):
+    """Refuses a regularized input whose gradient is zero by construction.
+    Functional models were checked on their graph before training; this
+    covers subclassed ones, at trace time only."""
+    if isinstance(getattr(model, "outputs", None), list):
+        return
+
+    def summed(leaves, trainable, non_trainable):
+        y_pred, _, _ = _stateless_forward(
+            model, trainable, non_trainable, selection.rebuild(x, leaves)
+        )
+        return objective.clean_losses(model, y, y_pred, sample_weight)[1]
+
+    jaxpr = jax.make_jaxpr(jax.grad(summed))(selection.leaves, trainable, non_trainable)
+    dead = _unconnected_outputs(jaxpr)
+    objective.check_input_gradients(
+        [None if d else 0 for d in dead],
+        selection,
+        model.regularizer.inputs_to_regularize,
     )
 
 
@@ -83,6 +127,9 @@ def train_step(model, state, data):
 
     with keras.StatelessScope(state_mapping=metrics_mapping):
         # The scope absorbs any metric update made by the compiled loss.
+        _check_connected_inputs(
+            model, x, y, sample_weight, selection, trainable, non_trainable
+        )
         precomputed = None
         if not objective.needs_clean_weight_gradient(reg):
             precomputed = clean_pass(trainable, non_trainable)
