@@ -115,7 +115,9 @@ def _choice(hp, name, values):
 
 class _RobustScore(keras.callbacks.Callback):
     """Logs `val_robust_score`: the mean of clean and robust validation
-    accuracy (runs after `RobustAccuracy`)."""
+    accuracy (runs after `RobustAccuracy`). The clean accuracy is Keras's
+    `val_accuracy`, or, when the model compiles no accuracy metric, measured
+    on the attacked subset."""
 
     def __init__(self, robust: RobustAccuracy):
         super().__init__()
@@ -123,9 +125,11 @@ class _RobustScore(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and "val_robust_accuracy" in logs:
-            # Clean accuracy on the attacked subset, measured here: it does
-            # not depend on the compiled metrics (`metrics=()` has none).
-            clean = classification_accuracy(self.model, self.robust.x, self.robust.y)
+            clean = logs.get("val_accuracy")
+            if clean is None:  # no compiled accuracy (`metrics=()`): measure it
+                clean = classification_accuracy(
+                    self.model, self.robust.x, self.robust.y
+                )
             logs["val_robust_score"] = 0.5 * (clean + logs["val_robust_accuracy"])
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import keras_gradreg as kg
-from keras_gradreg.attacks import _project_l1
+from keras_gradreg.geometry import project_l1
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -232,7 +232,7 @@ def test_l1_projection_is_the_closest_point_of_the_ball():
     rng = np.random.default_rng(14)
     v = rng.normal(size=(6, 9)).astype("float64")
     eps = 1.3
-    w = keras.ops.convert_to_numpy(_project_l1(keras.ops.convert_to_tensor(v), eps))
+    w = keras.ops.convert_to_numpy(project_l1(keras.ops.convert_to_tensor(v), eps))
     assert np.all(np.abs(w).sum(1) <= eps + 1e-6)
     # No random point of the ball is closer to v.
     for _ in range(200):
@@ -242,7 +242,7 @@ def test_l1_projection_is_the_closest_point_of_the_ball():
             np.linalg.norm(v - w, axis=1) <= np.linalg.norm(v - u, axis=1) + 1e-9
         )
     inside = v * (0.5 * eps / np.abs(v).sum(1, keepdims=True))
-    w_inside = keras.ops.convert_to_numpy(_project_l1(inside, eps))
+    w_inside = keras.ops.convert_to_numpy(project_l1(inside, eps))
     np.testing.assert_allclose(w_inside, inside, rtol=1e-6)
 
 

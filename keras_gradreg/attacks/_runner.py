@@ -1,0 +1,89 @@
+"""Compiling, caching and batching attacks (shared by every attack)."""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import ops
+
+from keras_gradreg import backend as _backend
+from keras_gradreg.attacks._data import (
+    _check_input_range,
+    _check_labels,
+    _check_positive_int,
+    _prepare,
+)
+from keras_gradreg.attacks._scoring import _per_example_loss, _scoring
+
+# model -> {static configuration: compiled attack}.
+_CACHE_ATTRIBUTE = "_keras_gradreg_compiled_attacks"
+
+
+# ------------------------------------------------------------ the attacks
+
+
+def _compiled(model, key, build):
+    """The compiled program `key` of `model`, built once. The cache lives on
+    the model: its programs close over the model, so a cache keyed by the
+    model elsewhere would keep every attacked model alive; owned by the
+    model, both go together."""
+    per_model = model.__dict__.get(_CACHE_ATTRIBUTE)
+    if per_model is None:
+        per_model = {}
+        object.__setattr__(model, _CACHE_ATTRIBUTE, per_model)  # untracked
+    if key not in per_model:
+        per_model[key] = _backend.compile_attack(model, build())
+    return per_model[key]
+
+
+def _loss_and_gradient(scoring, shape, x_flat, y, targeted):
+    """Per-example attack losses, class scores and d(sum of losses)/dx at the
+    flat inputs `x_flat` (batch, d), viewed as examples of `shape`."""
+
+    def fn(x):
+        scores = scoring.scores(ops.reshape(x, (-1,) + shape))
+        return _per_example_loss(scoring, scores, y, targeted), scores
+
+    return _backend.values_and_input_gradient(fn, x_flat)
+
+
+def _improves(success, value, best_success, best_value):
+    """Whether a candidate beats the best so far: fooling the model first,
+    then a higher loss (so, among fooling points, the strongest one)."""
+    same = success == best_success
+    return (success & ~best_success) | (same & (value > best_value))
+
+
+def _batches(n, batch_size):
+    return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def _pad(array, size):
+    """Pads the batch axis to `size` by repeating the first rows, so every
+    call of a compiled attack has the same shape (no retracing)."""
+    missing = size - len(array)
+    return array if missing == 0 else np.concatenate([array, array[:missing]])
+
+
+def _map_batches(run, x, y, batch_size, *constants):
+    """`run(x_batch, y_batch, *constants)` over padded batches of the flat
+    `x`; returns the outputs, shaped like `x`."""
+    flat = x.reshape(len(x), -1)
+    out = np.empty_like(flat)
+    for start, stop in _batches(len(x), batch_size):
+        xb, yb = _pad(flat[start:stop], batch_size), _pad(y[start:stop], batch_size)
+        out[start:stop] = ops.convert_to_numpy(run(xb, yb, *constants))[: stop - start]
+    return out.reshape(x.shape)
+
+
+def _setup(model, x, y, input_range, loss, from_logits, batch_size):
+    input_range = _check_input_range(input_range)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    x, y = _prepare(x, y, input_range)
+    if len(x) == 0:
+        raise ValueError("Argument `x` must hold at least one example. Received: 0")
+    probe = x[: min(len(x), 8)]
+    scoring = _scoring(model, loss, from_logits, probe)
+    if isinstance(scoring.loss, str):
+        classes = int(ops.shape(scoring.scores(probe))[-1])
+        y = _check_labels(y, classes)
+    return x, y, input_range, scoring, batch_size
