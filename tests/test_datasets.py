@@ -47,10 +47,24 @@ def test_offline_without_a_copy_says_where_to_put_the_file(tmp_path, monkeypatch
         raise OSError("network is unreachable")
 
     monkeypatch.setattr("keras.datasets.mnist.load_data", no_network)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="KERAS_GRADREG_DATA") as info:
-        datasets.load_mnist(data_dir=tmp_path / "nowhere")
-    assert str(tmp_path / "nowhere" / "mnist.npz") in str(info.value)
+        datasets.load_mnist(data_dir=tmp_path / "empty")
+    assert str(tmp_path / "empty" / "mnist.npz") in str(info.value)
     assert "network is unreachable" in str(info.value)
+
+
+def test_an_explicit_data_dir_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
+    """Not a silent fall-back to $KERAS_GRADREG_DATA or a download."""
+    monkeypatch.setenv(datasets.DATA_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="data_dir='.*nowhere'"):
+        datasets.load_mnist(data_dir=tmp_path / "nowhere")
+
+
+def test_a_corrupt_npz_is_named(tmp_path):
+    (tmp_path / "mnist.npz").write_bytes(b"truncated download")
+    with pytest.raises(ValueError, match="mnist.npz is not a readable dataset file"):
+        datasets.load_mnist(data_dir=tmp_path)
 
 
 @pytest.mark.skipif(

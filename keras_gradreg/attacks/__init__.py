@@ -1,4 +1,4 @@
-"""Attacks for evaluating robustness, one per module: `fgm`, `pgd`.
+"""Attacks for evaluating robustness, one per module: `fgm`, `pgd`, `apgd`.
 
 Threat model: each input x may be replaced by any x' with
 `||x' - x||_p <= eps` inside the declared input range (default [0, 1]); the
@@ -36,16 +36,21 @@ from keras_gradreg.attacks._data import (  # noqa: F401
     predicted_classes,
 )
 from keras_gradreg.attacks._scoring import OBJECTIVES, AttackLoss  # noqa: F401
+from keras_gradreg.attacks.apgd import APGD, apgd, apgd_targeted, dlr_loss
 from keras_gradreg.attacks.fgm import FGM, fgm, fgsm_accuracy
 from keras_gradreg.attacks.gradients import input_gradients
 from keras_gradreg.attacks.pgd import PGD, pgd
 
 __all__ = [
+    "APGD",
     "FGM",
     "OBJECTIVES",
     "PGD",
+    "apgd",
+    "apgd_targeted",
     "classification_accuracy",
     "correct_predictions",
+    "dlr_loss",
     "fgm",
     "fgsm_accuracy",
     "get",
@@ -56,8 +61,9 @@ __all__ = [
 ]
 
 
-def get(attack) -> FGM | PGD:
-    """Resolves "fgm", "pgd" or an attack object (returned unchanged).
+def get(attack) -> FGM | PGD | APGD:
+    """Resolves "fgm", "pgd", "apgd-ce", "apgd-t" or an attack object
+    (returned unchanged).
 
     Raises:
         ValueError: for anything else.
@@ -66,9 +72,13 @@ def get(attack) -> FGM | PGD:
         return FGM()
     if isinstance(attack, str) and attack.lower() == "pgd":
         return PGD()
+    if isinstance(attack, str) and attack.lower() in ("apgd", "apgd-ce"):
+        return APGD()
+    if isinstance(attack, str) and attack.lower() == "apgd-t":
+        return APGD(targeted=True)
     if callable(attack) and hasattr(attack, "name"):
         return attack
     raise ValueError(
-        "An attack must be 'fgm', 'pgd' or an attack object such as "
+        "An attack must be 'fgm', 'pgd', 'apgd-ce', 'apgd-t' or an attack object such as "
         f"`keras_gradreg.attacks.PGD(steps=40)`. Received: {attack!r}"
     )

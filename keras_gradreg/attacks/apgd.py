@@ -1,0 +1,449 @@
+"""Auto-PGD (Croce & Hein, 2020): PGD with momentum and an automatic,
+per-example step-size schedule, with the cross-entropy or the
+difference-of-logits-ratio (DLR) loss, untargeted or targeted."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from keras import ops
+
+from keras_gradreg import backend as _backend
+from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.attacks._data import (
+    _check_eps,
+    _check_positive_int,
+    correct_predictions,
+)
+from keras_gradreg.attacks._runner import _batches, _compiled, _improves, _pad, _setup
+from keras_gradreg.norms import Norm, canonical_norm, per_example_norm
+
+APGD_LOSSES = ("cross_entropy", "dlr")
+_APGD_NORMS = ("linf", "l2")
+_RHO = 0.75  # the fraction of improving steps below which the step halves
+_MOMENTUM = 0.75
+
+
+def checkpoints(steps: int) -> tuple[list[int], list[int]]:
+    """The iterations at which APGD checks its step size, and the window
+    length `k` used at each (Croce & Hein's schedule, as in their code).
+
+    The first window is `max(int(0.22 * steps), 1)` iterations; each later
+    one is `size_decr = max(int(0.03 * steps), 1)` shorter, but never below
+    `max(int(0.06 * steps), 1)`.
+
+    Example:
+        >>> checkpoints(100)[0][:4]
+        [21, 40, 56, 69]
+    """
+    k = max(int(0.22 * steps), 1)
+    minimum, decrease = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    at, windows, i = [], [], k - 1
+    while i < steps:
+        at.append(i)
+        windows.append(k)
+        k = max(k - decrease, minimum)
+        i += k
+    return at, windows
+
+
+def dlr_loss(scores, y, y_target=None):
+    """The difference-of-logits-ratio loss per example (Croce & Hein, 2020).
+
+    Untargeted: `-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`; targeted
+    (`y_target` given): `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`,
+    with `z_pi1 >= z_pi2 >= ...` the sorted logits. Invariant to shifting and
+    scaling the logits, so log-probabilities serve as well as logits.
+
+    Args:
+        scores: logits (or log-probabilities), shape (batch, classes).
+        y: integer labels, shape (batch,).
+        y_target: target labels for the targeted variant, or None.
+
+    Returns:
+        The losses, shape (batch,).
+    """
+    classes = ops.shape(scores)[-1]
+    ordered = ops.flip(ops.sort(scores, axis=-1), axis=-1)
+    true = ops.one_hot(y, classes, dtype=scores.dtype)
+    z_true = ops.sum(scores * true, axis=-1)
+    if y_target is None:
+        z_other = ops.max(scores - 1e9 * true, axis=-1)
+        return -(z_true - z_other) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
+    z_target = ops.sum(scores * ops.one_hot(y_target, classes, dtype=scores.dtype), -1)
+    spread = ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3])
+    return -(z_true - z_target) / (spread + 1e-12)
+
+
+def _loss(scores, y, y_target, loss, targeted):
+    if loss == "dlr":
+        return dlr_loss(scores, y, y_target if targeted else None)
+    true = ops.one_hot(y, ops.shape(scores)[-1], dtype=scores.dtype)
+    return ops.logsumexp(scores, axis=-1) - ops.sum(scores * true, axis=-1)
+
+
+def _build_apgd(scoring, shape, norm, steps, loss, targeted, input_range):
+    """APGD on one batch as one function of arrays:
+    `(x, y, y_target, x_start, eps) -> (x_adv, success, best_loss)` on flat
+    inputs. Success is misclassification (`argmax != y`), also for the
+    targeted loss, as in AutoAttack."""
+    at, windows = checkpoints(steps)
+    is_check = np.zeros(steps, "int32")
+    window = np.ones(steps, "int32")
+    is_check[at], window[at] = 1, windows
+    longest = max(windows) if windows else 1
+
+    def evaluate(x_flat, y, y_target):
+        def fn(x):
+            scores = scoring.scores(ops.reshape(x, (-1,) + shape))
+            if scores.dtype != "float32":
+                scores = ops.cast(scores, "float32")
+            return _loss(scores, y, y_target, loss, targeted), scores
+
+        values, scores, gradient = _backend.values_and_input_gradient(fn, x_flat)
+        wrong = ops.cast(ops.argmax(scores, axis=-1), "int32") != y
+        return ops.cast(values, "float32"), wrong, gradient
+
+    def constrain(x, point, eps):
+        """Projects `point` onto the eps-ball around `x` and into range."""
+        delta = point - x
+        if norm == "linf":
+            delta = ops.clip(delta, -eps, eps)
+        else:
+            length = ops.expand_dims(per_example_norm(delta, 2.0), -1)
+            delta = delta * ops.minimum(1.0, eps / ops.maximum(length, 1e-12))
+        point = x + delta
+        return point if input_range is None else ops.clip(point, *input_range)
+
+    def direction(gradient):
+        if norm == "linf":
+            return ops.sign(gradient)
+        length = ops.expand_dims(per_example_norm(gradient, 2.0), -1)
+        return gradient / (length + 1e-12)
+
+    def attack(x, y, y_target, x_start, eps):
+        eps = ops.cast(eps, x.dtype)
+        rows = lambda v: ops.expand_dims(v, -1)  # noqa: E731
+        value, wrong, gradient = evaluate(x_start, y, y_target)
+        batch = ops.shape(x)[0]
+        state = (
+            x_start,  # the current iterate
+            x_start,  # the previous one
+            gradient,
+            ops.ones((batch,), x.dtype) * 2.0 * eps,  # step sizes
+            x_start,  # highest-loss point
+            gradient,  # its gradient
+            value,  # its loss
+            ops.where(rows(wrong), x_start, x),  # latest misclassified point
+            wrong,  # misclassified at some iterate
+            ops.zeros((steps, batch), "float32"),  # losses per iteration
+            value,  # best loss at the last check
+            ops.ones((batch,), "float32"),  # step halved at the last check
+        )
+        check_flags = ops.convert_to_tensor(is_check)
+        check_windows = ops.convert_to_tensor(window)
+
+        def step(i, state):
+            (current, previous, gradient, size, best, best_gradient, best_value,
+             best_wrong, fooled, history, last_best, last_reduced) = state  # fmt: skip
+            momentum = ops.where(i > 0, _MOMENTUM, 1.0)
+            momentum = ops.cast(momentum, x.dtype)
+            z = constrain(x, current + rows(size) * direction(gradient), eps)
+            moved = (
+                current
+                + (z - current) * momentum
+                + (current - previous) * (1.0 - momentum)
+            )
+            previous, current = current, constrain(x, moved, eps)
+            value, wrong, gradient = evaluate(current, y, y_target)
+            best_wrong = ops.where(rows(wrong), current, best_wrong)
+            fooled = ops.logical_or(fooled, wrong)
+            history = ops.scatter_update(
+                history,
+                ops.expand_dims(ops.expand_dims(i, 0), 0),
+                ops.expand_dims(value, 0),
+            )
+            better = value > best_value
+            best = ops.where(rows(better), current, best)
+            best_gradient = ops.where(rows(better), gradient, best_gradient)
+            best_value = ops.where(better, value, best_value)
+
+            # At a checkpoint: halve the step of each example whose loss rose
+            # in at most rho of the last k steps, or that did not improve
+            # since the last check without a halving then; restart it from
+            # its best point.
+            k = ops.take(check_windows, i)
+            lags = ops.arange(longest)
+            newer = ops.mod(i - lags, steps)
+            older = ops.mod(i - lags - 1, steps)
+            rose = ops.take(history, newer, axis=0) > ops.take(history, older, axis=0)
+            in_window = ops.expand_dims(lags < k, -1)
+            count = ops.sum(ops.cast(ops.logical_and(rose, in_window), "float32"), 0)
+            oscillating = count <= ops.cast(k, "float32") * _RHO
+            stalled = ops.logical_and(last_reduced < 0.5, last_best >= best_value)
+            halve = ops.logical_and(
+                ops.logical_or(oscillating, stalled), ops.take(check_flags, i) > 0
+            )
+            checking = ops.take(check_flags, i) > 0
+            last_reduced = ops.where(checking, ops.cast(halve, "float32"), last_reduced)
+            last_best = ops.where(checking, best_value, last_best)
+            size = ops.where(halve, size / 2.0, size)
+            current = ops.where(rows(halve), best, current)
+            gradient = ops.where(rows(halve), best_gradient, gradient)
+            return (current, previous, gradient, size, best, best_gradient,
+                    best_value, best_wrong, fooled, history, last_best,
+                    last_reduced)  # fmt: skip
+
+        state = ops.fori_loop(0, steps, step, state)
+        best, best_value, best_wrong, fooled = state[4], state[6], state[7], state[8]
+        return ops.where(rows(fooled), best_wrong, best), fooled, best_value
+
+    return attack
+
+
+def _start(rng, x, norm, eps, input_range):
+    """The reference's random start: a point on the ball's boundary along a
+    uniform (linf) or Gaussian (l2) direction, clipped to the range."""
+    t = rng.uniform(-1.0, 1.0, x.shape) if norm == "linf" else rng.normal(size=x.shape)
+    order = np.inf if norm == "linf" else 2
+    t = t / (np.linalg.norm(t, ord=order, axis=1, keepdims=True) + 1e-12)
+    start = x + (eps * t).astype(x.dtype)
+    return start if input_range is None else np.clip(start, *input_range)
+
+
+def _run_apgd(model, x, y, norm, eps, steps, restarts, loss, targeted, target_rank,
+              input_range, seed, batch_size, from_logits):  # fmt: skip
+    norm, eps = canonical_norm(norm), _check_eps(eps)
+    if norm not in _APGD_NORMS:
+        raise ValueError(
+            f"Argument `norm` of APGD must be one of {_APGD_NORMS}. Received: "
+            f"norm={norm!r}"
+        )
+    if loss not in APGD_LOSSES:
+        raise ValueError(
+            f"Argument `loss` of APGD must be one of {APGD_LOSSES}. Received: "
+            f"loss={loss!r}"
+        )
+    steps = _check_positive_int("steps", steps)
+    restarts = _check_positive_int("restarts", restarts)
+    x, y, input_range, scoring, batch_size = _setup(
+        model, x, y, input_range, "cross_entropy", from_logits, batch_size
+    )
+    shape = x.shape[1:]
+    flat = x.reshape(len(x), -1)
+    run = _compiled(
+        model,
+        ("apgd", scoring.key, shape, norm, steps, loss, targeted, input_range),
+        lambda: _build_apgd(scoring, shape, norm, steps, loss, targeted, input_range),
+    )
+    targets = y
+    if targeted:
+        scores = np.concatenate([
+            ops.convert_to_numpy(scoring.scores(flat[a:b].reshape((-1, *shape))))
+            for a, b in _batches(len(x), batch_size)
+        ])  # fmt: skip
+        if target_rank >= scores.shape[1]:
+            raise ValueError(
+                f"Targeted APGD's target rank {target_rank + 1} exceeds the model's "
+                f"{scores.shape[1]} classes."
+            )
+        targets = np.argsort(-scores, axis=1)[:, target_rank].astype("int32")
+    rng = np.random.default_rng(seed)
+    best = flat.copy()
+    best_success = np.zeros(len(x), bool)
+    best_value = np.full(len(x), -np.inf, "float32")
+    for _ in range(restarts):
+        for start, stop in _batches(len(x), batch_size):
+            part = slice(start, stop)
+            size = stop - start
+            x0 = _start(rng, flat[part], norm, eps, input_range)
+            x_adv, success, value = (
+                ops.convert_to_numpy(t)[:size]
+                for t in run(
+                    _pad(flat[part], batch_size), _pad(y[part], batch_size),
+                    _pad(targets[part], batch_size), _pad(x0, batch_size),
+                    np.float32(eps),
+                )
+            )  # fmt: skip
+            better = _improves(success, value, best_success[part], best_value[part])
+            best[part][better] = x_adv[better]
+            best_success[part] |= success
+            best_value[part] = np.where(better, value, best_value[part])
+    return best.reshape(x.shape)
+
+
+@keras_gradreg_export("keras_gradreg.attacks.apgd")
+def apgd(
+    model,
+    x,
+    y,
+    norm: Norm = "linf",
+    eps: float = 0.1,
+    *,
+    steps: int = 100,
+    restarts: int = 1,
+    loss: str = "cross_entropy",
+    input_range=(0.0, 1.0),
+    seed: int = 0,
+    batch_size: int = 500,
+    from_logits: bool | None = None,
+):
+    """Untargeted Auto-PGD (Croce & Hein, 2020), linf or l2.
+
+    From a random point on the ball's boundary, each iteration takes a
+    steepest-ascent step of per-example size eta (starting at `2 eps`),
+    mixes it with the previous move (momentum 0.75 after the first step),
+    and projects onto the eps-ball and the input range. At checkpoints
+    (after 22% of the iterations, then at shrinking intervals) an example's
+    step size halves and its iterate returns to its best point if its loss
+    rose in at most 75% of the steps since the last checkpoint, or if its
+    best loss did not improve since a checkpoint that did not halve it.
+
+    Threat model: `||x' - x||_p <= eps` inside `input_range`; the model runs
+    with `training=False`. The whole run on a batch is one compiled program
+    (XLA on TensorFlow and JAX; eager on torch).
+
+    Args:
+        model: a classifier (see `fgm` for how outputs are read).
+        x: inputs in `input_range`.
+        y: integer labels.
+        norm: "linf" or "l2".
+        eps: the radius, >= 0.
+        steps: iterations per restart (AutoAttack: 100).
+        restarts: random restarts; per example the first that fools the
+            model, else the highest-loss point, is kept.
+        loss: "cross_entropy" (APGD-CE) or "dlr" (APGD-DLR).
+        input_range: `(low, high)` of valid inputs, or None.
+        seed: seed of the random starts.
+        batch_size: examples per compiled call.
+        from_logits: as in `fgm`.
+
+    Returns:
+        Adversarial inputs shaped like `x`.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.full((8, 4), 0.5, "float32")
+        >>> x_adv = apgd(model, x, np.zeros(8, "int32"), "linf", 0.1, steps=10)
+        >>> bool(np.abs(x_adv - x).max() <= 0.1 + 1e-6)
+        True
+    """
+    return _run_apgd(model, x, y, norm, eps, steps, restarts, loss, False, 0,
+                     input_range, seed, batch_size, from_logits)  # fmt: skip
+
+
+@keras_gradreg_export("keras_gradreg.attacks.apgd_targeted")
+def apgd_targeted(
+    model,
+    x,
+    y,
+    norm: Norm = "linf",
+    eps: float = 0.1,
+    *,
+    steps: int = 100,
+    target_classes: int | None = None,
+    restarts: int = 1,
+    input_range=(0.0, 1.0),
+    seed: int = 0,
+    batch_size: int = 500,
+    from_logits: bool | None = None,
+):
+    """Targeted Auto-PGD with the targeted DLR loss (AutoAttack's APGD-T).
+
+    For each of the `target_classes` classes ranked 2nd, 3rd, ... by the
+    model's scores on the clean input, runs `apgd` on the targeted DLR loss
+    `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`; an example counts as
+    broken once any run makes it misclassified. Per example the first
+    fooling point, else the highest-loss one, is returned.
+
+    Args:
+        target_classes: how many runner-up classes to target, at most
+            classes - 1; default all of them up to 9 (AutoAttack's 9 on a
+            10-class problem).
+        Others: as in `apgd`.
+
+    Returns:
+        Adversarial inputs shaped like `x`.
+    """
+    classes = _num_classes(model, x, from_logits)
+    if target_classes is None:
+        target_classes = min(9, classes - 1)
+    target_classes = _check_positive_int("target_classes", target_classes)
+    if target_classes > classes - 1:
+        raise ValueError(
+            f"Argument `target_classes` must be at most {classes - 1} for a model "
+            f"with {classes} classes. Received: target_classes={target_classes}"
+        )
+    best, fooled = None, None
+    for rank in range(1, target_classes + 1):
+        x_adv = _run_apgd(model, x, y, norm, eps, steps, restarts, "dlr", True, rank,
+                          input_range, seed, batch_size, from_logits)  # fmt: skip
+        wrong = ~correct_predictions(model, x_adv, y, batch_size)
+        if best is None:
+            best, fooled = x_adv, wrong
+        else:
+            take = wrong & ~fooled
+            best[take] = x_adv[take]
+            fooled |= wrong
+        if fooled.all():
+            break
+    return best
+
+
+def _num_classes(model, x, from_logits):
+    x, _, _, scoring, _ = _setup(
+        model, x, np.zeros(len(x), "int32"), None, "cross_entropy", from_logits, 8
+    )
+    return int(ops.shape(scoring.scores(x[:1]))[-1])
+
+
+@keras_gradreg_export("keras_gradreg.attacks.APGD")
+@dataclasses.dataclass(frozen=True)
+class APGD:
+    """Auto-PGD as a configured attack (see `apgd`, `apgd_targeted`).
+
+    `APGD()` is AutoAttack's APGD-CE (100 steps, one restart);
+    `APGD(targeted=True)` its APGD-T (targeted DLR, 9 target classes);
+    `APGD(loss="dlr")` the untargeted DLR variant.
+
+    Example:
+        >>> APGD().name, APGD(targeted=True).name
+        ('APGD-CE', 'APGD-T')
+    """
+
+    steps: int = 100
+    restarts: int = 1
+    loss: str = "cross_entropy"
+    targeted: bool = False
+    target_classes: int | None = None
+
+    def __post_init__(self):
+        _check_positive_int("steps", self.steps)
+        _check_positive_int("restarts", self.restarts)
+        if self.target_classes is not None:
+            _check_positive_int("target_classes", self.target_classes)
+        if self.loss not in APGD_LOSSES:
+            raise ValueError(
+                f"Argument `loss` must be one of {APGD_LOSSES}. Received: "
+                f"loss={self.loss!r}"
+            )
+
+    @property
+    def name(self) -> str:
+        if self.targeted:
+            return "APGD-T"
+        return "APGD-CE" if self.loss == "cross_entropy" else "APGD-DLR"
+
+    def __call__(self, model, x, y, norm, eps, *, input_range=(0.0, 1.0), **kwargs):
+        if self.targeted:
+            return apgd_targeted(
+                model, x, y, norm, eps, steps=self.steps,
+                target_classes=self.target_classes, restarts=self.restarts,
+                input_range=input_range, **kwargs,
+            )  # fmt: skip
+        return apgd(
+            model, x, y, norm, eps, steps=self.steps, restarts=self.restarts,
+            loss=self.loss, input_range=input_range, **kwargs,
+        )  # fmt: skip

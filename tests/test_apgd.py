@@ -1,0 +1,119 @@
+"""Auto-PGD: its schedule, closed-form optima, the constraints, and its
+strength against PGD (the independent cross-check is tests/test_autoattack_crosscheck.py)."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_gradreg as kg
+from keras_gradreg.attacks import APGD, apgd, apgd_targeted, dlr_loss
+from keras_gradreg.attacks.apgd import checkpoints
+
+
+def test_checkpoints_follow_the_papers_schedule():
+    at, windows = checkpoints(100)
+    # p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06).
+    assert at[:5] == [21, 40, 56, 69, 79]
+    assert windows[:5] == [22, 19, 16, 13, 10] and min(windows) == 6
+    assert at[-1] < 100 and checkpoints(1) == ([0], [1])
+
+
+def test_dlr_loss_matches_its_formula():
+    z = np.array([[3.0, 1.0, 0.5, -1.0], [0.0, 2.0, 1.0, 4.0]], "float32")
+    y = np.array([0, 1], "int32")
+    got = keras.ops.convert_to_numpy(dlr_loss(keras.ops.convert_to_tensor(z), y))
+    expected = [-(3.0 - 1.0) / (3.0 - 0.5), -(2.0 - 4.0) / (4.0 - 1.0)]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    targets = np.array([3, 0], "int32")
+    got = keras.ops.convert_to_numpy(
+        dlr_loss(keras.ops.convert_to_tensor(z), y, targets)
+    )
+    expected = [
+        -(3.0 + 1.0) / (3.0 - 0.5 * (0.5 - 1.0)),
+        -(2.0 - 0.0) / (4.0 - 0.5 * (1.0 + 0.0)),
+    ]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def _linear(w, b):
+    inputs = keras.Input((w.shape[0],))
+    model = keras.Model(inputs, keras.layers.Dense(w.shape[1])(inputs))
+    model.set_weights([w.astype("float32"), b.astype("float32")])
+    return model
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_reaches_the_closed_form_optimum_of_a_binary_linear_model(norm):
+    """Two classes, logits difference d(x) = v . x + c: the minimum of
+    d over the ball is d(x) - eps ||v||_q, so a point is broken iff
+    d(x) < eps ||v||_q (no input range)."""
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=6)
+    w = np.stack([v / 2, -v / 2], axis=1)
+    model = _linear(w, np.zeros(2))
+    x = rng.normal(size=(200, 6)).astype("float32")
+    y = np.zeros(200, "int32")
+    d = x @ v
+    keep = d > 0
+    x, y, d = x[keep], y[keep], d[keep]
+    eps = 0.3
+    q_norm = np.abs(v).sum() if norm == "linf" else np.linalg.norm(v)
+    breakable = d < eps * q_norm * 0.999
+    x_adv = apgd(model, x, y, norm, eps, steps=30, input_range=None)
+    broken = kg.attacks.predicted_classes(model.predict(x_adv, verbose=0)) != y
+    np.testing.assert_array_equal(broken, breakable)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("targeted", [False, True])
+def test_iterates_stay_in_the_ball_and_range_and_repeat_by_seed(norm, targeted):
+    rng = np.random.default_rng(1)
+    inputs = keras.Input((8,))
+    h = keras.layers.Dense(16, activation="tanh")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(h))
+    x = rng.random((40, 8)).astype("float32")
+    y = rng.integers(0, 4, 40).astype("int32")
+    eps = 0.2 if norm == "linf" else 0.5
+    run = apgd_targeted if targeted else apgd
+    first = run(model, x, y, norm, eps, steps=12, seed=3)
+    delta = (first - x).reshape(len(x), -1)
+    size = np.abs(delta).max(1) if norm == "linf" else np.linalg.norm(delta, axis=1)
+    assert size.max() <= eps * (1 + 1e-5) + 1e-6
+    assert first.min() >= 0.0 and first.max() <= 1.0
+    np.testing.assert_array_equal(first, run(model, x, y, norm, eps, steps=12, seed=3))
+
+
+def test_apgd_is_at_least_as_strong_as_pgd_on_a_trained_model():
+    rng = np.random.default_rng(2)
+    x = rng.random((300, 10)).astype("float32")
+    y = (x[:, :5].sum(1) > x[:, 5:].sum(1)).astype("int32") + 2 * (x[:, 0] > 0.5)
+    inputs = keras.Input((10,))
+    h = keras.layers.Dense(32, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(h))
+    model.compile(keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=30, batch_size=50, verbose=0)
+    eps = 0.08
+    correct = kg.attacks.correct_predictions(model, x, y)
+
+    def robust(x_adv):
+        return np.mean(correct & kg.attacks.correct_predictions(model, x_adv, y))
+
+    pgd_acc = robust(kg.pgd(model, x, y, "linf", eps, steps=20))
+    ce_acc = robust(apgd(model, x, y, "linf", eps, steps=50))
+    t_acc = robust(apgd_targeted(model, x, y, "linf", eps, steps=50))
+    assert ce_acc <= pgd_acc + 0.01
+    assert t_acc <= pgd_acc + 0.01
+    assert ce_acc < np.mean(correct)  # it does break points
+
+
+def test_apgd_objects_and_bad_arguments():
+    assert kg.attacks.get("apgd-t") == APGD(targeted=True)
+    assert APGD(loss="dlr").name == "APGD-DLR"
+    model = _linear(np.eye(3), np.zeros(3))
+    x, y = np.full((4, 3), 0.5, "float32"), np.zeros(4, "int32")
+    with pytest.raises(ValueError, match="norm"):
+        apgd(model, x, y, "l1", 0.1)
+    with pytest.raises(ValueError, match="loss"):
+        apgd(model, x, y, "linf", 0.1, loss="margin")
+    with pytest.raises(ValueError, match="target_classes"):
+        apgd_targeted(model, x, y, "linf", 0.1, target_classes=3)
