@@ -43,6 +43,11 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	# The independent AutoAttack implementation the tests compare APGD with.
+	# Its metadata requires torchvision, which it never imports and which has
+	# no CPU build here: installed without dependencies (scipy and tqdm, the
+	# ones it uses, come with the environment).
+	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"
 	touch $@
 
 install: $(STAMP)

@@ -157,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"radii for {norm} (default: {' '.join(map(str, default))})",
         )
     evaluate.add_argument(
-        "--attacks", nargs="+", choices=("fgm", "pgd"), default=["fgm", "pgd"]
+        "--attacks",
+        nargs="+",
+        choices=("fgm", "pgd", "apgd-ce", "apgd-t"),
+        default=["fgm", "pgd"],
+        help="apgd-ce and apgd-t are AutoAttack's APGD (100 steps; linf and l2)",
     )
     evaluate.add_argument("--steps", type=_number(int), default=20, help="PGD steps")
     evaluate.add_argument(
@@ -336,7 +340,7 @@ def evaluate(args) -> dict:
     attacks = [
         kg.attacks.PGD(steps=args.steps, restarts=args.restarts)
         if name == "pgd"
-        else kg.attacks.FGM()
+        else kg.attacks.get(name)
         for name in args.attacks
     ]
     eps = {norm: getattr(args, f"{norm}_eps") for norm in args.norms}

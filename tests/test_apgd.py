@@ -117,3 +117,22 @@ def test_apgd_objects_and_bad_arguments():
         apgd(model, x, y, "linf", 0.1, loss="margin")
     with pytest.raises(ValueError, match="target_classes"):
         apgd_targeted(model, x, y, "linf", 0.1, target_classes=3)
+
+
+def test_evaluate_robustness_runs_apgd_in_the_worst_case():
+    rng = np.random.default_rng(4)
+    x = rng.random((64, 6)).astype("float32")
+    y = (x[:, 0] > x[:, 1]).astype("int32")
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model.compile(keras.optimizers.Adam(0.1), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=20, verbose=0)
+    report = kg.evaluate_robustness(
+        model, x, y, ["linf"], [0.05], ["fgm", "apgd-ce", "apgd-t"], checks=False,
+        verbose=0,
+    )  # fmt: skip
+    names = {row["attack"] for row in report.rows}
+    assert {"FGM", "APGD-CE", "APGD-T", "worst case"} <= names
+    worst = report.accuracy("linf", 0.05)
+    for name in ("FGM", "APGD-CE", "APGD-T"):
+        assert worst <= report.accuracy("linf", 0.05, name)

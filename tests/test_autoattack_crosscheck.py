@@ -1,0 +1,70 @@
+"""Our APGD against an independent implementation (torchattacks) on the
+same network: on the torch backend a Keras model is a `torch.nn.Module`, so
+torchattacks attacks exactly the model ours does."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_gradreg as kg
+from tests.conftest import BACKEND
+
+torchattacks = pytest.importorskip("torchattacks") if BACKEND == "torch" else None
+pytestmark = [
+    pytest.mark.skipif(BACKEND != "torch", reason="torchattacks runs on torch"),
+    pytest.mark.skipif(
+        not os.path.exists(
+            os.path.join(os.environ.get("KERAS_GRADREG_DATA", ""), "mnist.npz")
+        ),
+        reason="needs the local MNIST copy ($KERAS_GRADREG_DATA)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def mnist_model():
+    import torch
+
+    keras.utils.set_random_seed(0)
+    (x, y), (x_test, y_test) = kg.datasets.load_mnist()
+    x, x_test = x[:6000, None], x_test[:300, None]  # (N, 1, 28, 28) as torch wants
+    inputs = keras.Input((1, 28, 28))
+    h = keras.layers.Dense(64, activation="relu")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(h))  # logits
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y[:6000], epochs=2, batch_size=100, verbose=0)
+    y_test = y_test[:300]
+    torch_x = torch.tensor(x_test)
+    torch_y = torch.tensor(y_test, dtype=torch.long)
+    return model, x_test, y_test, torch_x, torch_y
+
+
+def _robust(model, x_adv, x, y):
+    correct = kg.attacks.correct_predictions(model, x, y)
+    return np.mean(correct & kg.attacks.correct_predictions(model, x_adv, y))
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 1.0)])
+def test_apgd_matches_torchattacks(mnist_model, norm, eps):
+    model, x, y, torch_x, torch_y = mnist_model
+    theirs_norm = {"linf": "Linf", "l2": "L2"}[norm]
+    theirs_ce = torchattacks.APGD(
+        model, norm=theirs_norm, eps=eps, steps=50, n_restarts=1, loss="ce", seed=0
+    )(torch_x, torch_y)
+    theirs_t = torchattacks.APGDT(
+        model, norm=theirs_norm, eps=eps, steps=50, n_restarts=1, n_classes=10, seed=0
+    )(torch_x, torch_y)
+    ours_ce = kg.attacks.apgd(model, x, y, norm, eps, steps=50)
+    ours_t = kg.attacks.apgd_targeted(model, x, y, norm, eps, steps=50)
+    theirs_ce = _robust(model, theirs_ce.detach().numpy(), x, y)
+    theirs_t = _robust(model, theirs_t.detach().numpy(), x, y)
+    ours_ce, ours_t = _robust(model, ours_ce, x, y), _robust(model, ours_t, x, y)
+    # Ours within 1 point of theirs, or lower (stronger).
+    assert ours_ce <= theirs_ce + 0.01, (ours_ce, theirs_ce)
+    assert ours_t <= theirs_t + 0.01, (ours_t, theirs_t)
+    assert ours_ce < _robust(model, x, x, y)  # the attack does something
