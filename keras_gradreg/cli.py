@@ -159,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--attacks",
         nargs="+",
-        choices=("fgm", "pgd", "apgd-ce", "apgd-t"),
+        choices=("fgm", "pgd", "apgd-ce", "apgd-t", "square", "standard"),
         default=["fgm", "pgd"],
-        help="apgd-ce and apgd-t are AutoAttack's APGD (100 steps; linf and l2)",
+        help="apgd-ce, apgd-t and square are AutoAttack's (linf and l2); "
+        "'standard' runs AutoAttack's ensemble alone",
     )
     evaluate.add_argument("--steps", type=_number(int), default=20, help="PGD steps")
     evaluate.add_argument(
@@ -337,12 +338,20 @@ def evaluate(args) -> dict:
     splits, dataset_label = _load(args)
     x_test, y_test = splits[-1]
     output.mkdir(parents=True, exist_ok=True)
-    attacks = [
-        kg.attacks.PGD(steps=args.steps, restarts=args.restarts)
-        if name == "pgd"
-        else kg.attacks.get(name)
-        for name in args.attacks
-    ]
+    if "standard" in args.attacks:
+        if len(args.attacks) > 1:
+            raise ValueError(
+                "--attacks standard runs AutoAttack's ensemble alone. Received: "
+                f"--attacks {' '.join(args.attacks)}"
+            )
+        attacks = "standard"
+    else:
+        attacks = [
+            kg.attacks.PGD(steps=args.steps, restarts=args.restarts)
+            if name == "pgd"
+            else kg.attacks.get(name)
+            for name in args.attacks
+        ]
     eps = {norm: getattr(args, f"{norm}_eps") for norm in args.norms}
     start = time.perf_counter()
     report = kg.evaluate_robustness(

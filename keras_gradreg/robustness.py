@@ -149,8 +149,12 @@ def evaluate_robustness(
         norms: perturbation norms ("linf", "l2", "l1"; FGM also takes p).
         eps_values: radii: one sequence for every norm, a dict norm ->
             sequence, or None for `DEFAULT_EPS` (inputs in [0, 1]).
-        attacks: "fgm", "pgd" or attack objects (`attacks.FGM`,
-            `attacks.PGD(steps=40, restarts=5)`, ...).
+        attacks: "fgm", "pgd", "apgd-ce", "apgd-t", "square" or attack
+            objects (`attacks.PGD(steps=40, restarts=5)`, ...), each run on
+            every point; or "standard", AutoAttack's ensemble: APGD-CE,
+            APGD-T and Square (linf and l2) in that order, each on the points
+            the previous ones left robust, so each attack's row is the robust
+            accuracy after it and the worst case is the last.
         input_range: `(low, high)` of valid inputs.
         batch_size: examples per compiled call.
         seed: seed of the random starts.
@@ -173,7 +177,14 @@ def evaluate_robustness(
         >>> report.accuracy("linf", 0.05) <= report.clean_accuracy
         True
     """
-    attack_objects = [_attacks.get(a) for a in attacks]
+    cascade = isinstance(attacks, str) and attacks == "standard"
+    if cascade:
+        attack_objects = [
+            _attacks.APGD(), _attacks.APGD(targeted=True), _attacks.Square()
+        ]  # fmt: skip
+    else:
+        attacks = [attacks] if isinstance(attacks, str) else attacks
+        attack_objects = [_attacks.get(a) for a in attacks]
     if not attack_objects:
         raise ValueError(
             "Argument `attacks` must name at least one attack. Received: ()"
@@ -195,17 +206,17 @@ def evaluate_robustness(
     )
     rows, survived = [], {}
     for i, (norm, eps, attack) in enumerate(points):
-        x_adv = attack(
-            model,
-            x,
-            y,
-            norm,
-            eps,
-            input_range=input_range,
-            batch_size=batch_size,
-            seed=seed,
-        )
-        robust = correct & _attacks.correct_predictions(model, x_adv, y, batch_size)
+        # The ensemble attacks only what is still robust; single attacks all.
+        todo = survived.get((norm, eps), correct) if cascade else np.ones_like(correct)
+        robust = correct & todo
+        if todo.any():
+            x_adv = attack(
+                model, x[todo], y[todo], norm, eps, input_range=input_range,
+                batch_size=batch_size, seed=seed,
+            )  # fmt: skip
+            robust[todo] &= _attacks.correct_predictions(
+                model, x_adv, y[todo], batch_size
+            )
         rows.append(
             {
                 "attack": attack.name,
@@ -261,6 +272,19 @@ def _masking_checks(model, x, y, report, attacks, input_range, batch_size, seed)
                         f"eps={row['eps']:g} ({row['accuracy']:.2%} vs {weak:.2%} "
                         "robust accuracy): the loss surface may be masking gradients."
                     )
+    # 1b. The gradient-free Square breaking points APGD could not.
+    names = [a.name for a in attacks]
+    if "Square" in names and "APGD-T" in names:
+        for row in report.rows:
+            if row["attack"] != "Square":
+                continue
+            before = report.accuracy(row["norm"], row["eps"], "APGD-T")
+            if row["accuracy"] < before - tolerance:
+                messages.append(
+                    f"The gradient-free Square attack broke points that APGD could "
+                    f"not at {row['norm']} eps={row['eps']:g} ({before:.2%} -> "
+                    f"{row['accuracy']:.2%}): gradients may be masked."
+                )
     # 2. Accuracy rising with eps.
     for (name, norm), curve in by_attack.items():
         curve.sort()

@@ -136,3 +136,55 @@ def test_evaluate_robustness_runs_apgd_in_the_worst_case():
     worst = report.accuracy("linf", 0.05)
     for name in ("FGM", "APGD-CE", "APGD-T"):
         assert worst <= report.accuracy("linf", 0.05, name)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_square_stays_in_the_ball_breaks_points_and_repeats(norm):
+    rng = np.random.default_rng(5)
+    x = rng.random((60, 6, 6)).astype("float32")
+    y = (x[:, :3].mean((1, 2)) > x[:, 3:].mean((1, 2))).astype("int32")
+    inputs = keras.Input((6, 6))
+    h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    model.compile(
+        keras.optimizers.Adam(0.02),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, epochs=40, verbose=0)
+    eps = 0.1 if norm == "linf" else 0.6
+    x_adv = kg.attacks.square(model, x, y, norm, eps, queries=200, seed=1)
+    delta = (x_adv - x).reshape(len(x), -1)
+    size = np.abs(delta).max(1) if norm == "linf" else np.linalg.norm(delta, axis=1)
+    assert size.max() <= eps * (1 + 1e-5) + 1e-6
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    correct = kg.attacks.correct_predictions(model, x, y)
+    robust = correct & kg.attacks.correct_predictions(model, x_adv, y)
+    assert robust.mean() < correct.mean()
+    again = kg.attacks.square(model, x, y, norm, eps, queries=200, seed=1)
+    np.testing.assert_array_equal(x_adv, again)
+    with pytest.raises(ValueError, match="image"):
+        kg.attacks.square(model, x.reshape(60, 36)[:, None, :].reshape(60, 36), y)
+
+
+def test_the_standard_suite_cascades_apgd_ce_apgd_t_and_square():
+    rng = np.random.default_rng(6)
+    x = rng.random((80, 5, 5)).astype("float32")
+    y = (x[:, :2].mean((1, 2)) > x[:, 3:].mean((1, 2))).astype("int32")
+    inputs = keras.Input((5, 5))
+    h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+    model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=40, verbose=0)
+    report = kg.evaluate_robustness(
+        model, x, y, ["linf"], [0.05], "standard", checks=False, verbose=0
+    )
+    order = [row["attack"] for row in report.rows]
+    assert order == ["APGD-CE", "APGD-T", "Square", "worst case"]
+    cumulative = [row["accuracy"] for row in report.rows]
+    assert cumulative == sorted(cumulative, reverse=True)[:3] + [cumulative[2]]
+    assert report.accuracy("linf", 0.05) == cumulative[2] <= report.clean_accuracy
+    # The cascade's result is the per-point worst case of the same attacks.
+    single = kg.evaluate_robustness(
+        model, x, y, ["linf"], [0.05], ["apgd-ce"], checks=False, verbose=0
+    )
+    assert report.accuracy("linf", 0.05) <= single.accuracy("linf", 0.05)

@@ -1,4 +1,4 @@
-"""Our APGD against an independent implementation (torchattacks) on the
+"""Our APGD and Square against an independent implementation (torchattacks) on the
 same network: on the torch backend a Keras model is a `torch.nn.Module`, so
 torchattacks attacks exactly the model ours does."""
 
@@ -68,3 +68,20 @@ def test_apgd_matches_torchattacks(mnist_model, norm, eps):
     assert ours_ce <= theirs_ce + 0.01, (ours_ce, theirs_ce)
     assert ours_t <= theirs_t + 0.01, (ours_t, theirs_t)
     assert ours_ce < _robust(model, x, x, y)  # the attack does something
+
+
+@pytest.mark.parametrize("norm, eps", [("linf", 0.1), ("l2", 1.0)])
+def test_square_matches_torchattacks(mnist_model, norm, eps):
+    model, x, y, torch_x, torch_y = mnist_model
+    theirs = torchattacks.Square(
+        model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, n_queries=1000,
+        n_restarts=1, p_init=0.8, loss="margin", seed=0,
+    )(torch_x, torch_y)  # fmt: skip
+    ours = kg.attacks.square(
+        model, x, y, norm, eps, queries=1000, data_format="channels_first"
+    )
+    theirs = _robust(model, theirs.detach().numpy(), x, y)
+    ours = _robust(model, ours, x, y)
+    # A random search: ours within 2 points of theirs, or lower.
+    assert ours <= theirs + 0.02, (ours, theirs)
+    assert ours < _robust(model, x, x, y)

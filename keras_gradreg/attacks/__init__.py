@@ -1,4 +1,5 @@
-"""Attacks for evaluating robustness, one per module: `fgm`, `pgd`, `apgd`.
+"""Attacks for evaluating robustness, one per module: `fgm`, `pgd`, `apgd`,
+`square`.
 
 Threat model: each input x may be replaced by any x' with
 `||x' - x||_p <= eps` inside the declared input range (default [0, 1]); the
@@ -40,12 +41,14 @@ from keras_gradreg.attacks.apgd import APGD, apgd, apgd_targeted, dlr_loss
 from keras_gradreg.attacks.fgm import FGM, fgm, fgsm_accuracy
 from keras_gradreg.attacks.gradients import input_gradients
 from keras_gradreg.attacks.pgd import PGD, pgd
+from keras_gradreg.attacks.square import Square, square
 
 __all__ = [
     "APGD",
     "FGM",
     "OBJECTIVES",
     "PGD",
+    "Square",
     "apgd",
     "apgd_targeted",
     "classification_accuracy",
@@ -58,11 +61,12 @@ __all__ = [
     "labels_of",
     "pgd",
     "predicted_classes",
+    "square",
 ]
 
 
-def get(attack) -> FGM | PGD | APGD:
-    """Resolves "fgm", "pgd", "apgd-ce", "apgd-t" or an attack object
+def get(attack) -> FGM | PGD | APGD | Square:
+    """Resolves "fgm", "pgd", "apgd-ce", "apgd-t", "square" or an attack object
     (returned unchanged).
 
     Raises:
@@ -76,9 +80,12 @@ def get(attack) -> FGM | PGD | APGD:
         return APGD()
     if isinstance(attack, str) and attack.lower() == "apgd-t":
         return APGD(targeted=True)
+    if isinstance(attack, str) and attack.lower() == "square":
+        return Square()
     if callable(attack) and hasattr(attack, "name"):
         return attack
     raise ValueError(
-        "An attack must be 'fgm', 'pgd', 'apgd-ce', 'apgd-t' or an attack object such as "
+        "An attack must be 'fgm', 'pgd', 'apgd-ce', 'apgd-t', 'square' or an attack "
+        "object such as "
         f"`keras_gradreg.attacks.PGD(steps=40)`. Received: {attack!r}"
     )
