@@ -216,6 +216,7 @@ def main(argv=None):
             )
         )
         write_tables(out, rows, selection)
+    return rows
 
 
 def _mean_std(values):

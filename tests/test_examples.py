@@ -68,6 +68,40 @@ def test_public_api_is_flat_documented_and_registered():
 @pytest.mark.skipif(
     not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
 )
+def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, capsys):
+    reproduce_paper = import_example("reproduce_paper")
+    argv = [
+        "--output", str(tmp_path), "--limit", "200", "--seeds", "0", "1",
+        "--members", "l2", "plain", "--select-epochs", "1", "--max-epochs", "2",
+        "--patience", "1", "--continue-max-epochs", "1", "--noise-draws", "2",
+        "--verbose", "0",
+    ]  # fmt: skip
+    rows = reproduce_paper.main(argv)
+    assert [(r["member"], r["seed"]) for r in rows] == [
+        ("l2", 0),
+        ("plain", 0),
+        ("l2", 1),
+        ("plain", 1),
+    ]
+    for row in rows:
+        assert 1 <= row["best_epoch"] <= 2 and row["continue_epochs"] == 1
+        assert 0.0 <= row["noise 0.3 clipped"]["error"] <= 1.0
+        assert row["robust"]["linf 0.1"] <= row["fgsm_accuracy"] + 1e-9
+    table = (tmp_path / "results.md").read_text()
+    assert "Table I" in table and "Table IV" in table and "0.78%" in table
+    assert "(n=2)" in table  # mean ± std over the two seeds
+    capsys.readouterr()
+    assert reproduce_paper.main(argv) == rows  # finished runs are read back
+    assert "== final" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce_paper.main([*argv, "--patience", "2"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
+)
 def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, capsys):
     reproduce_mnist = import_example("reproduce_mnist")
     argv = [
