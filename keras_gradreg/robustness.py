@@ -182,6 +182,15 @@ def evaluate_robustness(
         attack_objects = [
             _attacks.APGD(), _attacks.APGD(targeted=True), _attacks.Square()
         ]  # fmt: skip
+        classes = _attacks.num_classes(model, x)
+        if classes < 4:  # the targeted DLR loss needs four classes
+            attack_objects.pop(1)
+            warnings.warn(
+                f"The standard suite skips APGD-T for a model with {classes} "
+                "classes (its targeted DLR loss needs at least 4); it runs "
+                "APGD-CE and Square.",
+                stacklevel=2,
+            )
     else:
         attacks = [attacks] if isinstance(attacks, str) else attacks
         attack_objects = [_attacks.get(a) for a in attacks]

@@ -119,12 +119,18 @@ def test_apgd_objects_and_bad_arguments():
         apgd_targeted(model, x, y, "linf", 0.1, target_classes=3)
 
 
+def _four_class_data(rng, shape):
+    x = rng.random((80, *shape)).astype("float32")
+    flat = x.reshape(len(x), -1)
+    y = (flat[:, 0] > flat[:, 1]).astype("int32") + 2 * (flat[:, 2] > 0.5)
+    return x, y
+
+
 def test_evaluate_robustness_runs_apgd_in_the_worst_case():
     rng = np.random.default_rng(4)
-    x = rng.random((64, 6)).astype("float32")
-    y = (x[:, 0] > x[:, 1]).astype("int32")
+    x, y = _four_class_data(rng, (6,))
     inputs = keras.Input((6,))
-    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(inputs))
     model.compile(keras.optimizers.Adam(0.1), "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=20, verbose=0)
     report = kg.evaluate_robustness(
@@ -168,11 +174,10 @@ def test_square_stays_in_the_ball_breaks_points_and_repeats(norm):
 
 def test_the_standard_suite_cascades_apgd_ce_apgd_t_and_square():
     rng = np.random.default_rng(6)
-    x = rng.random((80, 5, 5)).astype("float32")
-    y = (x[:, :2].mean((1, 2)) > x[:, 3:].mean((1, 2))).astype("int32")
+    x, y = _four_class_data(rng, (5, 5))
     inputs = keras.Input((5, 5))
     h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(h))
     model.compile(keras.optimizers.Adam(0.02), "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=40, verbose=0)
     report = kg.evaluate_robustness(
@@ -188,3 +193,21 @@ def test_the_standard_suite_cascades_apgd_ce_apgd_t_and_square():
         model, x, y, ["linf"], [0.05], ["apgd-ce"], checks=False, verbose=0
     )
     assert report.accuracy("linf", 0.05) <= single.accuracy("linf", 0.05)
+
+
+def test_dlr_needs_enough_classes_and_the_suite_skips_apgd_t_below_four():
+    rng = np.random.default_rng(7)
+    x = rng.random((30, 4, 4)).astype("float32")
+    y = (x[:, 0, 0] > 0.5).astype("int32")
+    inputs = keras.Input((4, 4))
+    h = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
+    with pytest.raises(ValueError, match="at least 3 classes"):
+        apgd(model, x, y, "linf", 0.1, loss="dlr", steps=2)
+    with pytest.raises(ValueError, match="target_classes"):
+        apgd_targeted(model, x, y, "linf", 0.1, steps=2, target_classes=2)
+    with pytest.warns(UserWarning, match="skips APGD-T"):
+        report = kg.evaluate_robustness(
+            model, x, y, ["linf"], [0.1], "standard", checks=False, verbose=0
+        )
+    assert [row["attack"] for row in report.rows] == ["APGD-CE", "Square", "worst case"]

@@ -37,7 +37,13 @@ from keras_gradreg.attacks._data import (  # noqa: F401
     predicted_classes,
 )
 from keras_gradreg.attacks._scoring import OBJECTIVES, AttackLoss  # noqa: F401
-from keras_gradreg.attacks.apgd import APGD, apgd, apgd_targeted, dlr_loss
+from keras_gradreg.attacks.apgd import (  # noqa: F401
+    APGD,
+    apgd,
+    apgd_targeted,
+    dlr_loss,
+    num_classes,
+)
 from keras_gradreg.attacks.fgm import FGM, fgm, fgsm_accuracy
 from keras_gradreg.attacks.gradients import input_gradients
 from keras_gradreg.attacks.pgd import PGD, pgd

@@ -65,6 +65,13 @@ def dlr_loss(scores, y, y_target=None):
         The losses, shape (batch,).
     """
     classes = ops.shape(scores)[-1]
+    needed = 3 if y_target is None else 4
+    if isinstance(classes, int) and classes < needed:
+        raise ValueError(
+            f"The {'targeted ' if y_target is not None else ''}DLR loss compares "
+            f"the {needed - 1} largest competing scores and needs at least "
+            f"{needed} classes. Received: scores with {classes} classes"
+        )
     ordered = ops.flip(ops.sort(scores, axis=-1), axis=-1)
     true = ops.one_hot(y, classes, dtype=scores.dtype)
     z_true = ops.sum(scores * true, axis=-1)
@@ -231,6 +238,9 @@ def _run_apgd(model, x, y, norm, eps, steps, restarts, loss, targeted, target_ra
         model, x, y, input_range, "cross_entropy", from_logits, batch_size
     )
     shape = x.shape[1:]
+    if loss == "dlr":  # a clear error before compiling (see `dlr_loss`)
+        probe = ops.convert_to_tensor(scoring.scores(x[:1]))
+        dlr_loss(probe, y[:1], y[:1] if targeted else None)
     flat = x.reshape(len(x), -1)
     run = _compiled(
         model,
@@ -367,7 +377,7 @@ def apgd_targeted(
     Returns:
         Adversarial inputs shaped like `x`.
     """
-    classes = _num_classes(model, x, from_logits)
+    classes = num_classes(model, x, from_logits)
     if target_classes is None:
         target_classes = min(9, classes - 1)
     target_classes = _check_positive_int("target_classes", target_classes)
@@ -392,7 +402,8 @@ def apgd_targeted(
     return best
 
 
-def _num_classes(model, x, from_logits):
+def num_classes(model, x, from_logits=None) -> int:
+    """How many classes the classifier scores (a one-unit sigmoid: 2)."""
     x, _, _, scoring, _ = _setup(
         model, x, np.zeros(len(x), "int32"), None, "cross_entropy", from_logits, 8
     )

@@ -24,7 +24,7 @@ def p_selection(p_init: float, iteration: int, queries: int) -> float:
     of a 10,000-query budget (rescaled to `queries`), as in the reference.
 
     Example:
-        >>> p_selection(0.8, 0, 5000), p_selection(0.8, 30, 5000)
+        >>> p_selection(0.8, 0, 5000), p_selection(0.8, 15, 5000)
         (0.8, 0.4)
     """
     it = int(iteration / queries * 10000)
