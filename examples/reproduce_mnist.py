@@ -137,6 +137,17 @@ def check_settings(path: Path, settings: dict) -> str:
     )
 
 
+def refuse_mismatched_resume(parser, out: Path, settings: dict) -> None:
+    """Exits through `parser.error` (code 2) when `out` holds runs made with
+    other settings (see `check_settings`)."""
+    mismatch = check_settings(out / "settings.json", settings)
+    if mismatch:
+        parser.error(
+            f"--output {out} holds runs made with other settings ({mismatch}); "
+            "resume with the same settings or choose another --output."
+        )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", choices=tuple(BUDGETS), default="quick")
@@ -178,12 +189,7 @@ def main(argv=None):
         "limit": args.limit,
         "backend": keras.backend.backend(),
     }
-    mismatch = check_settings(out / "settings.json", settings)
-    if mismatch:
-        parser.error(
-            f"--output {out} holds runs made with other settings ({mismatch}); "
-            "resume with the same settings or choose another --output."
-        )
+    refuse_mismatched_resume(parser, out, settings)
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = kg.datasets.load_mnist(
         validation_size=10000

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from reproduce_mnist import cached, check_settings
+from reproduce_mnist import cached, refuse_mismatched_resume
 
 import keras_gradreg as kg
 from keras_gradreg.callbacks import EpochTimer
@@ -139,12 +139,7 @@ def main(argv=None):
         "limit": args.limit,
         "backend": keras.backend.backend(),
     }
-    mismatch = check_settings(out / "settings.json", settings)
-    if mismatch:
-        parser.error(
-            f"--output {out} holds runs made with other settings ({mismatch}); "
-            "resume with the same settings or choose another --output."
-        )
+    refuse_mismatched_resume(parser, out, settings)
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = kg.datasets.load_mnist(
         validation_size=10000

@@ -8,6 +8,7 @@ release that moves one of these fails in CI rather than for a user.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 
@@ -87,9 +88,15 @@ def loss_tracker(model):
 
 
 def call_has_training_arg(model) -> bool:
-    """Whether `model.call` takes `training` (public: its signature)."""
+    """Whether `model.call` takes `training` (public: its signature; read
+    once per `call` function, since torch runs the train step eagerly)."""
+    return _takes_training(getattr(type(model), "call", None) or model.call)
+
+
+@functools.cache
+def _takes_training(call) -> bool:
     try:
-        return "training" in inspect.signature(model.call).parameters
+        return "training" in inspect.signature(call).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return False
 

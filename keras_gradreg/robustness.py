@@ -182,15 +182,6 @@ def evaluate_robustness(
         attack_objects = [
             _attacks.APGD(), _attacks.APGD(targeted=True), _attacks.Square()
         ]  # fmt: skip
-        classes = _attacks.num_classes(model, x)
-        if classes < 4:  # the targeted DLR loss needs four classes
-            attack_objects.pop(1)
-            warnings.warn(
-                f"The standard suite skips APGD-T for a model with {classes} "
-                "classes (its targeted DLR loss needs at least 4); it runs "
-                "APGD-CE and Square.",
-                stacklevel=2,
-            )
     else:
         attacks = [attacks] if isinstance(attacks, str) else attacks
         attack_objects = [_attacks.get(a) for a in attacks]
@@ -202,6 +193,16 @@ def evaluate_robustness(
     x, y = _attacks._prepare(x, y, None)
     if len(x) == 0:
         raise ValueError("Argument `x` must hold at least one example. Received: 0")
+    if cascade:
+        classes = _attacks.num_classes(model, x[:1])
+        if classes < 4:  # the targeted DLR loss needs four classes
+            attack_objects.pop(1)
+            warnings.warn(
+                f"The standard suite skips APGD-T for a model with {classes} "
+                "classes (its targeted DLR loss needs at least 4); it runs "
+                "APGD-CE and Square.",
+                stacklevel=2,
+            )
     correct = _attacks.correct_predictions(model, x, y, batch_size)
     points = [
         (n, e, a) for n, values in radii.items() for e in values for a in attack_objects

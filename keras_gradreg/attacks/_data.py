@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.norms import canonical_norm
 
 # ----------------------------------------------------------------- checking
 
@@ -22,6 +23,17 @@ def _check_eps(eps):
             f"Argument `eps` must be a finite number >= 0. Received: eps={eps!r}"
         )
     return float(eps)
+
+
+def _check_attack_norm(norm, supported, attack, hint=""):
+    """`norm` canonicalized, or a ValueError naming the attack's norms."""
+    norm = canonical_norm(norm)
+    if norm not in supported:
+        raise ValueError(
+            f"Argument `norm` of `{attack}` must be one of {supported}{hint}. "
+            f"Received: norm={norm!r}"
+        )
+    return norm
 
 
 def _check_positive_int(name, value):

@@ -53,6 +53,16 @@ def _improves(success, value, best_success, best_value):
     return (success & ~best_success) | (same & (value > best_value))
 
 
+def _keep_best(best, part, x_adv, success, value):
+    """Folds one restart's batch into `best = (points, success, value)`
+    (NumPy arrays, updated in place at rows `part`), by `_improves`."""
+    points, best_success, best_value = best
+    better = _improves(success, value, best_success[part], best_value[part])
+    points[part][better] = x_adv[better]
+    best_success[part] |= success
+    best_value[part] = np.where(better, value, best_value[part])
+
+
 def _batches(n, batch_size):
     return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 

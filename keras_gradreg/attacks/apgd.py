@@ -12,12 +12,13 @@ from keras import ops
 from keras_gradreg import backend as _backend
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.attacks._data import (
+    _check_attack_norm,
     _check_eps,
     _check_positive_int,
     correct_predictions,
 )
-from keras_gradreg.attacks._runner import _batches, _compiled, _improves, _pad, _setup
-from keras_gradreg.norms import Norm, canonical_norm, per_example_norm
+from keras_gradreg.attacks._runner import _batches, _compiled, _keep_best, _pad, _setup
+from keras_gradreg.norms import Norm, per_example_norm
 
 APGD_LOSSES = ("cross_entropy", "dlr")
 _APGD_NORMS = ("linf", "l2")
@@ -221,12 +222,8 @@ def _start(rng, x, norm, eps, input_range):
 
 def _run_apgd(model, x, y, norm, eps, steps, restarts, loss, targeted, target_rank,
               input_range, seed, batch_size, from_logits):  # fmt: skip
-    norm, eps = canonical_norm(norm), _check_eps(eps)
-    if norm not in _APGD_NORMS:
-        raise ValueError(
-            f"Argument `norm` of APGD must be one of {_APGD_NORMS}. Received: "
-            f"norm={norm!r}"
-        )
+    norm = _check_attack_norm(norm, _APGD_NORMS, "apgd")
+    eps = _check_eps(eps)
     if loss not in APGD_LOSSES:
         raise ValueError(
             f"Argument `loss` of APGD must be one of {APGD_LOSSES}. Received: "
@@ -276,10 +273,7 @@ def _run_apgd(model, x, y, norm, eps, steps, restarts, loss, targeted, target_ra
                     np.float32(eps),
                 )
             )  # fmt: skip
-            better = _improves(success, value, best_success[part], best_value[part])
-            best[part][better] = x_adv[better]
-            best_success[part] |= success
-            best_value[part] = np.where(better, value, best_value[part])
+            _keep_best((best, best_success, best_value), part, x_adv, success, value)
     return best.reshape(x.shape)
 
 

@@ -11,6 +11,7 @@ from keras import ops
 from keras_gradreg import geometry
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.attacks._data import (
+    _check_attack_norm,
     _check_eps,
     _check_positive_int,
 )
@@ -18,6 +19,7 @@ from keras_gradreg.attacks._runner import (
     _batches,
     _compiled,
     _improves,
+    _keep_best,
     _loss_and_gradient,
     _pad,
     _setup,
@@ -25,7 +27,6 @@ from keras_gradreg.attacks._runner import (
 from keras_gradreg.attacks._scoring import AttackLoss, _succeeded
 from keras_gradreg.norms import (
     Norm,
-    canonical_norm,
 )
 
 _PGD_NORMS = ("linf", "l2", "l1")
@@ -151,12 +152,8 @@ def pgd(
         >>> bool(np.linalg.norm(x_adv - x, axis=1).max() <= 0.5 + 1e-5)
         True
     """
-    norm, eps = canonical_norm(norm), _check_eps(eps)
-    if norm not in _PGD_NORMS:
-        raise ValueError(
-            f"Argument `norm` of `pgd` must be one of {_PGD_NORMS} (use `fgm` "
-            f"for other p). Received: norm={norm!r}"
-        )
+    norm = _check_attack_norm(norm, _PGD_NORMS, "pgd", " (use `fgm` for other p)")
+    eps = _check_eps(eps)
     steps = _check_positive_int("steps", steps)
     restarts = _check_positive_int("restarts", restarts)
     if step_size is None:
@@ -212,10 +209,7 @@ def pgd(
                 )
             )
             part = slice(start, stop)
-            better = _improves(success, value, best_success[part], best_value[part])
-            best[part][better] = x_adv[better]
-            best_success[part] |= success
-            best_value[part] = np.where(better, value, best_value[part])
+            _keep_best((best, best_success, best_value), part, x_adv, success, value)
     return best.reshape(x.shape)
 
 

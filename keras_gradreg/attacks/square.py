@@ -11,9 +11,13 @@ import numpy as np
 from keras import ops
 
 from keras_gradreg.api_export import keras_gradreg_export
-from keras_gradreg.attacks._data import _check_eps, _check_positive_int
+from keras_gradreg.attacks._data import (
+    _check_attack_norm,
+    _check_eps,
+    _check_positive_int,
+)
 from keras_gradreg.attacks._runner import _batches, _compiled, _pad, _setup
-from keras_gradreg.norms import Norm, canonical_norm
+from keras_gradreg.norms import Norm
 
 _SQUARE_NORMS = ("linf", "l2")
 
@@ -132,12 +136,8 @@ def square(
         >>> bool(np.abs(x_adv - x).max() <= 0.1 + 1e-6)
         True
     """
-    norm, eps = canonical_norm(norm), _check_eps(eps)
-    if norm not in _SQUARE_NORMS:
-        raise ValueError(
-            f"Argument `norm` of `square` must be one of {_SQUARE_NORMS}. "
-            f"Received: norm={norm!r}"
-        )
+    norm = _check_attack_norm(norm, _SQUARE_NORMS, "square")
+    eps = _check_eps(eps)
     queries = _check_positive_int("queries", queries)
     if not (isinstance(p_init, (int, float)) and 0 < p_init <= 1):
         raise ValueError(
