@@ -65,13 +65,21 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --quiet
 
 # One pytest process per backend: Keras fixes its backend at import. The
-# docstring examples run once, on DOCTEST_BACKEND.
+# docstring examples run once, on DOCTEST_BACKEND. TEST_JOBS processes run
+# at once (much of a test's time is single-threaded tracing, so two share
+# two cores well); each backend's output is printed whole when it ends.
+TEST_JOBS ?= 2
 test: lint docs
-	@status=0; for backend in $(BACKENDS); do \
-	  echo "=== KERAS_BACKEND=$$backend ==="; \
-	  doctests=""; [ "$$backend" = "$(DOCTEST_BACKEND)" ] && doctests="--doctest-modules keras_gradreg"; \
-	  KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q tests $$doctests $(PYTEST_ARGS) || status=1; \
-	done; $(MAKE) --no-print-directory test-keras-range || status=1; exit $$status
+	@mkdir -p .test-logs; rm -f .test-logs/*; \
+	printf '%s\n' $(BACKENDS) floor | xargs -P $(TEST_JOBS) -I{} sh -c '\
+	  if [ {} = floor ]; then $(MAKE) --no-print-directory test-keras-range; else \
+	    doctests=""; [ {} = "$(DOCTEST_BACKEND)" ] && doctests="--doctest-modules keras_gradreg"; \
+	    KERAS_BACKEND={} $(BIN)/python -m pytest -q tests $$doctests $(PYTEST_ARGS); fi \
+	  > .test-logs/{}.log 2>&1; rc=$$?; echo $$rc > .test-logs/{}.rc; \
+	  echo "=== {} (exit $$rc) ==="; cat .test-logs/{}.log'; \
+	status=0; for run in $(BACKENDS) floor; do \
+	  [ "$$(cat .test-logs/$$run.rc 2>/dev/null)" = 0 ] || { echo "FAILED: $$run"; status=1; }; \
+	done; exit $$status
 
 # The core tests again on the oldest Keras that pyproject.toml admits, so a
 # release that moves a private name the library uses (keras_gradreg/

@@ -1,14 +1,31 @@
-"""Wall time of robustness evaluation on the 10,000 MNIST test images.
+"""Wall time of robustness evaluation on the MNIST test images, ours against
+an independent implementation (torchattacks) on the same network and points.
 
 The paper's maxout MLP (`keras_gradreg.models.mnist_maxout_mlp`) is trained
-for one epoch (so the attack runs on a realistic model), then FGM and PGD-20
-(one random start) are timed on the full test set, each after one untimed
-call that compiles it. Each backend runs in its own process. Needs MNIST
-(`$KERAS_GRADREG_DATA` or the Keras cache).
+for one epoch on JAX (so the attacks run on a realistic model) and saved as
+a logits model taking `(1, 28, 28)` images: the same file is loaded by every
+worker, so every implementation attacks bit-identical weights. Each backend
+runs in its own process and times, on the first `--points` test images:
+
+- `fgm`, `pgd`: the library's FGM and PGD-20 (one random start), each after
+  one untimed call that compiles it;
+- `standard`: `evaluate_robustness(attacks="standard")`, AutoAttack's
+  ensemble (APGD-CE, APGD-T with 9 targets, Square with 5000 queries; each
+  attack on the points the previous ones left robust), after an untimed
+  call on 100 images that compiles it;
+- `torchattacks` (torch backend only): the same ensemble from torchattacks
+  3.5.1 (`MultiAttack([APGD(loss="ce"), APGDT(n_classes=10),
+  Square(n_queries=5000)])`, 100 steps, one restart, which also attacks only
+  the points still robust), on the same Keras model as a `torch.nn.Module`.
+
+Needs MNIST (`$KERAS_GRADREG_DATA` or the Keras cache). The rows are printed
+as a Markdown table and written as JSON with `--json`.
 
 Usage:
-    python benchmarks/attack_cost.py                        # TF and JAX
-    python benchmarks/attack_cost.py --backends torch --norms linf
+    python benchmarks/attack_cost.py                     # FGM, PGD; TF, JAX
+    python benchmarks/attack_cost.py --suites standard --backends tensorflow jax
+    python benchmarks/attack_cost.py --suites standard torchattacks \
+        --backends torch --points 1000
 """
 
 from __future__ import annotations
@@ -18,72 +35,166 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
+EPS = {"linf": 0.1, "l2": 1.0, "l1": 10.0}
 
-def measure(norms, steps):
+
+def train_logits_model(path):
+    """One epoch of the maxout MLP; saves its logits on (1, 28, 28) inputs."""
     import keras
 
     import keras_gradreg as kg
 
-    (x_train, y_train), (x_test, y_test) = kg.datasets.load_mnist()
+    (x_train, y_train), _ = kg.datasets.load_mnist()
     keras.utils.set_random_seed(0)
-    model = kg.models.mnist_maxout_mlp(sigma=0.0)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
-    eps = {"linf": 0.1, "l2": 1.0, "l1": 10.0}
-    rows = []
-    for norm in norms:
-        for attack in (kg.attacks.FGM(), kg.attacks.PGD(steps=steps)):
-            name = attack.name
-            attack(
-                model, x_test[:500], y_test[:500], norm, eps[norm], seed=0
-            )  # compile
-            start = time.perf_counter()
-            x_adv = attack(model, x_test, y_test, norm, eps[norm], seed=0)
-            seconds = time.perf_counter() - start
-            accuracy = kg.classification_accuracy(model, x_adv, y_test)
-            rows.append(
-                {
-                    "attack": name,
-                    "norm": norm,
-                    "eps": eps[norm],
-                    "seconds": seconds,
-                    "robust_accuracy": accuracy,
-                }
-            )
-    return rows
+    net = kg.models.mnist_maxout_mlp(sigma=0.0)
+    net.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    net.fit(x_train, y_train, epochs=1, batch_size=128, verbose=0)
+    inputs = keras.Input((1, 28, 28))
+    h = keras.layers.Reshape((784,))(inputs)
+    for layer in net.layers[1:-1]:
+        h = layer(h)
+    head = net.layers[-1]
+    logits = keras.layers.Dense(10, name="logits")
+    outputs = logits(h)
+    logits.set_weights(head.get_weights())
+    keras.Model(inputs, outputs).save(path)
+
+
+def _timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def measure(path, suites, norms, points, steps):
+    import keras
+
+    import keras_gradreg as kg
+
+    keras.config.set_image_data_format("channels_first")  # Square's windows
+    model = keras.saving.load_model(path)
+    _, (x, y) = kg.datasets.load_mnist()
+    x, y = x[:points].reshape(-1, 1, 28, 28), y[:points]
+    return [
+        {
+            "suite": suite,
+            "norm": norm,
+            "eps": EPS[norm],
+            "points": len(x),
+            **_measure_one(model, x, y, suite, norm, steps),
+        }  # fmt: skip
+        for norm in norms
+        for suite in suites
+    ]
+
+
+def _measure_one(model, x, y, suite, norm, steps):
+    """Seconds and robust accuracy of one suite at one norm."""
+    import numpy as np
+
+    import keras_gradreg as kg
+
+    eps = EPS[norm]
+    clean = kg.attacks.correct_predictions(model, x, y)
+    if suite == "standard":
+
+        def run(n):
+            return kg.evaluate_robustness(
+                model, x[:n], y[:n], [norm], [eps], attacks="standard",
+                checks=False, verbose=0,
+            )  # fmt: skip
+
+        run(100)  # compile
+        report, seconds = _timed(run, len(x))
+        return {
+            "seconds": seconds,
+            "robust_accuracy": report.accuracy(norm, eps),
+            "per_attack": {r["attack"]: r["accuracy"] for r in report.rows},
+        }
+    if suite == "torchattacks":
+        x_adv, seconds = _timed(_torchattacks, model, x, y, norm, eps)
+    else:
+        attack = kg.attacks.FGM() if suite == "fgm" else kg.attacks.PGD(steps=steps)
+        attack(model, x[:500], y[:500], norm, eps, seed=0)  # compile
+        x_adv, seconds = _timed(attack, model, x, y, norm, eps)
+    robust = clean & kg.attacks.correct_predictions(model, x_adv, y)
+    return {"seconds": seconds, "robust_accuracy": float(np.mean(robust))}
+
+
+def _torchattacks(model, x, y, norm, eps):
+    import torch
+    import torchattacks
+
+    name = {"linf": "Linf", "l2": "L2"}[norm]
+    ensemble = torchattacks.MultiAttack(
+        [
+            torchattacks.APGD(model, norm=name, eps=eps, steps=100, loss="ce", seed=0),
+            torchattacks.APGDT(model, norm=name, eps=eps, steps=100, n_classes=10, seed=0),
+            torchattacks.Square(model, norm=name, eps=eps, n_queries=5000, seed=0),
+        ]
+    )  # fmt: skip
+    tx, ty = torch.tensor(x), torch.tensor(y, dtype=torch.long)
+    return ensemble(tx, ty).detach().numpy()
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    parser.add_argument(
+        "--suites", nargs="+", default=["fgm", "pgd"],
+        choices=("fgm", "pgd", "standard", "torchattacks"),
+    )  # fmt: skip
     parser.add_argument("--norms", nargs="+", default=["linf", "l2"])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--points", type=int, default=10000)
+    parser.add_argument("--steps", type=int, default=20, help="PGD steps")
+    parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(measure(args.norms, args.steps)))
+        rows = measure(args.worker, args.suites, args.norms, args.points, args.steps)
+        print(json.dumps(rows))
         return
-    print(
-        "| backend | attack | norm | eps | seconds (10,000 images) | robust accuracy |"
-    )
-    print("|---|---|---|---:|---:|---:|")
-    for backend in args.backends:
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-        command = [sys.executable, __file__, "--worker", "--steps", str(args.steps)]
-        result = subprocess.run(
-            command + ["--norms", *args.norms],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
+    if "torchattacks" in args.suites and args.backends != ["torch"]:
+        parser.error(
+            "--suites torchattacks runs on the torch backend only: pass "
+            f"--backends torch. Received: --backends {' '.join(args.backends)}"
         )
-        for row in json.loads(result.stdout.strip().splitlines()[-1]):
-            print(
-                f"| {backend} | {row['attack']} | {row['norm']} | {row['eps']:g} "
-                f"| {row['seconds']:.1f} | {row['robust_accuracy']:.2%} |"
+    results = []
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "maxout_logits.keras")
+        env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2")
+        code = f"import attack_cost; attack_cost.train_logits_model({path!r})"
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, check=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )  # fmt: skip
+        for backend in args.backends:
+            env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+            command = [
+                sys.executable, __file__, "--worker", path, "--steps", str(args.steps),
+                "--points", str(args.points), "--suites", *args.suites,
+                "--norms", *args.norms,
+            ]  # fmt: skip
+            result = subprocess.run(
+                command, env=env, capture_output=True, text=True, check=False
             )
+            if result.returncode:
+                sys.exit(f"The {backend} worker failed:\n{result.stderr[-3000:]}")
+            for row in json.loads(result.stdout.strip().splitlines()[-1]):
+                results.append({"backend": backend, **row})
+    print("| backend | suite | norm | eps | points | seconds | robust accuracy |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for r in results:
+        print(
+            f"| {r['backend']} | {r['suite']} | {r['norm']} | {r['eps']:g} | "
+            f"{r['points']} | {r['seconds']:.1f} | {r['robust_accuracy']:.2%} |"
+        )
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=2)
 
 
 if __name__ == "__main__":

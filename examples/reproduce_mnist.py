@@ -10,7 +10,9 @@ On the maxout MLP (2 x 240 units x 5 pieces, dropout, max-norm 1.9365):
 
 then retrain each on all 60,000 training images and test. Every final model
 is also attacked with PGD-20 (one random start; linf eps 0.1 and 0.2, l2 eps
-1 and 2; a point counts as robust only if FGM and PGD both fail). Writes
+1 and 2; a point counts as robust only if FGM and PGD both fail) and with
+the standard suite (AutoAttack's APGD-CE, APGD-T and Square; linf 0.1 and
+l2 1). Writes
 `results.md` (test error, FGSM and PGD accuracy, time per epoch),
 `results.json`, `robust_accuracy.png` (worst-case accuracy against eps) and
 `gradients.png` (inputs, dL/dx and worst-case perturbations per model).
@@ -60,6 +62,9 @@ BUDGETS = {
 #: PGD evaluation of every final model: radii per norm.
 PGD_EPS = {"linf": (0.1, 0.2), "l2": (1.0, 2.0)}
 PGD_STEPS = 20
+#: The standard suite (APGD-CE, APGD-T, Square) at the main threat per norm.
+STANDARD_EPS = {"linf": (0.1,), "l2": (1.0,)}
+ATTACK_COLUMNS = ("APGD-CE", "APGD-T", "Square", "worst case")
 PUBLISHED = [
     ("maxout + dropout (Goodfellow et al. 2013)", 0.94),
     ("FGSM adversarial training (Goodfellow et al. 2015)", 0.84),
@@ -118,6 +123,73 @@ def cached(path: Path, compute):
     return value
 
 
+def evaluate_standard(model_path, x_test, y_test, seed, queries, verbose):
+    """Robust accuracy after each attack of the standard suite (APGD-CE,
+    APGD-T, Square with `queries`; each on the points the previous ones
+    left) at linf 0.1 and l2 1, on 28 x 28 views of the flat images, and the
+    FGM + PGD-20 worst case on the same images."""
+    model = keras.saving.load_model(model_path)
+    old = kg.evaluate_robustness(
+        model, x_test, y_test, ["linf", "l2"], STANDARD_EPS,
+        ["fgm", kg.attacks.PGD(steps=PGD_STEPS)], seed=seed, verbose=0,
+    )  # fmt: skip
+    attacks = [
+        kg.attacks.APGD(), kg.attacks.APGD(targeted=True),
+        kg.attacks.Square(queries=queries, image_shape=(28, 28)),
+    ]  # fmt: skip
+    report = kg.evaluate_robustness(
+        model, x_test, y_test, ["linf", "l2"], STANDARD_EPS, attacks, seed=seed,
+        verbose=verbose, cascade=True,
+    )  # fmt: skip
+    return {
+        "square_queries": queries,
+        "points": len(x_test),
+        **{
+            f"{norm} {eps:g}": {
+                **{
+                    "Square" if r["attack"].startswith("Square") else r["attack"]: r[
+                        "accuracy"
+                    ]
+                    for r in report.rows
+                    if r["norm"] == norm
+                },
+                "FGM + PGD-20": old.accuracy(norm, eps),
+            }
+            for norm, (eps,) in STANDARD_EPS.items()
+        },
+    }
+
+
+def standard_suite_lines(groups, cell):
+    """Markdown lines: per model and threat, the robust accuracy after each
+    attack of the standard suite and how much FGM + PGD-20 on the same
+    images overstated it. `groups` maps a model's label to the
+    `evaluate_standard` results of its runs (one per seed)."""
+    first = next(iter(groups.values()))[0]
+    lines = [
+        "",
+        f"Robust accuracy on the first {first['points']} test images after each "
+        "attack of the standard suite (APGD-CE, APGD-T, Square with "
+        f"{first['square_queries']} queries; each on the points the previous "
+        "ones left), against the old worst case (FGM + PGD-20) on the same "
+        "images and how much that overstated it:",
+        "",
+        "| model | threat | APGD-CE | APGD-T | Square | FGM + PGD-20 | overstated by |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, runs in groups.items():
+        for norm, (eps,) in STANDARD_EPS.items():
+            threat = f"{norm} {eps:g}"
+            after = [[r[threat][a] for a in ATTACK_COLUMNS] for r in runs]
+            old = [r[threat]["FGM + PGD-20"] for r in runs]
+            gap = [o - a[-1] for o, a in zip(old, after)]
+            cells = " | ".join(cell([a[i] for a in after]) for i in range(3))
+            lines.append(
+                f"| {label} | {threat} | {cells} | {cell(old)} | {cell(gap)} |"
+            )
+    return lines
+
+
 def check_settings(path: Path, settings: dict) -> str:
     """Records `settings` at `path`, or compares them with the recorded ones.
 
@@ -167,6 +239,14 @@ def main(argv=None):
         default=None,
         help="first N training/test images (smoke runs)",
     )
+    parser.add_argument(
+        "--square-queries", type=int, default=5000,
+        help="queries of the standard suite's Square attack (AutoAttack: 5000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--standard-points", type=int, default=1000,
+        help="test images (the first ones) the standard suite attacks",
+    )  # fmt: skip
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)
     budget = dict(BUDGETS[args.budget])
@@ -292,6 +372,14 @@ def main(argv=None):
             for eps in radii
         }
         paths[label] = model_path(chosen)
+        rows[-1]["standard"] = cached(
+            out / "runs" / f"standard-{key(chosen)}.json",
+            lambda c=chosen: evaluate_standard(
+                model_path(c), x_test[: args.standard_points],
+                y_test[: args.standard_points], args.seed, args.square_queries,
+                min(args.verbose, 1),
+            ),
+        )  # fmt: skip
     figures = pictures(out, reports, paths, x_test, y_test)
 
     pgd_columns = [f"{n} {e:g}" for n, radii in PGD_EPS.items() for e in radii]
@@ -305,15 +393,22 @@ def main(argv=None):
         "",
         f"| model | sigma | test error | FGSM (linf {args.fgsm_eps:g}) | "
         + " | ".join(f"PGD {c}" for c in pgd_columns)
-        + " | s/epoch |",
-        "|---|---:|---:|---:|" + "---:|" * len(pgd_columns) + "---:|",
+        + f" | standard suite linf 0.1 ({args.standard_points} images) | l2 1 | s/epoch |",
+        "|---|---:|---:|---:|" + "---:|" * len(pgd_columns) + "---:|---:|---:|",
     ]
     for row in rows:
         pgd = " | ".join(f"{row['pgd_accuracy'][c]:.2%}" for c in pgd_columns)
+        standard = " | ".join(
+            f"{row['standard'][t]['worst case']:.2%}" for t in ("linf 0.1", "l2 1")
+        )
         lines.append(
             f"| {row['model']} | {row['regularizer']['sigma']:g} | {row['test_error']:.2%} "
-            f"| {row['fgsm_accuracy']:.2%} | {pgd} | {row['seconds_per_epoch']:.1f} |"
+            f"| {row['fgsm_accuracy']:.2%} | {pgd} | {standard} | "
+            f"{row['seconds_per_epoch']:.1f} |"
         )
+    lines += standard_suite_lines(
+        {r["model"]: [r["standard"]] for r in rows}, lambda values: f"{values[0]:.2%}"
+    )
     lines += ["", *(f"![{p.stem}]({p.name})" for p in figures)]
     lines += [
         "",

@@ -14,8 +14,10 @@ FGSM adversarial training (linf perturb, alpha 0.5), the linf penalty and
 our l1 member. Sigma is chosen on the validation split (last 10,000
 training images) by stage 1 of the protocol capped at `--select-epochs`.
 Every final model is tested clean, under Gaussian noise (Table IV; std
-0.1 and 0.3, clipped to [0, 1] and not, several draws) and under FGM and
-PGD-20.
+0.1 and 0.3, clipped to [0, 1] and not, several draws), under FGM and
+PGD-20, and under the standard suite (AutoAttack's APGD-CE, APGD-T and
+Square, cached apart in `results/<run>-standard.json`, so a finished run
+can be re-evaluated without retraining).
 
 Every run is checkpointed every epoch under `<output>/`; the same command
 resumes, and `<output>/settings.json` refuses a resume with other
@@ -36,7 +38,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from reproduce_mnist import cached, refuse_mismatched_resume
+from reproduce_mnist import (
+    cached,
+    evaluate_standard,
+    refuse_mismatched_resume,
+    standard_suite_lines,
+)
 
 import keras_gradreg as kg
 from keras_gradreg.callbacks import EpochTimer
@@ -118,6 +125,14 @@ def main(argv=None):
     parser.add_argument("--continue-max-epochs", type=int, default=None)
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--noise-draws", type=int, default=5)
+    parser.add_argument(
+        "--square-queries", type=int, default=5000,
+        help="queries of the standard suite's Square attack (AutoAttack: 5000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--standard-points", type=int, default=1000,
+        help="test images (the first ones) the standard suite attacks",
+    )  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="smoke runs")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)
@@ -204,12 +219,22 @@ def main(argv=None):
                 out / "select" / f"{member}.json", lambda m=member: select(m)
             )
             regularizer["sigma"] = selection[member]["chosen"]
-        rows.append(
-            cached(
-                out / "results" / f"{member}-seed{seed}.json",
-                lambda m=member, s=seed, r=regularizer: final(m, s, r),
-            )
+        row = cached(
+            out / "results" / f"{member}-seed{seed}.json",
+            lambda m=member, s=seed, r=regularizer: final(m, s, r),
         )
+        row["standard"] = cached(
+            out / "results" / f"{member}-seed{seed}-standard.json",
+            lambda p=row["model_path"], s=seed: evaluate_standard(
+                p,
+                x_test[: args.standard_points],
+                y_test[: args.standard_points],
+                s,
+                args.square_queries,
+                min(args.verbose, 1),
+            ),  # fmt: skip
+        )
+        rows.append(row)
         write_tables(out, rows, selection)
     return rows
 
@@ -238,8 +263,9 @@ def write_tables(out, rows, selection):
         f"{np.sqrt(0.008 * 0.992 / n_test):.2%}).",
         "",
         "| model | sigma | paper | ours | best epoch | continue epochs | "
-        "FGSM acc. (linf 0.1) | PGD-20/FGM linf 0.1 | l2 1 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "FGSM acc. (linf 0.1) | PGD-20/FGM linf 0.1 | l2 1 | "
+        "standard suite linf 0.1 (first test images) | l2 1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for member, group in by_member.items():
         paper = PAPER_TABLE1.get(member)
@@ -251,8 +277,13 @@ def write_tables(out, rows, selection):
             f"{', '.join(str(r['continue_epochs']) for r in group)} | "
             f"{_cell([r['fgsm_accuracy'] for r in group])} | "
             f"{_cell([r['robust']['linf 0.1'] for r in group])} | "
-            f"{_cell([r['robust']['l2 1'] for r in group])} |"
+            f"{_cell([r['robust']['l2 1'] for r in group])} | "
+            f"{_cell([r['standard']['linf 0.1']['worst case'] for r in group])} | "
+            f"{_cell([r['standard']['l2 1']['worst case'] for r in group])} |"
         )
+    lines += standard_suite_lines(
+        {LABELS[m]: [r["standard"] for r in g] for m, g in by_member.items()}, _cell
+    )
     lines += [
         "",
         "Table IV: test error under additive Gaussian noise (clipped to [0, 1] "

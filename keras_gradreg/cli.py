@@ -354,9 +354,13 @@ def evaluate(args) -> dict:
         ]
     eps = {norm: getattr(args, f"{norm}_eps") for norm in args.norms}
     start = time.perf_counter()
+    # Square's windows need images: flat MNIST rows are 28 x 28 images.
+    flat_images = {"mnist": (28, 28), "fashion_mnist": (28, 28)}
+    image_shape = flat_images.get(args.dataset) if x_test.ndim == 2 else None
     report = kg.evaluate_robustness(
-        model, x_test, y_test, args.norms, eps, attacks, seed=args.seed
-    )
+        model, x_test, y_test, args.norms, eps, attacks, seed=args.seed,
+        image_shape=image_shape,
+    )  # fmt: skip
     wall = time.perf_counter() - start
     label = path.parent.name or path.stem
     figures = [

@@ -138,6 +138,8 @@ def evaluate_robustness(
     seed: int = 0,
     checks: bool = True,
     verbose: int = 1,
+    image_shape: tuple[int, ...] | None = None,
+    cascade: bool | None = None,
 ) -> RobustnessReport:
     """Clean and robust accuracy of a classifier for every attack, norm and
     eps, with the worst case over attacks and gradient-masking checks.
@@ -161,6 +163,14 @@ def evaluate_robustness(
         checks: run the gradient-masking checks (one extra PGD at a huge eps
             on at most 500 examples, one gradient pass on at most 1,000).
         verbose: 1 shows a progress bar.
+        image_shape: how the Square attack of `attacks="standard"` or
+            `"square"` views each example, e.g. `(28, 28)` for flattened
+            MNIST (see `attacks.square`); default the example's own shape.
+        cascade: run the attacks in order, each on the points the previous
+            ones left robust, so each row is the robust accuracy after that
+            attack (AutoAttack's way; cheaper, same worst case). Default:
+            True for `attacks="standard"`, else False (every attack on every
+            point, so each row is that attack alone).
 
     Returns:
         A `RobustnessReport`; `print(report)` shows the Markdown table.
@@ -177,14 +187,26 @@ def evaluate_robustness(
         >>> report.accuracy("linf", 0.05) <= report.clean_accuracy
         True
     """
-    cascade = isinstance(attacks, str) and attacks == "standard"
-    if cascade:
+    standard = isinstance(attacks, str) and attacks == "standard"
+    if cascade is None:
+        cascade = standard
+    if not isinstance(cascade, bool):
+        raise ValueError(
+            f"Argument `cascade` must be True, False or None. Received: cascade={cascade!r}"
+        )
+    if standard:
         attack_objects = [
-            _attacks.APGD(), _attacks.APGD(targeted=True), _attacks.Square()
+            _attacks.APGD(), _attacks.APGD(targeted=True),
+            _attacks.Square(image_shape=image_shape),
         ]  # fmt: skip
     else:
         attacks = [attacks] if isinstance(attacks, str) else attacks
-        attack_objects = [_attacks.get(a) for a in attacks]
+        attack_objects = [
+            _attacks.Square(image_shape=image_shape)
+            if a == "square"
+            else _attacks.get(a)
+            for a in attacks
+        ]
     if not attack_objects:
         raise ValueError(
             "Argument `attacks` must name at least one attack. Received: ()"
@@ -193,7 +215,7 @@ def evaluate_robustness(
     x, y = _attacks._prepare(x, y, None)
     if len(x) == 0:
         raise ValueError("Argument `x` must hold at least one example. Received: 0")
-    if cascade:
+    if standard:
         classes = _attacks.num_classes(model, x[:1])
         if classes < 4:  # the targeted DLR loss needs four classes
             attack_objects.pop(1)

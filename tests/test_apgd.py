@@ -211,3 +211,66 @@ def test_dlr_needs_enough_classes_and_the_suite_skips_apgd_t_below_four():
             model, x, y, ["linf"], [0.1], "standard", checks=False, verbose=0
         )
     assert [row["attack"] for row in report.rows] == ["APGD-CE", "Square", "worst case"]
+
+
+def test_square_views_flat_examples_as_images():
+    rng = np.random.default_rng(8)
+    x = rng.random((40, 6, 6)).astype("float32")
+    y = (x[:, :3].mean((1, 2)) > x[:, 3:].mean((1, 2))).astype("int32")
+    inputs = keras.Input((36,))
+    h = keras.layers.Dense(16, activation="relu")(inputs)
+    flat_model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    image_model = keras.Sequential(
+        [keras.Input((6, 6)), keras.layers.Reshape((36,)), flat_model]
+    )
+    flat = kg.attacks.square(
+        flat_model, x.reshape(40, 36), y, "linf", 0.1, queries=50, image_shape=(6, 6)
+    )
+    images = kg.attacks.square(image_model, x, y, "linf", 0.1, queries=50)
+    # The same random search on the same windows: identical points.
+    np.testing.assert_array_equal(flat, images.reshape(40, 36))
+    with pytest.raises(ValueError, match="image_shape"):
+        kg.attacks.square(flat_model, x.reshape(40, 36), y, image_shape=(5, 5))
+    with pytest.raises(ValueError, match="image_shape=\\(28, 28\\)"):
+        kg.attacks.square(flat_model, x.reshape(40, 36), y)
+    report = kg.evaluate_robustness(
+        flat_model, x.reshape(40, 36), y, ["linf"], [0.1], ["square"],
+        checks=False, verbose=0, image_shape=(6, 6),
+    )  # fmt: skip
+    expected = kg.attacks.correct_predictions(image_model, x, y)
+    expected &= kg.attacks.correct_predictions(image_model, kg.attacks.square(
+        image_model, x, y, "linf", 0.1), y)  # fmt: skip
+    assert report.accuracy("linf", 0.1) == pytest.approx(expected.mean())
+
+
+def test_small_batches_run_at_a_few_padded_sizes():
+    from keras_gradreg.attacks._runner import _pad, _padded_size
+
+    sizes = {_padded_size(n, 500) for n in range(1, 501)}
+    assert sizes == {32, 63, 125, 250, 500}
+    assert all(_padded_size(n, 500) >= n for n in range(1, 501))
+    rows = np.arange(10)
+    np.testing.assert_array_equal(_pad(rows, 500), np.arange(32) % 10)
+
+
+def test_targeted_apgd_attacks_only_the_points_still_robust():
+    rng = np.random.default_rng(9)
+    x, y = _four_class_data(rng, (5, 5))
+    inputs = keras.Input((5, 5))
+    h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4)(h))
+    model.compile(
+        keras.optimizers.Adam(0.02),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, epochs=40, verbose=0)
+    x_adv = apgd_targeted(model, x, y, "linf", 0.08, steps=20)
+    wrong = ~kg.attacks.correct_predictions(model, x, y)
+    # Misclassified clean points are returned untouched, the rest stay in
+    # the ball, and every rank together breaks at least what rank 1 does.
+    np.testing.assert_array_equal(x_adv[wrong], x[wrong])
+    assert np.abs(x_adv - x).max() <= 0.08 + 1e-6
+    first = apgd_targeted(model, x, y, "linf", 0.08, steps=20, target_classes=1)
+    broken = ~kg.attacks.correct_predictions(model, x_adv, y)
+    assert broken.sum() >= (~kg.attacks.correct_predictions(model, first, y)).sum()
+    assert (broken & ~wrong).any()

@@ -39,6 +39,17 @@ def test_train_writes_model_history_results_and_curves(tmp_path, capsys):
     loaded = keras.saving.load_model(out / "model.keras")
     assert loaded.regularizer.norm == "linf"
     assert "test error" in capsys.readouterr().out
+    # The standard suite on the flat MLP: Square views rows as 28 x 28 images.
+    code = cli.main([
+        "evaluate", "--model-path", str(out / "model.keras"), "--data-dir",
+        str(tmp_path / "data"), "--norms", "linf", "--linf-eps", "0.1",
+        "--attacks", "standard", "--limit", "16", "--output", str(tmp_path / "eval"),
+    ])  # fmt: skip
+    assert code == 0
+    rows = json.loads((tmp_path / "eval" / "robustness.json").read_text())["report"][
+        "rows"
+    ]
+    assert [r["attack"] for r in rows] == ["APGD-CE", "APGD-T", "Square", "worst case"]
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, caps
         "--output", str(tmp_path), "--limit", "200", "--seeds", "0", "1",
         "--members", "l2", "plain", "--select-epochs", "1", "--max-epochs", "2",
         "--patience", "1", "--continue-max-epochs", "1", "--noise-draws", "2",
-        "--verbose", "0",
+        "--square-queries", "50", "--verbose", "0",
     ]  # fmt: skip
     rows = reproduce_paper.main(argv)
     assert [(r["member"], r["seed"]) for r in rows] == [
@@ -87,8 +87,15 @@ def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, caps
         assert 1 <= row["best_epoch"] <= 2 and row["continue_epochs"] == 1
         assert 0.0 <= row["noise 0.3 clipped"]["error"] <= 1.0
         assert row["robust"]["linf 0.1"] <= row["fgsm_accuracy"] + 1e-9
+        # The suite's cascade: each attack leaves at most what the one before did.
+        after = [
+            row["standard"]["l2 1"][a]
+            for a in import_example("reproduce_mnist").ATTACK_COLUMNS
+        ]
+        assert after == sorted(after, reverse=True)
     table = (tmp_path / "results.md").read_text()
     assert "Table I" in table and "Table IV" in table and "0.78%" in table
+    assert "Square with 50 queries" in table and "overstated by" in table
     assert "(n=2)" in table  # mean ± std over the two seeds
     capsys.readouterr()
     assert reproduce_paper.main(argv) == rows  # finished runs are read back
@@ -107,6 +114,7 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
     argv = [
         "--budget", "quick", "--select-epochs", "1", "--final-epochs", "1",
         "--limit", "256", "--output", str(tmp_path), "--verbose", "0",
+        "--square-queries", "50",
     ]  # fmt: skip
     rows = reproduce_mnist.main(argv)
     assert [r["model"] for r in rows][:2] == [
@@ -117,6 +125,7 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
     table = (tmp_path / "results.md").read_text()
     assert "| linf penalty |" in table and "0.94%" in table
     assert "PGD linf 0.2" in table and "![gradients](gradients.png)" in table
+    assert "standard suite linf 0.1" in table and "Square with 50 queries" in table
     for row in rows:  # the worst case over FGM and PGD never beats FGSM alone
         assert row["pgd_accuracy"]["linf 0.1"] <= row["fgsm_accuracy"] + 1e-9
     assert (tmp_path / "robust_accuracy.png").stat().st_size > 5000

@@ -57,21 +57,50 @@ def _keep_best(best, part, x_adv, success, value):
     """Folds one restart's batch into `best = (points, success, value)`
     (NumPy arrays, updated in place at rows `part`), by `_improves`."""
     points, best_success, best_value = best
-    better = _improves(success, value, best_success[part], best_value[part])
-    points[part][better] = x_adv[better]
-    best_success[part] |= success
-    best_value[part] = np.where(better, value, best_value[part])
+    rows = np.arange(len(points))[part]  # `part` is a slice or row indices
+    better = _improves(success, value, best_success[rows], best_value[rows])
+    points[rows[better]] = x_adv[better]
+    best_success[rows] |= success
+    best_value[rows] = np.where(better, value, best_value[rows])
+
+
+def _restart_batches(restart, best_success, batch_size):
+    """The row indices of each batch of one restart: every point on the
+    first, then only those no earlier restart fooled (as AutoAttack does)."""
+    rows = np.arange(len(best_success))
+    if restart:
+        rows = rows[~best_success]
+    return [rows[a:b] for a, b in _batches(len(rows), batch_size)]
 
 
 def _batches(n, batch_size):
     return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
+def _padded_size(n, batch_size, smallest=32):
+    """The rows a compiled call runs for `n` examples: `batch_size`, halved
+    (rounding up) while `n` still fits and the half is at least `smallest`.
+    Small remainders do not pay for a full batch, and each program compiles
+    for a handful of shapes only.
+
+    Example:
+        >>> [_padded_size(n, 500) for n in (500, 300, 250, 100, 1)]
+        [500, 500, 250, 125, 32]
+    """
+    size = batch_size
+    while n <= (size + 1) // 2 and (size + 1) // 2 >= smallest:
+        size = (size + 1) // 2
+    return size
+
+
 def _pad(array, size):
-    """Pads the batch axis to `size` by repeating the first rows, so every
-    call of a compiled attack has the same shape (no retracing)."""
-    missing = size - len(array)
-    return array if missing == 0 else np.concatenate([array, array[:missing]])
+    """Pads the batch axis of `array` (at most `size` rows) to
+    `_padded_size(len(array), size)` rows by repeating its rows, so the
+    compiled attacks see few distinct shapes (no retracing per remainder)."""
+    rows = _padded_size(len(array), size)
+    if rows == len(array):
+        return array
+    return np.take(array, np.arange(rows) % len(array), axis=0)
 
 
 def _map_batches(run, x, y, batch_size, *constants):

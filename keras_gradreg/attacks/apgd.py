@@ -15,9 +15,17 @@ from keras_gradreg.attacks._data import (
     _check_attack_norm,
     _check_eps,
     _check_positive_int,
+    _prepare,
     correct_predictions,
 )
-from keras_gradreg.attacks._runner import _batches, _compiled, _keep_best, _pad, _setup
+from keras_gradreg.attacks._runner import (
+    _batches,
+    _compiled,
+    _keep_best,
+    _pad,
+    _restart_batches,
+    _setup,
+)
 from keras_gradreg.norms import Norm, per_example_norm
 
 APGD_LOSSES = ("cross_entropy", "dlr")
@@ -260,13 +268,11 @@ def _run_apgd(model, x, y, norm, eps, steps, restarts, loss, targeted, target_ra
     best = flat.copy()
     best_success = np.zeros(len(x), bool)
     best_value = np.full(len(x), -np.inf, "float32")
-    for _ in range(restarts):
-        for start, stop in _batches(len(x), batch_size):
-            part = slice(start, stop)
-            size = stop - start
+    for restart in range(restarts):
+        for part in _restart_batches(restart, best_success, batch_size):
             x0 = _start(rng, flat[part], norm, eps, input_range)
             x_adv, success, value = (
-                ops.convert_to_numpy(t)[:size]
+                ops.convert_to_numpy(t)[: len(part)]
                 for t in run(
                     _pad(flat[part], batch_size), _pad(y[part], batch_size),
                     _pad(targets[part], batch_size), _pad(x0, batch_size),
@@ -358,9 +364,10 @@ def apgd_targeted(
 
     For each of the `target_classes` classes ranked 2nd, 3rd, ... by the
     model's scores on the clean input, runs `apgd` on the targeted DLR loss
-    `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`; an example counts as
+    `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)` on the points that are
+    still classified correctly (as AutoAttack does); an example counts as
     broken once any run makes it misclassified. Per example the first
-    fooling point, else the highest-loss one, is returned.
+    fooling point is returned, else the last run's highest-loss point.
 
     Args:
         target_classes: how many runner-up classes to target, at most
@@ -380,19 +387,19 @@ def apgd_targeted(
             f"Argument `target_classes` must be at most {classes - 1} for a model "
             f"with {classes} classes. Received: target_classes={target_classes}"
         )
-    best, fooled = None, None
+    # As AutoAttack: each target class attacks only the points that the
+    # earlier ones left classified correctly.
+    x, y = _prepare(x, y, None)
+    best = x.copy()
+    fooled = ~correct_predictions(model, x, y, batch_size)
     for rank in range(1, target_classes + 1):
-        x_adv = _run_apgd(model, x, y, norm, eps, steps, restarts, "dlr", True, rank,
-                          input_range, seed, batch_size, from_logits)  # fmt: skip
-        wrong = ~correct_predictions(model, x_adv, y, batch_size)
-        if best is None:
-            best, fooled = x_adv, wrong
-        else:
-            take = wrong & ~fooled
-            best[take] = x_adv[take]
-            fooled |= wrong
-        if fooled.all():
+        todo = np.flatnonzero(~fooled)
+        if not len(todo):
             break
+        x_adv = _run_apgd(model, x[todo], y[todo], norm, eps, steps, restarts, "dlr",
+                          True, rank, input_range, seed, batch_size, from_logits)  # fmt: skip
+        best[todo] = x_adv
+        fooled[todo] = ~correct_predictions(model, x_adv, y[todo], batch_size)
     return best
 
 

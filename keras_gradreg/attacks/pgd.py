@@ -16,12 +16,12 @@ from keras_gradreg.attacks._data import (
     _check_positive_int,
 )
 from keras_gradreg.attacks._runner import (
-    _batches,
     _compiled,
     _improves,
     _keep_best,
     _loss_and_gradient,
     _pad,
+    _restart_batches,
     _setup,
 )
 from keras_gradreg.attacks._scoring import AttackLoss, _succeeded
@@ -189,26 +189,24 @@ def pgd(
     best = flat.copy()
     best_success = np.zeros(len(x), bool)
     best_value = np.full(len(x), -np.inf, "float32")
-    for _ in range(restarts):
-        for start, stop in _batches(len(x), batch_size):
-            size = stop - start
-            xb = flat[start:stop]
+    for restart in range(restarts):
+        for part in _restart_batches(restart, best_success, batch_size):
+            xb = flat[part]
             x0 = (
                 geometry.random_start(rng, xb, norm, eps, input_range)
                 if random_start
                 else xb
             )
             x_adv, success, value = (
-                ops.convert_to_numpy(t)[:size]
+                ops.convert_to_numpy(t)[: len(part)]
                 for t in run(
                     _pad(xb, batch_size),
-                    _pad(y[start:stop], batch_size),
+                    _pad(y[part], batch_size),
                     _pad(x0, batch_size),
                     np.float32(eps),
                     np.float32(step_size),
                 )
             )
-            part = slice(start, stop)
             _keep_best((best, best_success, best_value), part, x_adv, success, value)
     return best.reshape(x.shape)
 

@@ -63,8 +63,22 @@ def _eta(s, rng):
     return delta.T if rng.random() > 0.5 else delta
 
 
-def _images(x, data_format):
-    """`x` as (N, H, W, C), and the function that undoes it."""
+def _images(x, data_format, image_shape=None):
+    """`x` as (N, H, W, C), and the function that undoes it (to the shape
+    of `image_shape` when given, which views each example as an image)."""
+    if image_shape is not None:
+        image_shape = tuple(image_shape)
+        if (
+            not image_shape
+            or not all(isinstance(d, (int, np.integer)) and d > 0 for d in image_shape)
+            or math.prod(image_shape) != math.prod(x.shape[1:])
+        ):
+            raise ValueError(
+                "Argument `image_shape` must be positive integers with as many "
+                f"elements as one example ({math.prod(x.shape[1:])} for example "
+                f"shape {x.shape[1:]}). Received: image_shape={image_shape}"
+            )
+        x = x.reshape((len(x), *image_shape))
     shape = x.shape[1:]
     if len(shape) == 2:
         return x[..., None], lambda v: v[..., 0]
@@ -74,7 +88,9 @@ def _images(x, data_format):
         return x, lambda v: v
     raise ValueError(
         "The Square attack perturbs squares of an image: inputs must be (H, W) "
-        f"or (H, W, C) per example. Received: example shape {shape}"
+        "or (H, W, C) per example; pass `image_shape` to view flat examples as "
+        f"images (image_shape=(28, 28) for flattened MNIST). Received: example "
+        f"shape {shape}"
     )
 
 
@@ -93,6 +109,7 @@ def square(
     batch_size: int = 500,
     from_logits: bool | None = None,
     data_format: str | None = None,
+    image_shape: tuple[int, ...] | None = None,
 ):
     """The untargeted Square attack (Andriushchenko et al., 2020), linf or l2.
 
@@ -123,6 +140,10 @@ def square(
         from_logits: as in `fgm`.
         data_format: "channels_last" or "channels_first" for (C, H, W)-style
             examples; default Keras's image data format.
+        image_shape: the shape each example is viewed as for the square
+            windows, (H, W) or (H, W, C) with as many elements as one
+            example: `(28, 28)` for flattened MNIST. Default: the example's
+            own shape.
 
     Returns:
         Adversarial inputs shaped like `x`.
@@ -145,18 +166,22 @@ def square(
         )
     data_format = data_format or keras.config.image_data_format()
     if not isinstance(x, (dict, list, tuple)):
-        _images(np.asarray(x)[:1], data_format)  # image-shaped, before any work
+        _images(np.asarray(x)[:1], data_format, image_shape)  # before any work
     x, y, input_range, scoring, batch_size = _setup(
         model, x, y, input_range, "margin", from_logits, batch_size
     )
     low, high = input_range if input_range is not None else (-np.inf, np.inf)
     shape = x.shape[1:]
-    images, back = _images(x, data_format)
+    images, to_view = _images(x, data_format, image_shape)
+
+    def back(v):
+        return to_view(v).reshape((len(v), *shape))
+
     n, h, w, c = images.shape
     if h < 2 or w < 2:
         raise ValueError(
             f"The Square attack needs images of at least 2x2 pixels. Received: "
-            f"example shape {shape}"
+            f"example shape {images.shape[1:3]} (height, width)"
         )
     run = _compiled(model, ("scores", scoring.key, shape), lambda: scoring.scores)
 
@@ -195,7 +220,7 @@ def square(
             s = min(max(int(round(math.sqrt(p * features / c))), 1), h - 1)
             vh, vw = rng.integers(0, h - s), rng.integers(0, w - s)
             candidate = current[active].copy()
-            signs = rng.choice([-1.0, 1.0], size=(1, 1, 1, c))
+            signs = rng.choice([-1.0, 1.0], size=(len(active), 1, 1, c))
             candidate[:, vh : vh + s, vw : vw + s, :] += 2.0 * eps * signs
             base = clean[active]
             candidate = np.clip(np.clip(candidate, base - eps, base + eps), low, high)
@@ -206,7 +231,7 @@ def square(
         margin[active[better]] = new[better]
         current[active[better]] = candidate[better]
     best[index] = current
-    return back(best.astype(x.dtype)).reshape((n, *shape))
+    return back(best.astype(x.dtype))
 
 
 def _l2_init(n, h, w, c, eps, rng):
@@ -271,6 +296,7 @@ class Square:
 
     queries: int = 5000
     p_init: float = 0.8
+    image_shape: tuple[int, ...] | None = None
 
     def __post_init__(self):
         _check_positive_int("queries", self.queries)
@@ -282,5 +308,5 @@ class Square:
     def __call__(self, model, x, y, norm, eps, *, input_range=(0.0, 1.0), **kwargs):
         return square(
             model, x, y, norm, eps, queries=self.queries, p_init=self.p_init,
-            input_range=input_range, **kwargs,
+            input_range=input_range, image_shape=self.image_shape, **kwargs,
         )  # fmt: skip
