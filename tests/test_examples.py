@@ -74,7 +74,7 @@ def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, caps
         "--output", str(tmp_path), "--limit", "200", "--seeds", "0", "1",
         "--members", "l2", "plain", "--select-epochs", "1", "--max-epochs", "2",
         "--patience", "1", "--continue-max-epochs", "1", "--noise-draws", "2",
-        "--square-queries", "50", "--verbose", "0",
+        "--square-queries", "50", "--standard-points", "32", "--verbose", "0",
     ]  # fmt: skip
     rows = reproduce_paper.main(argv)
     assert [(r["member"], r["seed"]) for r in rows] == [
@@ -114,7 +114,7 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
     argv = [
         "--budget", "quick", "--select-epochs", "1", "--final-epochs", "1",
         "--limit", "256", "--output", str(tmp_path), "--verbose", "0",
-        "--square-queries", "50",
+        "--square-queries", "50", "--standard-points", "32",
     ]  # fmt: skip
     rows = reproduce_mnist.main(argv)
     assert [r["model"] for r in rows][:2] == [

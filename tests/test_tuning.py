@@ -150,13 +150,17 @@ def test_tune_mnist_runs_end_to_end_and_resumes(tmp_path, capsys):
     tune_mnist = import_example("tune_mnist")
     argv = [
         "--trials", "2", "--epochs", "1", "--final-epochs", "1", "--limit", "300",
-        "--output", str(tmp_path), "--verbose", "0",
+        "--output", str(tmp_path), "--verbose", "0", "--standard-suite",
+        "--standard-points", "16",
     ]  # fmt: skip
     summary = tune_mnist.main(argv)
     out = capsys.readouterr().out
     assert "| trial | norm | sigma |" in out and "Best:" in out
     assert len(summary["leaderboard"]) == 2
     assert 0.0 <= summary["test_robust_accuracy"] <= summary["test_accuracy"]
+    standard = summary["standard"]
+    assert standard["points"] == 16
+    assert standard["worst case"] == standard["Square"] <= standard["APGD-CE"]
     assert (tmp_path / "best_model.keras").exists()
     assert (tmp_path / "summary.json").exists()
     # A second run resumes the finished search instead of repeating it.
