@@ -160,6 +160,18 @@ def evaluate_standard(model_path, x_test, y_test, seed, queries, verbose):
     }
 
 
+def add_standard_suite_arguments(parser):
+    """`--square-queries` and `--standard-points`, for `evaluate_standard`."""
+    parser.add_argument(
+        "--square-queries", type=int, default=5000,
+        help="queries of the standard suite's Square attack (AutoAttack: 5000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--standard-points", type=int, default=1000,
+        help="test images (the first ones) the standard suite attacks",
+    )  # fmt: skip
+
+
 def standard_suite_lines(groups, cell):
     """Markdown lines: per model and threat, the robust accuracy after each
     attack of the standard suite and how much FGM + PGD-20 on the same
@@ -239,14 +251,7 @@ def main(argv=None):
         default=None,
         help="first N training/test images (smoke runs)",
     )
-    parser.add_argument(
-        "--square-queries", type=int, default=5000,
-        help="queries of the standard suite's Square attack (AutoAttack: 5000)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--standard-points", type=int, default=1000,
-        help="test images (the first ones) the standard suite attacks",
-    )  # fmt: skip
+    add_standard_suite_arguments(parser)
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)
     budget = dict(BUDGETS[args.budget])

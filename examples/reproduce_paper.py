@@ -39,6 +39,7 @@ from pathlib import Path
 import keras
 import numpy as np
 from reproduce_mnist import (
+    add_standard_suite_arguments,
     cached,
     evaluate_standard,
     refuse_mismatched_resume,
@@ -125,14 +126,7 @@ def main(argv=None):
     parser.add_argument("--continue-max-epochs", type=int, default=None)
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--noise-draws", type=int, default=5)
-    parser.add_argument(
-        "--square-queries", type=int, default=5000,
-        help="queries of the standard suite's Square attack (AutoAttack: 5000)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--standard-points", type=int, default=1000,
-        help="test images (the first ones) the standard suite attacks",
-    )  # fmt: skip
+    add_standard_suite_arguments(parser)
     parser.add_argument("--limit", type=int, default=None, help="smoke runs")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)

@@ -126,6 +126,19 @@ def _four_class_data(rng, shape):
     return x, y
 
 
+def _fitted_logits_model(x, y, classes):
+    """A small ReLU network on images `x`, fitted to `y`, giving logits."""
+    inputs = keras.Input(x.shape[1:])
+    h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(classes)(h))
+    model.compile(
+        keras.optimizers.Adam(0.02),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, epochs=40, verbose=0)
+    return model
+
+
 def test_evaluate_robustness_runs_apgd_in_the_worst_case():
     rng = np.random.default_rng(4)
     x, y = _four_class_data(rng, (6,))
@@ -149,14 +162,7 @@ def test_square_stays_in_the_ball_breaks_points_and_repeats(norm):
     rng = np.random.default_rng(5)
     x = rng.random((60, 6, 6)).astype("float32")
     y = (x[:, :3].mean((1, 2)) > x[:, 3:].mean((1, 2))).astype("int32")
-    inputs = keras.Input((6, 6))
-    h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(2)(h))
-    model.compile(
-        keras.optimizers.Adam(0.02),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(x, y, epochs=40, verbose=0)
+    model = _fitted_logits_model(x, y, classes=2)
     eps = 0.1 if norm == "linf" else 0.6
     x_adv = kg.attacks.square(model, x, y, norm, eps, queries=200, seed=1)
     delta = (x_adv - x).reshape(len(x), -1)
@@ -256,14 +262,7 @@ def test_small_batches_run_at_a_few_padded_sizes():
 def test_targeted_apgd_attacks_only_the_points_still_robust():
     rng = np.random.default_rng(9)
     x, y = _four_class_data(rng, (5, 5))
-    inputs = keras.Input((5, 5))
-    h = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(4)(h))
-    model.compile(
-        keras.optimizers.Adam(0.02),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(x, y, epochs=40, verbose=0)
+    model = _fitted_logits_model(x, y, classes=4)
     x_adv = apgd_targeted(model, x, y, "linf", 0.08, steps=20)
     wrong = ~kg.attacks.correct_predictions(model, x, y)
     # Misclassified clean points are returned untouched, the rest stay in
