@@ -13,6 +13,7 @@ and torch read the NumPy arrays.
 Usage:
     python benchmarks/step_cost.py                      # all three backends
     python benchmarks/step_cost.py --backends jax --rounds 3 --steps 50
+    python benchmarks/step_cost.py --only multistep "perturb linf alpha=0"
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ CONFIGS = [
     *[
         (f"finite_difference {norm}", {"form": "finite_difference", "norm": norm})
         for norm in ("linf", "l2", "l1", 3.0)
+    ],
+    *[
+        (f"multistep {norm} k={k}", {"form": "multistep", "norm": norm, "steps": k})
+        for norm in ("linf", "l2")
+        for k in (3, 7)
     ],
 ]
 
@@ -85,7 +91,17 @@ def fit_data(x, y, batch: int) -> dict:
     }
 
 
-def run_backend(rounds: int, steps: int, batch: int) -> dict:
+def selected(only) -> list:
+    """The configurations whose name contains one of `only` (all when
+    empty), always with "plain", the reference of every ratio."""
+    return [
+        (name, regularizer)
+        for name, regularizer in CONFIGS
+        if name == "plain" or not only or any(word in name for word in only)
+    ]
+
+
+def run_backend(rounds: int, steps: int, batch: int, only=()) -> dict:
     import keras
     import numpy as np
 
@@ -96,7 +112,7 @@ def run_backend(rounds: int, steps: int, batch: int) -> dict:
     y = rng.integers(0, 10, steps * batch)
     data = fit_data(x, y, batch)
     models = {}
-    for name, regularizer in CONFIGS:
+    for name, regularizer in selected(only):
         keras.utils.set_random_seed(0)
         model = build(regularizer)
         model.compile(
@@ -135,6 +151,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--only", nargs="+", default=[],
+        help="time only configurations whose name contains one of these words",
+    )  # fmt: skip
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.rounds, args.steps, args.batch_size) < 1:
@@ -144,7 +164,9 @@ def main(argv=None):
         )
 
     if args.worker:
-        print(json.dumps(run_backend(args.rounds, args.steps, args.batch_size)))
+        print(
+            json.dumps(run_backend(args.rounds, args.steps, args.batch_size, args.only))
+        )
         return
 
     runs = []
@@ -153,7 +175,7 @@ def main(argv=None):
         command = [
             sys.executable, __file__, "--worker",
             "--rounds", str(args.rounds), "--steps", str(args.steps),
-            "--batch-size", str(args.batch_size),
+            "--batch-size", str(args.batch_size), *(["--only", *args.only] if args.only else []),
         ]  # fmt: skip
         print(f"timing {backend} ...", file=sys.stderr)
         out = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -167,7 +189,7 @@ def main(argv=None):
     )
     print(header + " |")
     print("|---|" + "---:|---:|" * len(runs))
-    for name, _ in CONFIGS:
+    for name, _ in selected(args.only):
         cells = []
         for r in runs:
             speed = r["examples_per_s"][name]

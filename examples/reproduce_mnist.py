@@ -123,26 +123,29 @@ def cached(path: Path, compute):
     return value
 
 
-def evaluate_standard(model_path, x_test, y_test, seed, queries, verbose):
-    """Robust accuracy after each attack of the standard suite (APGD-CE,
-    APGD-T, Square with `queries`; each on the points the previous ones
-    left) at linf 0.1 and l2 1, on 28 x 28 views of the flat images, and the
-    FGM + PGD-20 worst case on the same images."""
+def evaluate_standard(model_path, x_test, y_test, seed, args):
+    """Robust accuracy after each attack of the standard suite (APGD-CE and
+    APGD-T with `args.apgd_steps`, Square with `args.square_queries`; each
+    on the points the previous ones left) at linf 0.1 and l2 1, on 28 x 28
+    views of the flat images, and the FGM + PGD-20 worst case on the same
+    images."""
+    queries, steps = args.square_queries, args.apgd_steps
     model = keras.saving.load_model(model_path)
     old = kg.evaluate_robustness(
         model, x_test, y_test, ["linf", "l2"], STANDARD_EPS,
         ["fgm", kg.attacks.PGD(steps=PGD_STEPS)], seed=seed, verbose=0,
     )  # fmt: skip
     attacks = [
-        kg.attacks.APGD(), kg.attacks.APGD(targeted=True),
+        kg.attacks.APGD(steps=steps), kg.attacks.APGD(steps=steps, targeted=True),
         kg.attacks.Square(queries=queries, image_shape=(28, 28)),
     ]  # fmt: skip
     report = kg.evaluate_robustness(
         model, x_test, y_test, ["linf", "l2"], STANDARD_EPS, attacks, seed=seed,
-        verbose=verbose, cascade=True,
+        verbose=min(args.verbose, 1), cascade=True,
     )  # fmt: skip
     return {
         "square_queries": queries,
+        "apgd_steps": steps,
         "points": len(x_test),
         **{
             f"{norm} {eps:g}": {
@@ -161,10 +164,15 @@ def evaluate_standard(model_path, x_test, y_test, seed, queries, verbose):
 
 
 def add_standard_suite_arguments(parser):
-    """`--square-queries` and `--standard-points`, for `evaluate_standard`."""
+    """`--square-queries`, `--apgd-steps` and `--standard-points`, for
+    `evaluate_standard`."""
     parser.add_argument(
         "--square-queries", type=int, default=5000,
         help="queries of the standard suite's Square attack (AutoAttack: 5000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--apgd-steps", type=int, default=100,
+        help="steps of the standard suite's APGD-CE and APGD-T (AutoAttack: 100)",
     )  # fmt: skip
     parser.add_argument(
         "--standard-points", type=int, default=1000,
@@ -181,7 +189,8 @@ def standard_suite_lines(groups, cell):
     lines = [
         "",
         f"Robust accuracy on the first {first['points']} test images after each "
-        "attack of the standard suite (APGD-CE, APGD-T, Square with "
+        "attack of the standard suite (APGD-CE and APGD-T with "
+        f"{first.get('apgd_steps', 100)} steps, Square with "
         f"{first['square_queries']} queries; each on the points the previous "
         "ones left), against the old worst case (FGM + PGD-20) on the same "
         "images and how much that overstated it:",
@@ -381,8 +390,7 @@ def main(argv=None):
             out / "runs" / f"standard-{key(chosen)}.json",
             lambda c=chosen: evaluate_standard(
                 model_path(c), x_test[: args.standard_points],
-                y_test[: args.standard_points], args.seed, args.square_queries,
-                min(args.verbose, 1),
+                y_test[: args.standard_points], args.seed, args,
             ),
         )  # fmt: skip
     figures = pictures(out, reports, paths, x_test, y_test)

@@ -224,8 +224,7 @@ def main(argv=None):
                 x_test[: args.standard_points],
                 y_test[: args.standard_points],
                 s,
-                args.square_queries,
-                min(args.verbose, 1),
+                args,
             ),  # fmt: skip
         )
         rows.append(row)

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from keras_gradreg.regularizer import FORMS
+
 DATASETS = ("mnist", "fashion_mnist", "cifar10")
 MODELS = ("maxout_mlp", "mnist_conv_maxout", "cifar10_conv_maxout")
 SCHEDULES = ("constant", "cosine", "exponential")
@@ -93,13 +95,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="perturbation radius (0 trains plainly)",
     )
-    train.add_argument(
-        "--form", choices=("penalty", "perturb", "finite_difference"), default="penalty"
-    )
+    train.add_argument("--form", choices=FORMS, default="penalty")
     train.add_argument(
         "--alpha", type=float, default=0.0, help="weight of the clean loss, in [0, 1)"
     )
     train.add_argument("--fd-step", type=float, default=0.01)
+    train.add_argument(
+        "--steps", type=_number(int), default=7, help="ascent steps (multistep form)"
+    )
+    train.add_argument(
+        "--step-size",
+        type=_number(float),
+        default=None,
+        help="multistep step length (default 2.5 * sigma / steps)",
+    )
+    train.add_argument(
+        "--no-random-start",
+        dest="random_start",
+        action="store_false",
+        help="start the multistep ascent at x",
+    )
     train.add_argument("--epochs", type=_number(int), default=10)
     train.add_argument("--batch-size", type=_number(int), default=128)
     train.add_argument(
@@ -218,6 +233,9 @@ def _regularizer(args):
         alpha=args.alpha,
         fd_step=args.fd_step,
         input_range=(0.0, 1.0),
+        steps=args.steps,
+        step_size=args.step_size,
+        random_start=args.random_start,
     )
 
 

@@ -7,7 +7,9 @@ import numpy as np
 from keras import ops
 
 from keras_gradreg.norms import (
+    norm_exponent,
     per_example_norm,
+    worst_case_perturbation,
 )
 
 # --------------------------------------------------------------- geometry
@@ -18,14 +20,17 @@ def _rows(values, like):
 
 
 def project(delta, norm, eps):
-    """Euclidean projection of each row of `delta` onto `{r : ||r||_p <= eps}`.
+    """Projection of each row of `delta` onto `{r : ||r||_p <= eps}`.
 
     linf: `clip(delta, -eps, eps)`; l2: `delta * min(1, eps / ||delta||_2)`;
-    l1: `project_l1`.
+    l1: `project_l1` (all three Euclidean projections). For a number p,
+    whose Euclidean projection has no closed form, the radial retraction
+    `delta * min(1, eps / ||delta||_p)`: a point of the ball, and `delta`
+    itself when it is inside.
 
     Args:
         delta: flat perturbations, shape (batch, d).
-        norm: "linf", "l2" or "l1".
+        norm: "linf", "l2", "l1" or a number p > 1.
         eps: the radius (a scalar or a tensor broadcastable to the rows).
 
     Returns:
@@ -33,11 +38,11 @@ def project(delta, norm, eps):
     """
     if norm == "linf":
         return ops.clip(delta, -eps, eps)
-    if norm == "l2":
-        length = per_example_norm(delta, 2.0)
-        scale = ops.minimum(1.0, eps / ops.maximum(length, 1e-12))
-        return delta * _rows(scale, delta)
-    return project_l1(delta, eps)
+    if norm == "l1":
+        return project_l1(delta, eps)
+    length = per_example_norm(delta, norm_exponent(norm))
+    scale = ops.minimum(1.0, eps / ops.maximum(length, 1e-12))
+    return delta * _rows(scale, delta)
 
 
 def project_l1(delta, eps):
@@ -68,13 +73,15 @@ def project_l1(delta, eps):
 def ascent_direction(gradient, norm, x_current, input_range, l1_coordinates):
     """The steepest-ascent direction of unit p-norm: `argmax_{||d||_p <= 1} g . d`.
 
-    linf: `sign(g)`; l2: `g / ||g||_2`; l1: the sparse step of Tramer and
-    Boneh (SLIDE), spread evenly over the `l1_coordinates` largest `|g_i|`
-    that can still move inside `input_range`.
+    linf: `sign(g)`; l2: `g / ||g||_2`; a number p: the Hölder maximizer
+    `sign(g)|g|^(q-1) / ||g||_q^(q-1)` (`worst_case_perturbation`); l1: the
+    sparse step of Tramer and Boneh (SLIDE), spread evenly over the
+    `l1_coordinates` largest `|g_i|` that can still move inside
+    `input_range`.
 
     Args:
         gradient: flat gradients, shape (batch, d).
-        norm: "linf", "l2" or "l1".
+        norm: "linf", "l2", "l1" or a number p > 1.
         x_current: the current flat points (l1 only: which coordinates are
             stuck at the range's bounds).
         input_range: `(low, high)` or None.
@@ -88,6 +95,8 @@ def ascent_direction(gradient, norm, x_current, input_range, l1_coordinates):
     if norm == "l2":
         length = per_example_norm(gradient, 2.0)
         return gradient / _rows(ops.maximum(length, 1e-12), gradient)
+    if norm != "l1":
+        return worst_case_perturbation(gradient, norm, 1.0)
     # l1: spread the step over the largest |g| coordinates that can still move
     # (Tramer & Boneh's SLIDE); pushing a coordinate beyond the input range
     # would be clipped away and waste the step.
@@ -103,6 +112,17 @@ def ascent_direction(gradient, norm, x_current, input_range, l1_coordinates):
     chosen = ops.cast(ops.logical_and(magnitude >= kth, magnitude > 0), gradient.dtype)
     count = ops.maximum(ops.sum(chosen, axis=-1, keepdims=True), 1.0)
     return ops.sign(gradient) * chosen / count
+
+
+def l1_coordinates(l1_sparsity: float, size: int) -> int:
+    """How many of `size` coordinates an l1 step moves: those whose |g| is
+    above the `l1_sparsity` quantile, at least one.
+
+    Example:
+        >>> l1_coordinates(0.95, 784)
+        39
+    """
+    return max(1, int(round((1.0 - l1_sparsity) * size)))
 
 
 def clip_to_range(x, delta, input_range):

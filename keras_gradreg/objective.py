@@ -18,9 +18,10 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import keras
+import numpy as np
 from keras import ops
 
-from keras_gradreg import _keras_compat
+from keras_gradreg import _keras_compat, multistep
 from keras_gradreg._keras_compat import (
     scale_loss_for_distribution,  # noqa: F401 - used by the backends
     unscale_loss_for_distribution,
@@ -175,8 +176,16 @@ def clean_losses(model, y, y_pred, sample_weight):
         if sample_weight is None
         else compiled_loss(model, y, y_pred, sample_weight)
     )
-    summed = unweighted * ops.cast(batch_size(y_pred), unweighted.dtype)
-    return weighted, summed
+    return weighted, _summed(unweighted, y_pred)
+
+
+def summed_loss(model, y, y_pred):
+    """`sum_i L_i` without sample weights (see `clean_losses`)."""
+    return _summed(compiled_loss(model, y, y_pred, None), y_pred)
+
+
+def _summed(unweighted, y_pred):
+    return unweighted * ops.cast(batch_size(y_pred), unweighted.dtype)
 
 
 def input_gradient_loss_scale(optimizer, x):
@@ -249,13 +258,18 @@ def regularization_losses(losses):
     return ops.sum(ops.stack(losses)) if losses else ops.zeros((), "float32")
 
 
-def perturb_inputs(x, selection, deltas, input_range):
-    """Returns `x` with `clip(leaf + delta)` for each selected leaf."""
+def perturbed_leaves(selection, deltas, input_range):
+    """`clip(leaf + delta)` for each selected leaf."""
     moved = [leaf + delta for leaf, delta in zip(selection.leaves, deltas)]
     if input_range is not None:
         low, high = input_range
         moved = [ops.clip(leaf, low, high) for leaf in moved]
-    return selection.rebuild(x, moved)
+    return moved
+
+
+def perturb_inputs(x, selection, deltas, input_range):
+    """Returns `x` with `clip(leaf + delta)` for each selected leaf."""
+    return selection.rebuild(x, perturbed_leaves(selection, deltas, input_range))
 
 
 class Terms(NamedTuple):
@@ -274,6 +288,10 @@ def family_objective(
     sample_weight,
     perturbed_loss: Callable,
     sigma=None,
+    *,
+    input_gradient: Callable | None = None,
+    selection: InputSelection | None = None,
+    start=None,
 ) -> Terms:
     """Combines the clean loss and the input gradient into the objective.
 
@@ -288,11 +306,20 @@ def family_objective(
         sigma: the radius as a tensor or variable (GradRegModel passes the
             variable it keeps, so sigma can change during `fit` without a
             retrace); default `regularizer.sigma`.
+        input_gradient: multistep form: `delta -> dL_i/dx` at `clip(x_i +
+            delta_i)`, weights held constant (see `multistep.maximize`).
+        selection: the regularized inputs (for `feature_mask` and the
+            multistep form).
+        start: multistep form: the random start in the unit ball, or None.
 
     Returns:
         `Terms(total, clean_loss, adv_loss, grad_norm)`.
     """
     reg = regularizer
+    weights = None if selection is None else feature_weights(reg, selection)
+    raw_gradients = gradients
+    if weights is not None:
+        gradients = [g * w for g, w in zip(gradients, weights)]
     norms = per_example_norm(gradients, reg.dual_order)
     grad_norm = ops.mean(ops.stop_gradient(norms))
     if not reg.active:
@@ -302,26 +329,117 @@ def family_objective(
         penalty = sigma * weighted_batch_mean(norms, sample_weight)
         adv_loss = clean_loss + penalty
         total = clean_loss + (1.0 - reg.alpha) * penalty
-    elif reg.form == "perturb":
-        adv_loss = perturbed_loss(worst_case_perturbation(gradients, reg.norm, sigma))
+    elif reg.form in ("perturb", "multistep"):
+        if reg.form == "perturb":
+            deltas = _weighted(
+                worst_case_perturbation(gradients, reg.norm, sigma), weights
+            )
+        else:
+            deltas = multistep.maximize(
+                input_gradient, raw_gradients, selection.leaves, reg, sigma, start,
+                weights=weights,
+            )  # fmt: skip
+        adv_loss = perturbed_loss(deltas)
         total = adv_loss
         if reg.alpha > 0.0:
             total = reg.alpha * clean_loss + (1.0 - reg.alpha) * adv_loss
     else:  # finite_difference: h * d = r* of radius h.
         h = reg.fd_step
-        stepped = perturbed_loss(worst_case_perturbation(gradients, reg.norm, h))
+        stepped = perturbed_loss(
+            _weighted(worst_case_perturbation(gradients, reg.norm, h), weights)
+        )
         penalty = (sigma / h) * (stepped - clean_loss)
         adv_loss = clean_loss + penalty
         total = clean_loss + (1.0 - reg.alpha) * penalty
     return Terms(total, clean_loss, adv_loss, grad_norm)
 
 
+def _weighted(deltas, weights):
+    """`w * r` per leaf (`deltas` unchanged without a feature mask)."""
+    if weights is None:
+        return deltas
+    return [d * ops.cast(w, d.dtype) for d, w in zip(deltas, weights)]
+
+
+def feature_weights(regularizer: GradientRegularizer, selection: InputSelection):
+    """The `feature_mask` as one weight tensor per regularized input
+    (broadcastable to one example), or None without a mask.
+
+    Raises:
+        ValueError: for a mask naming an input that is not regularized, an
+            undivided mask for several inputs, a mask that does not
+            broadcast to its input, or one that is zero on every input.
+    """
+    mask = regularizer.feature_mask
+    if mask is None:
+        return None
+    names = [0 if p is None else p for p in selection.positions]
+    if isinstance(mask, dict):
+        given = {str(k): v for k, v in mask.items()}  # JSON turns 0 into "0"
+        unknown = sorted(set(given) - {str(n) for n in names})
+        if unknown:
+            raise ValueError(
+                "Argument `feature_mask` names inputs that are not regularized. "
+                f"Regularized inputs: {names}. Received: feature_mask keys {unknown}"
+            )
+        values = [given.get(str(n), 1.0) for n in names]
+    elif len(names) > 1:
+        raise ValueError(
+            "The model has several regularized inputs: pass `feature_mask` as a "
+            f"dict from input ({names}) to weights. Received: feature_mask of "
+            f"shape {np.shape(mask)}"
+        )
+    else:
+        values = [mask]
+    weights = []
+    for name, value, leaf in zip(names, values, selection.leaves):
+        array = np.asarray(value, dtype="float32")
+        example = tuple(leaf.shape[1:])
+        try:
+            shape = np.broadcast_shapes(
+                array.shape, tuple(1 if d is None else d for d in example)
+            )
+        except ValueError:
+            shape = None
+        if shape is None or len(shape) > len(example):
+            raise ValueError(
+                f"`feature_mask` for input {name!r} must broadcast to one "
+                f"example's shape {example}. Received: feature_mask of shape "
+                f"{array.shape}"
+            )
+        weights.append(ops.cast(array, leaf.dtype))
+    if not any(np.any(np.asarray(v, dtype="float32")) for v in values):
+        raise ValueError(
+            "Argument `feature_mask` is zero on every regularized input: nothing "
+            f"would be perturbed or penalized. Received: feature_mask={mask!r}"
+        )
+    return weights
+
+
 def needs_clean_weight_gradient(regularizer: GradientRegularizer) -> bool:
-    """False only for the perturb form with alpha = 0, whose objective does
-    not contain the clean loss: its clean pass then need not be recorded for
-    the weight gradient."""
+    """False only for the perturb and multistep forms with alpha = 0, whose
+    objective does not contain the clean loss: their clean pass then need
+    not be recorded for the weight gradient."""
     reg = regularizer
-    return not (reg.active and reg.form == "perturb" and reg.alpha == 0.0)
+    adversarial_only = reg.form in ("perturb", "multistep") and reg.alpha == 0.0
+    return not (reg.active and adversarial_only)
+
+
+def needs_random_start(regularizer: GradientRegularizer) -> bool:
+    """True for the multistep form with a random start."""
+    reg = regularizer
+    return reg.active and reg.form == "multistep" and reg.random_start
+
+
+def random_start(model, selection, **samplers):
+    """The multistep form's random start in the unit ball (drawn from the
+    model's `perturbation_seed`; `samplers` may replace `keras.random`'s
+    `uniform` and `normal`), or None."""
+    if not needs_random_start(model.regularizer):
+        return None
+    return multistep.random_unit_start(
+        selection.leaves, model.regularizer.norm, model.perturbation_seed, **samplers
+    )
 
 
 def needs_second_order(regularizer: GradientRegularizer) -> bool:

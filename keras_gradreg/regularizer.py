@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Optional, Sequence, Union
+
+import numpy as np
 
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.norms import Norm, canonical_norm, dual_exponent
 
-FORMS = ("penalty", "perturb", "finite_difference")
+FORMS = ("penalty", "perturb", "finite_difference", "multistep")
 
 
 def _check_number(name, value, *, low=None, low_inclusive=True, high=None):
@@ -65,6 +68,13 @@ class GradientRegularizer:
       with `d = r* / sigma` held constant and `h = fd_step`: the penalty's
       directional derivative by finite differences, first derivatives only.
       With `h = sigma` it is exactly the perturb form.
+    - `"multistep"`: `L_adv = L(x + r_k)`, the inner max solved by `steps`
+      steps of projected steepest ascent (the PGD adversarial training of
+      Madry et al., 2018): `r_{t+1} = clip_range(Proj_sigma(r_t + step_size
+      * d_p(dL/dx at x + r_t)))`, from `r_0 = 0` or a random point of the
+      ball, with `r_k` held constant in the outer gradient (Danskin's
+      theorem; first derivatives only). With `steps=1` and no random start
+      it is exactly the perturb form.
 
     Instances are immutable; use `replace` to derive a changed copy, and
     assign it to `model.regularizer`.
@@ -78,11 +88,30 @@ class GradientRegularizer:
         fd_step: the finite-difference step h (> 0), used by
             "finite_difference" only.
         input_range: optional `(low, high)`: `x + r*` is clipped to it
-            (perturb and finite-difference forms).
+            (perturb, finite-difference and multistep forms).
         inputs_to_regularize: optional list of the inputs to differentiate:
             keys of a dict input or positions in a list input. By default
             every floating-point input; integer inputs are never
             differentiated.
+        steps: ascent steps k >= 1 of the multistep form.
+        step_size: the length of one multistep step in `norm`; default
+            `2.5 * sigma / steps` (Madry et al.), read from the current
+            sigma.
+        random_start: whether the multistep form starts at a random point
+            of the ball (uniform in the linf cube; a Gaussian or, for l1,
+            Laplace direction at a uniform radius otherwise) rather than at
+            x.
+        l1_sparsity: for `norm="l1"` in the multistep form, the quantile of
+            |g| above which coordinates move in one step (the sparse step of
+            Tramer & Boneh, 2019), in [0, 1).
+        feature_mask: optional weights `w >= 0` on the input coordinates: a
+            number or array broadcastable to one example's input (0/1 to
+            freeze features), or for several inputs a dict from input name
+            (dict inputs) or position (list inputs) to one, missing inputs
+            weighing 1. The ball becomes `{r : ||r / w||_p <= sigma}` (r = 0
+            where w = 0): every form then uses the weighted gradient `w * g`
+            (penalty `sigma ||w g||_q`, worst case `w * r*(w g)`), so a
+            number per input is a per-input radius `w * sigma`.
 
     Example:
         >>> reg = GradientRegularizer(norm="l2", sigma=0.1)
@@ -99,6 +128,11 @@ class GradientRegularizer:
     fd_step: float = 0.01
     input_range: Optional[tuple[float, float]] = None
     inputs_to_regularize: Optional[tuple[Union[str, int], ...]] = None
+    steps: int = 7
+    step_size: Optional[float] = None
+    random_start: bool = True
+    l1_sparsity: float = 0.95
+    feature_mask: Optional[object] = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -120,6 +154,31 @@ class GradientRegularizer:
             "inputs_to_regularize",
             _check_inputs_to_regularize(self.inputs_to_regularize),
         )
+        integral = isinstance(self.steps, numbers.Integral)
+        if isinstance(self.steps, bool) or not integral or self.steps < 1:
+            raise ValueError(
+                f"Argument `steps` must be an integer >= 1. Received: steps={self.steps!r}"
+            )
+        set_(self, "steps", int(self.steps))
+        if self.step_size is not None:
+            set_(
+                self,
+                "step_size",
+                _check_number(
+                    "step_size", self.step_size, low=0.0, low_inclusive=False
+                ),
+            )
+        if not isinstance(self.random_start, bool):
+            raise ValueError(
+                "Argument `random_start` must be True or False. "
+                f"Received: random_start={self.random_start!r}"
+            )
+        set_(
+            self,
+            "l1_sparsity",
+            _check_number("l1_sparsity", self.l1_sparsity, low=0.0, high=1.0),
+        )
+        set_(self, "feature_mask", _check_feature_mask(self.feature_mask))
 
     @property
     def dual_order(self) -> float:
@@ -142,6 +201,8 @@ class GradientRegularizer:
             config["input_range"] = list(self.input_range)
         if self.inputs_to_regularize is not None:
             config["inputs_to_regularize"] = list(self.inputs_to_regularize)
+        if isinstance(self.feature_mask, dict):
+            config["feature_mask"] = dict(self.feature_mask)  # asdict copies it
         return config
 
     @classmethod
@@ -172,6 +233,46 @@ def _check_input_range(input_range):
             f"finite numbers with low < high. Received: input_range={input_range!r}"
         )
     return (low, high)
+
+
+def _frozen(values):
+    """Nested lists as nested tuples (hashable, comparable, immutable)."""
+    return tuple(_frozen(v) for v in values) if isinstance(values, list) else values
+
+
+def _check_mask_value(value, where):
+    try:
+        array = np.asarray(value, dtype="float64")
+    except (TypeError, ValueError):
+        array = None
+    if array is None or not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise ValueError(
+            "Argument `feature_mask` must hold finite weights >= 0 (a number or "
+            "an array-like per input). Received: "
+            f"feature_mask{where}={value!r}"
+        )
+    return float(array) if array.ndim == 0 else _frozen(array.tolist())
+
+
+def _check_feature_mask(mask):
+    if mask is None:
+        return None
+    if isinstance(mask, dict):
+        if not mask or not all(
+            isinstance(k, (str, int)) and not isinstance(k, bool) for k in mask
+        ):
+            raise ValueError(
+                "A dict `feature_mask` maps input names (str) or positions "
+                f"(int) to weights. Received: feature_mask={mask!r}"
+            )
+        return {k: _check_mask_value(v, f"[{k!r}]") for k, v in mask.items()}
+    frozen = _check_mask_value(mask, "")
+    if not np.any(np.asarray(frozen)):
+        raise ValueError(
+            "Argument `feature_mask` is zero everywhere: nothing would be "
+            f"perturbed or penalized. Received: feature_mask={mask!r}"
+        )
+    return frozen
 
 
 def _check_inputs_to_regularize(inputs):

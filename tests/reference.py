@@ -50,15 +50,18 @@ def worst_case(g, p, sigma):
     return sigma * np.sign(g) * np.abs(g) ** (q - 1) / nq ** (q - 1)
 
 
-def objective(params, x, y, w, *, p, sigma, form, alpha, h=0.01, fixed=None, clip=None):
+def objective(
+    params, x, y, w, *, p, sigma, form, alpha, h=0.01, fixed=None, clip=None, mask=1.0
+):
     """The batch objective (1/B) sum_i w_i [alpha L_i + (1-alpha) L_adv_i].
 
     `fixed` holds the perturbation computed at the point where the gradient
     is taken: the perturb and finite-difference forms treat it as constant.
+    `mask` weighs the input coordinates (the ball ||r / mask||_p <= sigma).
     """
     clean = example_losses(params, x, y)
     if form == "penalty":
-        g = input_gradients(params, x, y)
+        g = input_gradients(params, x, y) * mask
         adv = clean + sigma * np.linalg.norm(g, ord=dual(p), axis=1)
     elif form == "perturb":
         x_adv = x + fixed
@@ -70,9 +73,9 @@ def objective(params, x, y, w, *, p, sigma, form, alpha, h=0.01, fixed=None, cli
     return np.mean(w * (alpha * clean + (1 - alpha) * adv))
 
 
-def fixed_perturbation(params, x, y, *, p, sigma, form, h=0.01):
-    g = input_gradients(params, x, y)
-    return worst_case(g, p, h if form == "finite_difference" else sigma)
+def fixed_perturbation(params, x, y, *, p, sigma, form, h=0.01, mask=1.0):
+    g = input_gradients(params, x, y) * mask
+    return mask * worst_case(g, p, h if form == "finite_difference" else sigma)
 
 
 def finite_difference_gradient(fn, params, step=1e-6):
@@ -146,3 +149,48 @@ def numeric_input_gradients(losses, x, step=1e-5):
         down[index] -= step
         g[index] = (losses(up).sum() - losses(down).sum()) / (2 * step)
     return g
+
+
+def project_l1(r, eps):
+    """Euclidean projection of each row onto the l1 ball (sort-based)."""
+    out = r.copy()
+    for i, row in enumerate(r):
+        if np.abs(row).sum() <= eps:
+            continue
+        u = np.sort(np.abs(row))[::-1]
+        css = np.cumsum(u)
+        k = np.nonzero(u - (css - eps) / np.arange(1, len(u) + 1) > 0)[0][-1]
+        theta = (css[k] - eps) / (k + 1)
+        out[i] = np.sign(row) * np.maximum(np.abs(row) - theta, 0.0)
+    return out
+
+
+def multistep_perturbation(
+    params, x, y, *, p, sigma, steps, step_size, clip=None, coordinates=1
+):
+    """`steps` steps of projected steepest ascent from r = 0 (no ties
+    assumed): linf sign steps, l2 normalized steps, l1 steps spread over
+    the `coordinates` largest movable |g|, a number p the Hölder direction
+    with radial retraction onto the ball."""
+    r = np.zeros_like(x)
+    for _ in range(steps):
+        g = input_gradients(params, np.clip(x + r, *clip) if clip else x + r, y)
+        if p == 1.0:
+            if clip is not None:
+                stuck = ((x + r <= clip[0]) & (g < 0)) | ((x + r >= clip[1]) & (g > 0))
+                g = np.where(stuck, 0.0, g)
+            top = np.argsort(-np.abs(g), axis=1)[:, :coordinates]
+            d = np.zeros_like(g)
+            rows = np.arange(len(g))[:, None]
+            d[rows, top] = np.sign(g[rows, top]) / coordinates
+            r = project_l1(r + step_size * d, sigma)
+        else:
+            r = r + step_size * worst_case(g, p, 1.0)
+            if p == np.inf:
+                r = np.clip(r, -sigma, sigma)
+            else:
+                length = np.linalg.norm(r, ord=p, axis=1, keepdims=True)
+                r = r * np.minimum(1.0, sigma / np.maximum(length, 1e-12))
+        if clip is not None:
+            r = np.clip(x + r, *clip) - x
+    return r

@@ -169,7 +169,7 @@ def test_epoch_timer_records_one_time_per_epoch(classification_data):
     assert min(timer.times) <= timer.median <= max(timer.times)
 
 
-@pytest.mark.parametrize("form", ["penalty", "perturb", "finite_difference"])
+@pytest.mark.parametrize("form", kg.FORMS)
 def test_sigma_schedule_sets_the_sigma_each_epoch_trains_with(form):
     """Assigning model.regularizer inside fit works; the trained sigma per
     epoch is the schedule's (one batch per epoch: for the penalty form

@@ -74,7 +74,8 @@ def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, caps
         "--output", str(tmp_path), "--limit", "200", "--seeds", "0", "1",
         "--members", "l2", "plain", "--select-epochs", "1", "--max-epochs", "2",
         "--patience", "1", "--continue-max-epochs", "1", "--noise-draws", "2",
-        "--square-queries", "50", "--standard-points", "32", "--verbose", "0",
+        "--square-queries", "50", "--apgd-steps", "10", "--standard-points", "32",
+        "--verbose", "0",
     ]  # fmt: skip
     rows = reproduce_paper.main(argv)
     assert [(r["member"], r["seed"]) for r in rows] == [
@@ -96,6 +97,7 @@ def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, caps
     table = (tmp_path / "results.md").read_text()
     assert "Table I" in table and "Table IV" in table and "0.78%" in table
     assert "Square with 50 queries" in table and "overstated by" in table
+    assert "APGD-T with 10 steps" in table
     assert "(n=2)" in table  # mean ± std over the two seeds
     capsys.readouterr()
     assert reproduce_paper.main(argv) == rows  # finished runs are read back
@@ -114,7 +116,7 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
     argv = [
         "--budget", "quick", "--select-epochs", "1", "--final-epochs", "1",
         "--limit", "256", "--output", str(tmp_path), "--verbose", "0",
-        "--square-queries", "50", "--standard-points", "32",
+        "--square-queries", "50", "--apgd-steps", "10", "--standard-points", "32",
     ]  # fmt: skip
     rows = reproduce_mnist.main(argv)
     assert [r["model"] for r in rows][:2] == [

@@ -70,6 +70,16 @@ def test_overrides_and_fixed_values():
     assert [p.name for p in hp.space if p.name.startswith("sigma")] == ["sigma_l2"]
 
 
+def test_every_form_is_in_the_search_space():
+    hypermodel = tuning.GradRegHyperModel(_small_model, forms=kg.FORMS)
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    assert list({p.name: p for p in hp.space}["form"].values) == list(kg.FORMS)
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("form", "multistep")  # as a trial that drew it would have it
+    assert hypermodel.build(hp).regularizer.form == "multistep"
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

@@ -177,7 +177,7 @@ def pgd(
     )
     shape = x.shape[1:]
     flat = x.reshape(len(x), -1)
-    coordinates = max(1, int(round((1.0 - l1_sparsity) * flat.shape[1])))
+    coordinates = geometry.l1_coordinates(l1_sparsity, flat.shape[1])
     run = _compiled(
         model,
         ("pgd", scoring.key, shape, norm, steps, targeted, input_range, coordinates),

@@ -69,6 +69,14 @@ def train_step(model, state, data):
     optimizer_mapping = list(zip(model.optimizer.variables, optimizer_vars))
     with keras.StatelessScope(state_mapping=optimizer_mapping):
         scale = objective.input_gradient_loss_scale(model.optimizer, x)
+    if objective.needs_random_start(reg):
+        # The draw advances the seed, a metric variable of the state.
+        with keras.StatelessScope(state_mapping=metrics_mapping) as scope:
+            start = objective.random_start(model, selection)
+        metrics_vars = [_current(scope, v) for v in model.metrics_variables]
+        metrics_mapping = list(zip(model.metrics_variables, metrics_vars))
+    else:
+        start = None
 
     def clean_pass(trainable, non_trainable):
         """One forward pass: the clean loss and each example's dL/dx."""
@@ -109,6 +117,23 @@ def train_step(model, state, data):
                 latest["losses"] = adv_losses
             return objective.compiled_loss(model, y, y_adv, sample_weight)
 
+        def input_gradient(deltas):
+            # The multistep form's ascent: first derivatives, weights fixed.
+            weights = jax.lax.stop_gradient(trainable)
+
+            def summed_loss(leaves, non_trainable):
+                y_adv, non_trainable, _ = _stateless_forward(
+                    model, weights, non_trainable, selection.rebuild(x, leaves)
+                )
+                summed = objective.summed_loss(model, y, y_adv)
+                return objective.scale_summed_loss(summed, scale), non_trainable
+
+            moved = objective.perturbed_leaves(selection, deltas, reg.input_range)
+            step_gradients, latest["non_trainable"] = jax.grad(
+                summed_loss, has_aux=True
+            )(moved, latest["non_trainable"])
+            return objective.unscale_input_gradients(step_gradients, scale)
+
         terms = objective.family_objective(
             reg,
             clean_loss,
@@ -116,6 +141,9 @@ def train_step(model, state, data):
             sample_weight,
             perturbed_loss,
             model.sigma_variable,
+            input_gradient=input_gradient,
+            selection=selection,
+            start=start,
         )
         regularization = objective.regularization_losses(latest["losses"])
         total = terms.total + regularization.astype(terms.total.dtype)

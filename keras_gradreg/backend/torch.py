@@ -47,6 +47,11 @@ def check_distribution():
 
 def train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    # `train_on_batch` hands over NumPy arrays, and torch Keras refuses a
+    # call mixing them with the tensors the differentiated inputs become.
+    x = keras.tree.map_structure(
+        lambda t: t if t is None else ops.convert_to_tensor(t), x
+    )
     reg = model.regularizer
     selection = objective.select_inputs(x, reg.inputs_to_regularize)
     leaves = [
@@ -88,8 +93,25 @@ def train_step(model, data):
             layer_losses = model.losses
         return objective.compiled_loss(model, y, y_adv, sample_weight)
 
+    def input_gradient(deltas):
+        # The multistep form's ascent: first derivatives, weights fixed.
+        moved = objective.perturbed_leaves(constant, deltas, reg.input_range)
+        moved = [t.detach().requires_grad_(True) for t in moved]
+        y_adv = call_model(model, constant.rebuild(x, moved))
+        summed = objective.summed_loss(model, y, y_adv)
+        steps = torch.autograd.grad(objective.scale_summed_loss(summed, scale), moved)
+        return objective.unscale_input_gradients([g.detach() for g in steps], scale)
+
     terms = objective.family_objective(
-        reg, clean_loss, gradients, sample_weight, perturbed_loss, model.sigma_variable
+        reg,
+        clean_loss,
+        gradients,
+        sample_weight,
+        perturbed_loss,
+        model.sigma_variable,
+        input_gradient=input_gradient,
+        selection=constant,
+        start=objective.random_start(model, constant),
     )
     regularization = objective.regularization_losses(layer_losses)
     total = terms.total + regularization.to(terms.total.dtype)

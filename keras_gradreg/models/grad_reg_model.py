@@ -3,6 +3,8 @@ regularization family."""
 
 from __future__ import annotations
 
+import random
+
 import keras
 
 from keras_gradreg import backend as _backend
@@ -46,12 +48,19 @@ class GradRegModel(keras.Model):
             (default "l2"). It names the threat model, not the penalized
             gradient norm.
         sigma: the perturbation radius, >= 0 (default 0.1).
-        form: "penalty" (default), "perturb" or "finite_difference".
+        form: "penalty" (default), "perturb", "finite_difference" or
+            "multistep".
         alpha: weight of the clean loss, in [0, 1) (default 0).
         fd_step: the finite-difference step h (default 0.01).
         input_range: optional `(low, high)` to which `x + r*` is clipped.
         inputs_to_regularize: optional list of dict keys or list positions
             of the inputs to differentiate (default: all floating inputs).
+        steps, step_size, random_start, l1_sparsity: the multistep form's
+            ascent (default 7 steps of `2.5 * sigma / steps` from a random
+            start).
+        feature_mask: optional weights on the input coordinates (0 freezes
+            a feature; a number per input of a dict is a per-input radius
+            `w * sigma`); see `GradientRegularizer`.
         regularizer: a `GradientRegularizer` (or its config dict) instead of
             the separate arguments above.
         **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -96,6 +105,11 @@ class GradRegModel(keras.Model):
         fd_step=None,
         input_range=None,
         inputs_to_regularize=None,
+        steps=None,
+        step_size=None,
+        random_start=None,
+        l1_sparsity=None,
+        feature_mask=None,
         regularizer=None,
         **kwargs,
     ):
@@ -107,6 +121,11 @@ class GradRegModel(keras.Model):
             "fd_step": fd_step,
             "input_range": input_range,
             "inputs_to_regularize": inputs_to_regularize,
+            "steps": steps,
+            "step_size": step_size,
+            "random_start": random_start,
+            "l1_sparsity": l1_sparsity,
+            "feature_mask": feature_mask,
         }
         separate = {k: v for k, v in separate.items() if v is not None}
         if regularizer is not None and separate:
@@ -124,6 +143,7 @@ class GradRegModel(keras.Model):
             regularizer if regularizer is not None else GradientRegularizer(**separate)
         )
         self.sigma_metric = _SigmaValue(self.regularizer.sigma)
+        self.seed_metric = _PerturbationSeed()
         self.clean_loss_tracker = keras.metrics.Mean(name="clean_loss")
         self.adv_loss_tracker = keras.metrics.Mean(name="adv_loss")
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
@@ -174,6 +194,12 @@ class GradRegModel(keras.Model):
         return super().make_train_function(force=force)
 
     @property
+    def perturbation_seed(self) -> keras.random.SeedGenerator:
+        """The generator of the multistep form's random starts (its state
+        is part of every backend's compiled training state)."""
+        return self.seed_metric.generator
+
+    @property
     def family_trackers(self):
         """The `Mean` metrics behind `clean_loss`, `adv_loss` and
         `grad_norm` (training only)."""
@@ -196,7 +222,7 @@ class GradRegModel(keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         # `evaluate` sees clean inputs only: leave out the training terms.
         logs = super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        for tracker in (*self.family_trackers, self.sigma_metric):
+        for tracker in (*self.family_trackers, self.sigma_metric, self.seed_metric):
             logs.pop(tracker.name, None)
         return logs
 
@@ -244,6 +270,28 @@ class _SigmaValue(keras.metrics.Metric):
         # A copy: JAX donates the state's buffers to the next step, which
         # would delete an array that aliases the variable's.
         return keras.ops.copy(self.variable.value)
+
+
+class _PerturbationSeed(keras.metrics.Metric):
+    """The state of the random starts' `SeedGenerator`, held as a metric
+    variable for the reasons `_SigmaValue` gives (JAX threads it through
+    the stateless step; it is not a weight; `reset_metrics` keeps it).
+    Seeded from Python's `random`, so `keras.utils.set_random_seed` fixes
+    it."""
+
+    def __init__(self, name="perturbation_seed"):
+        super().__init__(name=name)
+        self.generator = keras.random.SeedGenerator(random.randint(1, 10**9))
+        self.state = self.generator.state  # tracked: a metric variable
+
+    def update_state(self, *args, **kwargs):
+        del args, kwargs  # advanced by the draws only
+
+    def reset_state(self):
+        pass
+
+    def result(self):
+        return keras.ops.zeros(())  # never logged (see `compute_metrics`)
 
 
 def _same_trace(previous, new) -> bool:
