@@ -128,7 +128,7 @@ def maximize(
         >>> w = np.array([[1.0, -2.0]], "float32")  # L(x) = w . x
         >>> reg = GradientRegularizer(norm="l2", form="multistep", steps=3)
         >>> r = maximize(lambda d: [w], [w], [np.zeros_like(w)], reg, 1.0)
-        >>> np.asarray(r[0]).round(3).tolist()  # sigma * w / ||w||_2
+        >>> np.asarray(r[0], "float64").round(3).tolist()  # sigma * w / ||w||_2
         [[0.447, -0.894]]
     """
     reg = regularizer
