@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_gradreg import _keras_compat, multistep
+from keras_gradreg import _keras_compat, multistep, virtual
 from keras_gradreg._keras_compat import (
     scale_loss_for_distribution,  # noqa: F401 - used by the backends
     unscale_loss_for_distribution,
@@ -184,6 +184,45 @@ def summed_loss(model, y, y_pred):
     return _summed(compiled_loss(model, y, y_pred, None), y_pred)
 
 
+def outputs_are_logits(model) -> bool:
+    """Whether the compiled loss reads the outputs as logits
+    (`from_logits=True`)."""
+    loss = getattr(model, "loss", None)
+    config = loss.get_config() if isinstance(loss, keras.losses.Loss) else {}
+    return bool(config.get("from_logits", False))
+
+
+def virtual_target(model, y_pred):
+    """The label-free member's constant target p(x), the clean class
+    probabilities, or None for the other members."""
+    if not (model.regularizer.active and model.regularizer.virtual):
+        return None
+    if outputs_are_logits(model):
+        y_pred = ops.softmax(y_pred, axis=-1)
+    return ops.stop_gradient(y_pred)
+
+
+def _moved_probabilities(model, y_adv):
+    return ops.softmax(y_adv, axis=-1) if outputs_are_logits(model) else y_adv
+
+
+def adversarial_loss(model, y, y_adv, sample_weight, target=None):
+    """The loss at the moved inputs: the compiled loss, or for the
+    label-free member (a `target`) the mean KL over every row, labeled or
+    not."""
+    if target is None:
+        return compiled_loss(model, y, y_adv, sample_weight)
+    return ops.mean(virtual.kl_divergence(target, _moved_probabilities(model, y_adv)))
+
+
+def ascent_loss(model, y, y_adv, target=None):
+    """The summed per-example loss whose input gradient the ascent and
+    power-iteration steps follow (see `summed_loss`)."""
+    if target is None:
+        return summed_loss(model, y, y_adv)
+    return ops.sum(virtual.kl_divergence(target, _moved_probabilities(model, y_adv)))
+
+
 def _summed(unweighted, y_pred):
     return unweighted * ops.cast(batch_size(y_pred), unweighted.dtype)
 
@@ -292,6 +331,7 @@ def family_objective(
     input_gradient: Callable | None = None,
     selection: InputSelection | None = None,
     start=None,
+    target=None,
 ) -> Terms:
     """Combines the clean loss and the input gradient into the objective.
 
@@ -310,7 +350,9 @@ def family_objective(
             delta_i)`, weights held constant (see `multistep.maximize`).
         selection: the regularized inputs (for `feature_mask` and the
             multistep form).
-        start: multistep form: the random start in the unit ball, or None.
+        start: multistep form: the random start in the unit ball, or None;
+            the label-free member: the power iteration's random direction.
+        target: the label-free member: the clean probabilities p(x).
 
     Returns:
         `Terms(total, clean_loss, adv_loss, grad_norm)`.
@@ -325,6 +367,15 @@ def family_objective(
     if not reg.active:
         return Terms(clean_loss, clean_loss, clean_loss, grad_norm)
     sigma = ops.cast(reg.sigma if sigma is None else sigma, clean_loss.dtype)
+    if reg.virtual:
+        direction = virtual.power_iteration(
+            lambda deltas: input_gradient(deltas, target),
+            start, reg.xi, reg.power_iterations,
+        )  # fmt: skip
+        deltas = worst_case_perturbation(direction, reg.norm, sigma)
+        adv_loss = perturbed_loss(deltas, target)
+        total = clean_loss + reg.virtual_weight * adv_loss
+        return Terms(total, clean_loss, adv_loss, grad_norm)
     if reg.form == "penalty":
         penalty = sigma * weighted_batch_mean(norms, sample_weight)
         adv_loss = clean_loss + penalty
@@ -421,14 +472,18 @@ def needs_clean_weight_gradient(regularizer: GradientRegularizer) -> bool:
     objective does not contain the clean loss: their clean pass then need
     not be recorded for the weight gradient."""
     reg = regularizer
-    adversarial_only = reg.form in ("perturb", "multistep") and reg.alpha == 0.0
+    adversarial_only = (
+        reg.form in ("perturb", "multistep") and reg.alpha == 0.0 and not reg.virtual
+    )
     return not (reg.active and adversarial_only)
 
 
 def needs_random_start(regularizer: GradientRegularizer) -> bool:
-    """True for the multistep form with a random start."""
+    """True for the multistep form with a random start and for the
+    label-free member (its power iteration starts at a random direction)."""
     reg = regularizer
-    return reg.active and reg.form == "multistep" and reg.random_start
+    multistep_start = reg.form == "multistep" and reg.random_start
+    return reg.active and (multistep_start or reg.virtual)
 
 
 def random_start(model, selection, **samplers):
@@ -437,8 +492,9 @@ def random_start(model, selection, **samplers):
     `uniform` and `normal`), or None."""
     if not needs_random_start(model.regularizer):
         return None
+    norm = "l2" if model.regularizer.virtual else model.regularizer.norm
     return multistep.random_unit_start(
-        selection.leaves, model.regularizer.norm, model.perturbation_seed, **samplers
+        selection.leaves, norm, model.perturbation_seed, **samplers
     )
 
 

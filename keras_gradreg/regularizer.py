@@ -104,6 +104,16 @@ class GradientRegularizer:
         l1_sparsity: for `norm="l1"` in the multistep form, the quantile of
             |g| above which coordinates move in one step (the sparse step of
             Tramer & Boneh, 2019), in [0, 1).
+        virtual: the label-free member (virtual adversarial training,
+            Miyato et al., 2018): `L(x + r)` is replaced by `KL(p(x) ||
+            p(x + r))` with `p(x)` constant, r* taken along the dominant
+            eigenvector of its Hessian by power iteration, and the
+            objective is `L(x) + virtual_weight * KL` over every example,
+            labeled or not (give unlabeled ones sample weight 0). Perturb
+            form only.
+        xi: the power iteration's finite-difference radius (> 0).
+        power_iterations: power-iteration steps (>= 1; Miyato et al.: 1).
+        virtual_weight: the weight of the divergence term (>= 0).
         feature_mask: optional weights `w >= 0` on the input coordinates: a
             number or array broadcastable to one example's input (0/1 to
             freeze features), or for several inputs a dict from input name
@@ -133,6 +143,10 @@ class GradientRegularizer:
     random_start: bool = True
     l1_sparsity: float = 0.95
     feature_mask: Optional[object] = None
+    virtual: bool = False
+    xi: float = 1e-6
+    power_iterations: int = 1
+    virtual_weight: float = 1.0
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -179,6 +193,39 @@ class GradientRegularizer:
             _check_number("l1_sparsity", self.l1_sparsity, low=0.0, high=1.0),
         )
         set_(self, "feature_mask", _check_feature_mask(self.feature_mask))
+        if not isinstance(self.virtual, bool):
+            raise ValueError(
+                f"Argument `virtual` must be True or False. Received: virtual={self.virtual!r}"
+            )
+        if self.virtual and self.form != "perturb":
+            raise ValueError(
+                "The label-free member (virtual=True) trains with form='perturb': "
+                "its divergence has zero gradient at r = 0, so the first-order "
+                "penalty and finite difference vanish (multistep is not built yet). "
+                f"Received: form={self.form!r}"
+            )
+        if self.virtual and self.feature_mask is not None:
+            raise ValueError(
+                "The label-free member (virtual=True) does not take a "
+                "`feature_mask` yet. Received: feature_mask="
+                f"{self.feature_mask!r}"
+            )
+        set_(self, "xi", _check_number("xi", self.xi, low=0.0, low_inclusive=False))
+        power = self.power_iterations
+        if (
+            isinstance(power, bool)
+            or not isinstance(power, numbers.Integral)
+            or power < 1
+        ):
+            raise ValueError(
+                "Argument `power_iterations` must be an integer >= 1. "
+                f"Received: power_iterations={power!r}"
+            )
+        set_(
+            self,
+            "virtual_weight",
+            _check_number("virtual_weight", self.virtual_weight, low=0.0),
+        )
 
     @property
     def dual_order(self) -> float:

@@ -108,16 +108,16 @@ def train_step(model, state, data):
         # (dropout seeds, batch statistics) the clean pass left behind.
         latest = {"non_trainable": non_trainable, "losses": losses}
 
-        def perturbed_loss(deltas):
+        def perturbed_loss(deltas, target=None):
             x_adv = objective.perturb_inputs(x, selection, deltas, reg.input_range)
             y_adv, latest["non_trainable"], adv_losses = _stateless_forward(
                 model, trainable, latest["non_trainable"], x_adv
             )
             if precomputed:  # layer losses of the differentiated pass
                 latest["losses"] = adv_losses
-            return objective.compiled_loss(model, y, y_adv, sample_weight)
+            return objective.adversarial_loss(model, y, y_adv, sample_weight, target)
 
-        def input_gradient(deltas):
+        def input_gradient(deltas, target=None):
             # The multistep form's ascent: first derivatives, weights fixed.
             weights = jax.lax.stop_gradient(trainable)
 
@@ -125,7 +125,7 @@ def train_step(model, state, data):
                 y_adv, non_trainable, _ = _stateless_forward(
                     model, weights, non_trainable, selection.rebuild(x, leaves)
                 )
-                summed = objective.summed_loss(model, y, y_adv)
+                summed = objective.ascent_loss(model, y, y_adv, target)
                 return objective.scale_summed_loss(summed, scale), non_trainable
 
             moved = objective.perturbed_leaves(selection, deltas, reg.input_range)
@@ -144,6 +144,7 @@ def train_step(model, state, data):
             input_gradient=input_gradient,
             selection=selection,
             start=start,
+            target=objective.virtual_target(model, y_pred),
         )
         regularization = objective.regularization_losses(latest["losses"])
         total = terms.total + regularization.astype(terms.total.dtype)

@@ -55,22 +55,22 @@ def _train_step(model, data):
             if not second_order:
                 gradients = [tf.stop_gradient(g) for g in gradients]
 
-        def perturbed_loss(deltas):
+        def perturbed_loss(deltas, target=None):
             nonlocal layer_losses
             x_adv = objective.perturb_inputs(x, selection, deltas, reg.input_range)
             y_adv = call_model(model, x_adv)
             if not record_clean:
                 layer_losses = model.losses
-            return objective.compiled_loss(model, y, y_adv, sample_weight)
+            return objective.adversarial_loss(model, y, y_adv, sample_weight, target)
 
-        def input_gradient(deltas):
+        def input_gradient(deltas, target=None):
             # The multistep form's ascent: first derivatives, weights fixed.
             with tape.stop_recording():
                 moved = objective.perturbed_leaves(selection, deltas, reg.input_range)
                 with tf.GradientTape(watch_accessed_variables=False) as step_tape:
                     step_tape.watch(moved)
                     y_adv = call_model(model, selection.rebuild(x, moved))
-                    summed = objective.summed_loss(model, y, y_adv)
+                    summed = objective.ascent_loss(model, y, y_adv, target)
                     summed = objective.scale_summed_loss(summed, scale)
                 moved_gradients = step_tape.gradient(summed, moved)
             return objective.unscale_input_gradients(moved_gradients, scale)
@@ -85,6 +85,7 @@ def _train_step(model, data):
             input_gradient=input_gradient,
             selection=selection,
             start=start,
+            target=objective.virtual_target(model, y_pred),
         )
         regularization = objective.regularization_losses(layer_losses)
         total = terms.total + tf.cast(regularization, terms.total.dtype)

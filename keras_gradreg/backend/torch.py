@@ -85,20 +85,20 @@ def train_step(model, data):
         y_pred = keras.tree.map_structure(lambda t: t.detach(), y_pred)
     constant = selection._replace(leaves=[t.detach() for t in leaves])
 
-    def perturbed_loss(deltas):
+    def perturbed_loss(deltas, target=None):
         nonlocal layer_losses
         x_adv = objective.perturb_inputs(x, constant, deltas, reg.input_range)
         y_adv = call_model(model, x_adv)
         if not record_clean:
             layer_losses = model.losses
-        return objective.compiled_loss(model, y, y_adv, sample_weight)
+        return objective.adversarial_loss(model, y, y_adv, sample_weight, target)
 
-    def input_gradient(deltas):
+    def input_gradient(deltas, target=None):
         # The multistep form's ascent: first derivatives, weights fixed.
         moved = objective.perturbed_leaves(constant, deltas, reg.input_range)
         moved = [t.detach().requires_grad_(True) for t in moved]
         y_adv = call_model(model, constant.rebuild(x, moved))
-        summed = objective.summed_loss(model, y, y_adv)
+        summed = objective.ascent_loss(model, y, y_adv, target)
         steps = torch.autograd.grad(objective.scale_summed_loss(summed, scale), moved)
         return objective.unscale_input_gradients([g.detach() for g in steps], scale)
 
@@ -112,6 +112,7 @@ def train_step(model, data):
         input_gradient=input_gradient,
         selection=constant,
         start=objective.random_start(model, constant),
+        target=objective.virtual_target(model, y_pred),
     )
     regularization = objective.regularization_losses(layer_losses)
     total = terms.total + regularization.to(terms.total.dtype)

@@ -61,6 +61,8 @@ class GradRegModel(keras.Model):
         feature_mask: optional weights on the input coordinates (0 freezes
             a feature; a number per input of a dict is a per-input radius
             `w * sigma`); see `GradientRegularizer`.
+        virtual, xi, power_iterations, virtual_weight: the label-free
+            (virtual adversarial) member; see `GradientRegularizer`.
         regularizer: a `GradientRegularizer` (or its config dict) instead of
             the separate arguments above.
         **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -110,6 +112,10 @@ class GradRegModel(keras.Model):
         random_start=None,
         l1_sparsity=None,
         feature_mask=None,
+        virtual=None,
+        xi=None,
+        power_iterations=None,
+        virtual_weight=None,
         regularizer=None,
         **kwargs,
     ):
@@ -126,6 +132,10 @@ class GradRegModel(keras.Model):
             "random_start": random_start,
             "l1_sparsity": l1_sparsity,
             "feature_mask": feature_mask,
+            "virtual": virtual,
+            "xi": xi,
+            "power_iterations": power_iterations,
+            "virtual_weight": virtual_weight,
         }
         separate = {k: v for k, v in separate.items() if v is not None}
         if regularizer is not None and separate:
