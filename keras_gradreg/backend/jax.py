@@ -5,7 +5,7 @@ import jax
 import keras
 from jax.extend import core as jax_core
 
-from keras_gradreg import _keras_compat, objective
+from keras_gradreg import _keras_compat, inputs, objective
 from keras_gradreg.backend.common import train_logs
 
 
@@ -52,7 +52,7 @@ def _check_connected_inputs(
 
     jaxpr = jax.make_jaxpr(jax.grad(summed))(selection.leaves, trainable, non_trainable)
     dead = _unconnected_outputs(jaxpr)
-    objective.check_input_gradients(
+    inputs.check_input_gradients(
         [None if d else 0 for d in dead],
         selection,
         model.regularizer.inputs_to_regularize,
@@ -63,7 +63,7 @@ def train_step(model, state, data):
     trainable, non_trainable, optimizer_vars, metrics_vars = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     reg = model.regularizer
-    selection = objective.select_inputs(x, reg.inputs_to_regularize)
+    selection = inputs.select_inputs(x, reg.inputs_to_regularize)
     second_order = objective.needs_second_order(reg)
     metrics_mapping = list(zip(model.metrics_variables, metrics_vars))
     optimizer_mapping = list(zip(model.optimizer.variables, optimizer_vars))
@@ -109,7 +109,7 @@ def train_step(model, state, data):
         latest = {"non_trainable": non_trainable, "losses": losses}
 
         def perturbed_loss(deltas, target=None):
-            x_adv = objective.perturb_inputs(x, selection, deltas, reg.input_range)
+            x_adv = inputs.perturb_inputs(x, selection, deltas, reg.input_range)
             y_adv, latest["non_trainable"], adv_losses = _stateless_forward(
                 model, trainable, latest["non_trainable"], x_adv
             )
@@ -128,7 +128,7 @@ def train_step(model, state, data):
                 summed = objective.ascent_loss(model, y, y_adv, target)
                 return objective.scale_summed_loss(summed, scale), non_trainable
 
-            moved = objective.perturbed_leaves(selection, deltas, reg.input_range)
+            moved = inputs.perturbed_leaves(selection, deltas, reg.input_range)
             step_gradients, latest["non_trainable"] = jax.grad(
                 summed_loss, has_aux=True
             )(moved, latest["non_trainable"])

@@ -5,7 +5,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from keras_gradreg import _keras_compat, objective
+from keras_gradreg import _keras_compat, inputs, objective
 from keras_gradreg.backend.common import call_model, train_logs
 
 
@@ -19,7 +19,7 @@ def train_step(model, data):
 def _train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     reg = model.regularizer
-    selection = objective.select_inputs(x, reg.inputs_to_regularize)
+    selection = inputs.select_inputs(x, reg.inputs_to_regularize)
     record_clean = objective.needs_clean_weight_gradient(reg)
     second_order = objective.needs_second_order(reg)
     scale = objective.input_gradient_loss_scale(model.optimizer, x)
@@ -48,7 +48,7 @@ def _train_step(model, data):
             )
             with first_order_only:
                 gradients = input_tape.gradient(summed, selection.leaves)
-                objective.check_input_gradients(
+                inputs.check_input_gradients(
                     gradients, selection, reg.inputs_to_regularize
                 )
                 gradients = objective.unscale_input_gradients(gradients, scale)
@@ -57,7 +57,7 @@ def _train_step(model, data):
 
         def perturbed_loss(deltas, target=None):
             nonlocal layer_losses
-            x_adv = objective.perturb_inputs(x, selection, deltas, reg.input_range)
+            x_adv = inputs.perturb_inputs(x, selection, deltas, reg.input_range)
             y_adv = call_model(model, x_adv)
             if not record_clean:
                 layer_losses = model.losses
@@ -66,7 +66,7 @@ def _train_step(model, data):
         def input_gradient(deltas, target=None):
             # The multistep form's ascent: first derivatives, weights fixed.
             with tape.stop_recording():
-                moved = objective.perturbed_leaves(selection, deltas, reg.input_range)
+                moved = inputs.perturbed_leaves(selection, deltas, reg.input_range)
                 with tf.GradientTape(watch_accessed_variables=False) as step_tape:
                     step_tape.watch(moved)
                     y_adv = call_model(model, selection.rebuild(x, moved))

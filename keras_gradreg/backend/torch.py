@@ -5,7 +5,7 @@ import keras
 import torch
 from keras import ops
 
-from keras_gradreg import objective
+from keras_gradreg import inputs, objective
 from keras_gradreg.backend.common import call_model, train_logs
 
 
@@ -53,7 +53,7 @@ def train_step(model, data):
         lambda t: t if t is None else ops.convert_to_tensor(t), x
     )
     reg = model.regularizer
-    selection = objective.select_inputs(x, reg.inputs_to_regularize)
+    selection = inputs.select_inputs(x, reg.inputs_to_regularize)
     leaves = [
         ops.convert_to_tensor(t).detach().requires_grad_(True) for t in selection.leaves
     ]
@@ -76,7 +76,7 @@ def train_step(model, data):
         retain_graph=record_clean,
         allow_unused=True,
     )
-    objective.check_input_gradients(gradients, selection, reg.inputs_to_regularize)
+    inputs.check_input_gradients(gradients, selection, reg.inputs_to_regularize)
     gradients = objective.unscale_input_gradients(gradients, scale)
     if not second_order:
         gradients = [g.detach() for g in gradients]
@@ -87,7 +87,7 @@ def train_step(model, data):
 
     def perturbed_loss(deltas, target=None):
         nonlocal layer_losses
-        x_adv = objective.perturb_inputs(x, constant, deltas, reg.input_range)
+        x_adv = inputs.perturb_inputs(x, constant, deltas, reg.input_range)
         y_adv = call_model(model, x_adv)
         if not record_clean:
             layer_losses = model.losses
@@ -95,7 +95,7 @@ def train_step(model, data):
 
     def input_gradient(deltas, target=None):
         # The multistep form's ascent: first derivatives, weights fixed.
-        moved = objective.perturbed_leaves(constant, deltas, reg.input_range)
+        moved = inputs.perturbed_leaves(constant, deltas, reg.input_range)
         moved = [t.detach().requires_grad_(True) for t in moved]
         y_adv = call_model(model, constant.rebuild(x, moved))
         summed = objective.ascent_loss(model, y, y_adv, target)

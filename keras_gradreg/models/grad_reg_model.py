@@ -8,7 +8,7 @@ import random
 import keras
 
 from keras_gradreg import backend as _backend
-from keras_gradreg import objective
+from keras_gradreg import inputs
 from keras_gradreg._keras_compat import (
     BackendTrainer,
     Functional,
@@ -198,7 +198,7 @@ class GradRegModel(keras.Model):
         # Keras from compiling loaded models from their saved config.
         _check_loss_reductions(self.loss)
         _check_compute_loss(self)
-        objective.check_differentiable_inputs(self, self.regularizer)
+        inputs.check_differentiable_inputs(self, self.regularizer)
         _check_jit_compatible(self.regularizer, self.jit_compile)
         _backend.check_distribution()
         return super().make_train_function(force=force)
