@@ -123,16 +123,16 @@ def cached(path: Path, compute):
     return value
 
 
-def evaluate_standard(model_path, x_test, y_test, seed, args):
+def evaluate_standard(model_path, x_test, y_test, seed, args, threats=STANDARD_EPS):
     """Robust accuracy after each attack of the standard suite (APGD-CE and
     APGD-T with `args.apgd_steps`, Square with `args.square_queries`; each
     on the points the previous ones left) at linf 0.1 and l2 1, on 28 x 28
     views of the flat images, and the FGM + PGD-20 worst case on the same
-    images."""
+    images. `threats` maps a norm to its one radius."""
     queries, steps = args.square_queries, args.apgd_steps
     model = keras.saving.load_model(model_path)
     old = kg.evaluate_robustness(
-        model, x_test, y_test, ["linf", "l2"], STANDARD_EPS,
+        model, x_test, y_test, list(threats), threats,
         ["fgm", kg.attacks.PGD(steps=PGD_STEPS)], seed=seed, verbose=0,
     )  # fmt: skip
     attacks = [
@@ -140,7 +140,7 @@ def evaluate_standard(model_path, x_test, y_test, seed, args):
         kg.attacks.Square(queries=queries, image_shape=(28, 28)),
     ]  # fmt: skip
     report = kg.evaluate_robustness(
-        model, x_test, y_test, ["linf", "l2"], STANDARD_EPS, attacks, seed=seed,
+        model, x_test, y_test, list(threats), threats, attacks, seed=seed,
         verbose=min(args.verbose, 1), cascade=True,
     )  # fmt: skip
     return {
@@ -158,7 +158,7 @@ def evaluate_standard(model_path, x_test, y_test, seed, args):
                 },
                 "FGM + PGD-20": old.accuracy(norm, eps),
             }
-            for norm, (eps,) in STANDARD_EPS.items()
+            for norm, (eps,) in threats.items()
         },
     }
 
@@ -180,7 +180,7 @@ def add_standard_suite_arguments(parser):
     )  # fmt: skip
 
 
-def standard_suite_lines(groups, cell):
+def standard_suite_lines(groups, cell, threats=STANDARD_EPS):
     """Markdown lines: per model and threat, the robust accuracy after each
     attack of the standard suite and how much FGM + PGD-20 on the same
     images overstated it. `groups` maps a model's label to the
@@ -199,7 +199,7 @@ def standard_suite_lines(groups, cell):
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for label, runs in groups.items():
-        for norm, (eps,) in STANDARD_EPS.items():
+        for norm, (eps,) in threats.items():
             threat = f"{norm} {eps:g}"
             after = [[r[threat][a] for a in ATTACK_COLUMNS] for r in runs]
             old = [r[threat]["FGM + PGD-20"] for r in runs]

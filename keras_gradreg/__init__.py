@@ -11,6 +11,7 @@ from keras_gradreg import (
     models,
     optimizers,
     protocol,
+    semi_supervised,
 )
 from keras_gradreg.attacks import (
     classification_accuracy,
@@ -72,6 +73,7 @@ __all__ = [
     "pgd",
     "plots",
     "protocol",
+    "semi_supervised",
     "tuning",
     "worst_case_perturbation",
 ]

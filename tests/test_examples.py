@@ -3,6 +3,7 @@
 import importlib
 import os
 
+import keras
 import pytest
 
 from keras_gradreg import datasets
@@ -141,6 +142,63 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
         reproduce_mnist.main([*argv, "--final-epochs", "2"])
     assert exit_info.value.code == 2
     assert "final_epochs: 1 -> 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
+)
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="a backend-agnostic script (about a minute); its forms are tested on "
+    "every backend in test_multistep.py, so one backend runs it",
+)
+def test_inner_max_comparison_writes_its_table_and_resumes(tmp_path, capsys):
+    compare = import_example("compare_inner_max")
+    argv = [
+        "--epochs", "1", "--limit", "256", "--steps", "2", "--output", str(tmp_path),
+        "--standard-points", "32", "--square-queries", "20", "--apgd-steps", "5",
+        "--verbose", "0",
+    ]  # fmt: skip
+    rows = compare.main(argv)
+    assert list(rows) == [
+        "maxout + dropout", "linf penalty", "FGSM training (perturb, alpha 0.5)",
+        "multistep k=2 (alpha 0.5)",
+    ]  # fmt: skip
+    for row in rows.values():
+        assert 0.0 <= row["test_error"] <= 1.0 and row["seconds_per_epoch"] > 0
+        # The suite attacks what FGM + PGD-20 left: never more robust.
+        suite = row["standard"]["linf 0.1"]
+        assert suite["worst case"] <= suite["FGM + PGD-20"] + 1e-9
+    table = (tmp_path / "results.md").read_text()
+    assert "| multistep k=2 (alpha 0.5) |" in table and "x plain" in table
+    capsys.readouterr()
+    assert compare.main(argv) == rows  # finished runs are read back
+    assert "== {" not in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main([*argv[:1], "2", *argv[2:]])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
+)
+def test_semi_supervised_example_trains_both_runs_and_resumes(tmp_path, capsys):
+    semi = import_example("semi_supervised_mnist")
+    argv = [
+        "--epochs", "1", "--steps-per-epoch", "4", "--labeled-batch", "16",
+        "--unlabeled-batch", "32", "--test-limit", "200", "--output", str(tmp_path),
+        "--verbose", "0",
+    ]  # fmt: skip
+    results = semi.main(argv)
+    assert list(results) == ["supervised", "virtual"]
+    assert results["virtual"]["regularizer"]["sigma"] == 2.0
+    assert all(0.0 <= r["test_error"] <= 1.0 for r in results.values())
+    assert len(list(tmp_path.glob("*-seed0.json"))) == 2
+    capsys.readouterr()
+    assert semi.main(argv) == results
+    assert "done earlier" in capsys.readouterr().out
 
 
 def test_every_public_name_is_in_the_api_reference():
