@@ -12,8 +12,8 @@ labeled rows (weight 1) and `--unlabeled-batch` unlabeled rows (weight 0).
 - label-free member: `virtual=True, norm="l2", sigma=--sigma`, one power
   iteration (xi 1e-6), the divergence on every row.
 
-sigma = 2.0 (l2, pixels in [0, 1]) is Miyato et al.'s value for this
-benchmark; it is not tuned on the test set. Results go to `--output` as
+sigma = 2.0 (l2, pixels in [0, 1]) is the default; it is not tuned on the
+test set. docs/results.md records what it gives today. Results go to `--output` as
 JSON, one file per run; a finished run is skipped when the script is run
 again.
 

@@ -3,8 +3,8 @@
 The label-free member (`virtual=True`) adds `virtual_weight * KL(p(x) ||
 p(x + r*))` on every row of a batch, labeled or not, while the supervised
 loss sees only rows with a nonzero `sample_weight`. Semi-supervised training
-is then ordinary `model.fit` on batches that mix a few labeled rows (weight
-1) with many unlabeled ones (weight 0, any label):
+is then ordinary `model.fit` on batches that mix a few labeled rows with
+many unlabeled ones (weight 0, any label):
 
     >>> import numpy as np
     >>> x = np.random.rand(1000, 4).astype("float32")
@@ -14,7 +14,7 @@ is then ordinary `model.fit` on batches that mix a few labeled rows (weight
     ...     x[labeled], y[labeled], x, labeled_batch_size=8, unlabeled_batch_size=32
     ... )
     >>> xb, yb, wb = batches[0]
-    >>> xb.shape, wb.tolist().count(1.0)
+    >>> xb.shape, wb.tolist().count(5.0)  # 8 labeled rows of 40 weigh 40 / 8
     ((40, 4), 8)
 
 `model.fit(batches, epochs=...)` runs on every backend (a Keras `PyDataset`).
@@ -84,8 +84,14 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
     """Batches of `labeled_batch_size` labeled rows followed by
     `unlabeled_batch_size` unlabeled ones, as `(x, y, sample_weight)`.
 
-    Labeled rows have weight 1 and their label; unlabeled rows weight 0 and
-    label 0 (a placeholder the weighted loss ignores). An epoch passes once
+    Labeled rows have their label and weight `labeled_weight`, by default
+    `(labeled_batch_size + unlabeled_batch_size) / labeled_batch_size`:
+    Keras's losses average over every row of a batch, so this makes the
+    supervised loss the mean over the labeled rows, as in Miyato et al.,
+    while the divergence of the label-free member averages over all rows
+    (with weight 1, the supervised term would shrink with the share of
+    labeled rows). Unlabeled rows have weight 0 and label 0 (a placeholder
+    the weighted loss ignores). An epoch passes once
     over the unlabeled pool in a fresh random order; the labeled rows of
     each batch are drawn without replacement from the labeled set, reshuffled
     whenever it runs out, so every label is seen equally often. The batches
@@ -100,6 +106,8 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
             labeled images may be among them, as in the MNIST benchmark).
         labeled_batch_size: labeled rows per batch (at most n_labeled).
         unlabeled_batch_size: unlabeled rows per batch.
+        labeled_weight: the labeled rows' sample weight (> 0); None for
+            the labeled mean described above.
         steps_per_epoch: batches per epoch; default one pass over the
             unlabeled pool, `ceil(n_unlabeled / unlabeled_batch_size)`.
         seed: the seed of every shuffle.
@@ -120,6 +128,7 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
         unlabeled_batch_size: int = 128,
         steps_per_epoch: int | None = None,
         seed: int = 0,
+        labeled_weight: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -154,6 +163,16 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
         if steps_per_epoch is None:
             steps_per_epoch = math.ceil(len(self.x_unlabeled) / unlabeled_batch_size)
         _check_size("steps_per_epoch", steps_per_epoch)
+        if labeled_weight is None:
+            labeled_weight = (labeled_batch_size + unlabeled_batch_size) / (
+                labeled_batch_size
+            )
+        if not labeled_weight > 0:
+            raise ValueError(
+                "Argument `labeled_weight` must be > 0 (or None). Received: "
+                f"labeled_weight={labeled_weight}"
+            )
+        self.labeled_weight = float(labeled_weight)
         self.labeled_batch_size = int(labeled_batch_size)
         self.unlabeled_batch_size = int(unlabeled_batch_size)
         self.steps_per_epoch = int(steps_per_epoch)
@@ -210,6 +229,9 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
         )
         y = np.concatenate([self.y_labeled[labeled], y_unlabeled])
         weight = np.concatenate(
-            [np.ones(len(labeled), "float32"), np.zeros(len(unlabeled), "float32")]
+            [
+                np.full(len(labeled), self.labeled_weight, "float32"),
+                np.zeros(len(unlabeled), "float32"),
+            ]
         )
         return x, y, weight

@@ -10,12 +10,28 @@ from keras_gradreg import datasets
 from tests.helpers import ROOT, import_example
 
 HAS_MNIST = datasets.find_dataset_file("mnist.npz") is not None
+requires_mnist = pytest.mark.skipif(
+    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
+)
+
+
+def assert_resumes(main, argv, rows, trained_marker, capsys):
+    """A second run with the same arguments reads every finished run back
+    and trains none again."""
+    capsys.readouterr()
+    assert main(argv) == rows
+    assert trained_marker not in capsys.readouterr().out
+
+
+def assert_refuses(main, argv):
+    """A resume with other settings stops with a usage error (exit code 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
-)
+@requires_mnist
 def test_demo_compares_plain_and_family_members(capsys):
     demo_mnist = import_example("demo_mnist")
     rows = demo_mnist.main(
@@ -66,9 +82,7 @@ def test_public_api_is_flat_documented_and_registered():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
-)
+@requires_mnist
 def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, capsys):
     reproduce_paper = import_example("reproduce_paper")
     argv = [
@@ -100,18 +114,12 @@ def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, caps
     assert "Square with 50 queries" in table and "overstated by" in table
     assert "APGD-T with 10 steps" in table
     assert "(n=2)" in table  # mean ± std over the two seeds
-    capsys.readouterr()
-    assert reproduce_paper.main(argv) == rows  # finished runs are read back
-    assert "== final" not in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_info:
-        reproduce_paper.main([*argv, "--patience", "2"])
-    assert exit_info.value.code == 2
+    assert_resumes(reproduce_paper.main, argv, rows, "== final", capsys)
+    assert_refuses(reproduce_paper.main, [*argv, "--patience", "2"])
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
-)
+@requires_mnist
 def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, capsys):
     reproduce_mnist = import_example("reproduce_mnist")
     argv = [
@@ -145,9 +153,7 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
-)
+@requires_mnist
 @pytest.mark.skipif(
     keras.backend.backend() != "jax",
     reason="a backend-agnostic script (about a minute); its forms are tested on "
@@ -172,18 +178,12 @@ def test_inner_max_comparison_writes_its_table_and_resumes(tmp_path, capsys):
         assert suite["worst case"] <= suite["FGM + PGD-20"] + 1e-9
     table = (tmp_path / "results.md").read_text()
     assert "| multistep k=2 (alpha 0.5) |" in table and "x plain" in table
-    capsys.readouterr()
-    assert compare.main(argv) == rows  # finished runs are read back
-    assert "== {" not in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exit_info:
-        compare.main([*argv[:1], "2", *argv[2:]])
-    assert exit_info.value.code == 2
+    assert_resumes(compare.main, argv, rows, "== {", capsys)
+    assert_refuses(compare.main, [*argv[:1], "2", *argv[2:]])  # other epochs
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
-)
+@requires_mnist
 def test_semi_supervised_example_trains_both_runs_and_resumes(tmp_path, capsys):
     semi = import_example("semi_supervised_mnist")
     argv = [

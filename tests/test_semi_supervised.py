@@ -43,7 +43,7 @@ def test_batches_mix_weighted_labeled_and_unweighted_unlabeled_rows():
     for i in range(len(batches)):
         xb, yb, wb = batches[i]
         assert xb.shape == (12, 5) and yb.shape == (12,) and wb.shape == (12,)
-        assert wb.tolist() == [1.0] * 4 + [0.0] * 8
+        assert wb.tolist() == [3.0] * 4 + [0.0] * 8  # (4 + 8) / 4: labeled mean
         for row, label in zip(xb[:4], yb[:4]):  # labeled rows keep their label
             (where,) = np.flatnonzero((x[labeled] == row).all(axis=1))
             assert y[labeled][where] == label
@@ -69,6 +69,7 @@ def test_batches_mix_weighted_labeled_and_unweighted_unlabeled_rows():
         ({"labeled_batch_size": 7}, "labeled_batch_size"),
         ({"unlabeled_batch_size": 61}, "unlabeled_batch_size"),
         ({"steps_per_epoch": 0}, "steps_per_epoch"),
+        ({"labeled_weight": 0.0}, "labeled_weight"),
     ],
 )
 def test_batches_refuse_bad_sizes_by_name(kwargs, name):
@@ -111,3 +112,16 @@ def test_label_free_member_uses_the_unlabeled_rows():
     vat = {"virtual": True, "norm": "l2", "sigma": 0.5, "form": "perturb"}
     moved = [trained(u, **vat) for u in (x, other)]
     assert np.abs(moved[0] - moved[1]).max() > 1e-4
+
+
+def test_default_weights_make_the_supervised_loss_the_labeled_mean():
+    x, y = _data()
+    batches = SemiSupervisedBatches(
+        x[:6], y[:6], x, labeled_batch_size=4, unlabeled_batch_size=8
+    )
+    xb, yb, wb = batches[0]
+    probabilities = np.random.default_rng(1).dirichlet(np.ones(3), len(xb))
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    weighted = loss(yb, probabilities.astype("float32"), sample_weight=wb)
+    labeled_mean = -np.mean(np.log(probabilities[np.arange(4), yb[:4]]))
+    np.testing.assert_allclose(float(weighted), labeled_mean, rtol=1e-5)
