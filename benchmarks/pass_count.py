@@ -128,8 +128,10 @@ def _xla(model, data, steps, dump, backend) -> dict:
     return {"dots": count, "flops": flops, "seconds": seconds, "wall": wall}
 
 
-#: The aten operators that are matrix products.
-TORCH_MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")
+#: The aten operators that do a matrix product's arithmetic, and all that
+#: count as matrix products (with the wrappers around them).
+TORCH_PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm")
+TORCH_MATMULS = (*TORCH_PRODUCTS, "aten::matmul", "aten::linear")
 
 
 def _torch(model, data, steps) -> dict:
@@ -146,7 +148,7 @@ def _torch(model, data, steps) -> dict:
     seconds = collections.Counter()
     count = flops = 0
     for event in prof.key_averages():
-        if event.key in ("aten::mm", "aten::addmm", "aten::bmm"):
+        if event.key in TORCH_PRODUCTS:
             count += event.count
             flops += event.flops
         kind = "matmul" if event.key in TORCH_MATMULS else "other"

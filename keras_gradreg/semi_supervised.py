@@ -55,10 +55,7 @@ def balanced_labels(y, per_class: int, seed: int = 0) -> np.ndarray:
         (2,)
     """
     y = np.asarray(y).reshape(-1)
-    if int(per_class) != per_class or per_class < 1:
-        raise ValueError(
-            f"Argument `per_class` must be an integer >= 1. Received: per_class={per_class}"
-        )
+    _check_size("per_class", per_class)
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(y):
