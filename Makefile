@@ -18,7 +18,7 @@ TORCH_SPEC ?= torch==2.13.0
 BACKENDS ?= tensorflow jax torch
 DEMO_BACKEND ?= jax
 DOCTEST_BACKEND ?= tensorflow
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15
 
 BIN := $(VENV)/bin
 comma := ,
@@ -34,7 +34,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install test test-keras-range lint format docs demo bench clean
+.PHONY: install test test-keras-range lint format docs demo bench bench-legacy-setup clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -102,6 +102,14 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_cost.py
+
+# Neural Structured Learning on legacy tf.keras, for
+# benchmarks/vs_legacy_adversarial.py only: a folder of its own, outside
+# the project's environment.
+bench-legacy-setup: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --target .bench-legacy \
+	  "tf-keras==$$($(BIN)/python -c 'import tensorflow as t; print(t.__version__)')" \
+	  neural-structured-learning==1.4.0
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache site

@@ -232,11 +232,17 @@ def family_objective(
         return Terms(clean_loss, clean_loss, clean_loss, grad_norm)
     sigma = ops.cast(reg.sigma if sigma is None else sigma, clean_loss.dtype)
     if reg.virtual:
+        # With a mask w the iteration runs in s, r = w s: the Hessian is W H W.
+        def divergence_gradient(deltas):
+            moved = input_gradient(inputs.weighted(deltas, weights), target)
+            return inputs.weighted(moved, weights)
+
         direction = virtual.power_iteration(
-            lambda deltas: input_gradient(deltas, target),
-            start, reg.xi, reg.power_iterations,
-        )  # fmt: skip
-        deltas = worst_case_perturbation(direction, reg.norm, sigma)
+            divergence_gradient, start, reg.xi, reg.power_iterations
+        )
+        deltas = inputs.weighted(
+            worst_case_perturbation(direction, reg.norm, sigma), weights
+        )
         adv_loss = perturbed_loss(deltas, target)
         total = clean_loss + reg.virtual_weight * adv_loss
         return Terms(total, clean_loss, adv_loss, grad_norm)

@@ -189,16 +189,19 @@ def test_semi_supervised_example_trains_both_runs_and_resumes(tmp_path, capsys):
     argv = [
         "--epochs", "1", "--steps-per-epoch", "4", "--labeled-batch", "16",
         "--unlabeled-batch", "32", "--test-limit", "200", "--output", str(tmp_path),
-        "--verbose", "0",
+        "--verbose", "0", "--sigma", "2", "0.5", "--validation", "100",
     ]  # fmt: skip
     results = semi.main(argv)
-    assert list(results) == ["supervised", "virtual"]
-    assert results["virtual"]["regularizer"]["sigma"] == 2.0
-    assert all(0.0 <= r["test_error"] <= 1.0 for r in results.values())
-    assert len(list(tmp_path.glob("*-seed0.json"))) == 2
+    assert list(results) == ["supervised", "virtual-sigma2", "virtual-sigma0.5"]
+    assert results["virtual-sigma0.5"]["regularizer"]["sigma"] == 0.5
+    for row in results.values():
+        assert 0.0 <= row["test_error"] <= 1.0
+        assert 0.0 <= row["validation_error"] <= 1.0
+    assert len(list(tmp_path.glob("*-seed0.json"))) == 3
     capsys.readouterr()
     assert semi.main(argv) == results
-    assert "done earlier" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "done earlier" in output and output.count("(chosen on validation)") == 1
 
 
 def test_every_public_name_is_in_the_api_reference():

@@ -139,7 +139,7 @@ def values_and_input_gradient(fn, x):
             (gradient,) = torch.autograd.grad(values.sum(), x, allow_unused=True)
         if gradient is None:
             gradient = torch.zeros_like(x)
-    detach = lambda t: t.detach()  # noqa: E731
+    detach = lambda t: None if t is None else t.detach()  # noqa: E731
     return values.detach(), keras.tree.map_structure(detach, aux), gradient.detach()
 
 
