@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import keras
+from reproduce_mnist import refuse_mismatched_resume
 
 import keras_gradreg as kg
 from keras_gradreg.semi_supervised import SemiSupervisedBatches, balanced_labels
@@ -47,13 +48,20 @@ def _run_names(sigmas):
     return ["supervised"] + [f"virtual-sigma{sigma:g}" for sigma in sigmas]
 
 
-def build_network(widths=(1200, 600, 300, 150), **regularizer) -> kg.GradRegModel:
-    """The permutation-invariant MLP of Miyato et al. (ReLU, no batch
-    normalization here), softmax output."""
+def build_network(
+    widths=(1200, 600, 300, 150), batch_norm: bool = True, **regularizer
+) -> kg.GradRegModel:
+    """The permutation-invariant MLP of Miyato et al.: ReLU, batch
+    normalization before each activation (as theirs) unless `batch_norm`
+    is False, softmax output."""
     inputs = keras.Input((28, 28))
     h = keras.layers.Flatten()(inputs)
     for width in widths:
-        h = keras.layers.Dense(width, activation="relu")(h)
+        if batch_norm:
+            h = keras.layers.Dense(width, use_bias=False)(h)
+            h = keras.layers.Activation("relu")(keras.layers.BatchNormalization()(h))
+        else:
+            h = keras.layers.Dense(width, activation="relu")(h)
     outputs = keras.layers.Dense(10, activation="softmax")(h)
     return kg.GradRegModel(inputs, outputs, input_range=(0.0, 1.0), **regularizer)
 
@@ -80,6 +88,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--test-limit", type=int, default=None)
+    parser.add_argument(
+        "--no-batch-norm", dest="batch_norm", action="store_false",
+        help="leave out the batch normalization of every hidden layer",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("runs/semi_supervised"))
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
@@ -105,6 +117,10 @@ def main(argv=None) -> dict:
     x_train, y_train = x_train[: -args.validation], y_train[: -args.validation]
     labeled = balanced_labels(y_train, args.labels_per_class, seed=args.seed)
     args.output.mkdir(parents=True, exist_ok=True)
+    # Each radius is a run of its own: more can be added to a folder later.
+    ignored = ("runs", "output", "verbose", "sigma")
+    settings = {k: v for k, v in vars(args).items() if k not in ignored}
+    refuse_mismatched_resume(parser, args.output, settings)
     print(
         f"MNIST: {len(labeled)} labels, {len(x_train)} unlabeled, {len(x_val)} "
         f"validation and {len(x_test)} test images; backend "
@@ -134,7 +150,7 @@ def main(argv=None) -> dict:
             seed=args.seed,
         )
         total_steps = args.epochs * len(batches)
-        model = build_network(**regularizer)
+        model = build_network(batch_norm=args.batch_norm, **regularizer)
         model.compile(
             optimizer=keras.optimizers.Adam(
                 keras.optimizers.schedules.CosineDecay(args.learning_rate, total_steps)
@@ -145,7 +161,10 @@ def main(argv=None) -> dict:
             jit_compile=keras.backend.backend() != "torch",
         )
         start = time.perf_counter()
-        history = model.fit(batches, epochs=args.epochs, verbose=args.verbose)
+        history = model.fit(
+            batches, epochs=args.epochs, validation_data=(x_val, y_val),
+            verbose=args.verbose,
+        )  # fmt: skip
         seconds = time.perf_counter() - start
         results[name] = {
             "run": name,
@@ -155,7 +174,8 @@ def main(argv=None) -> dict:
             "train_seconds": seconds,
             "steps": total_steps,
             "final_loss": float(history.history["loss"][-1]),
-            "settings": {k: str(v) for k, v in vars(args).items()},
+            "settings": {k: str(v) for k, v in settings.items()},
+            "validation_curve": history.history["val_accuracy"],
             "backend": keras.backend.backend(),
         }
         path.write_text(json.dumps(results[name], indent=2))

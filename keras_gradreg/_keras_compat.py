@@ -196,3 +196,35 @@ def exact_moments():
         yield
     finally:
         module._compute_moments = original
+
+
+def tf_random_internals():
+    """`(cast_seed, draw_seed, concrete_noise_shape)` of Keras's TensorFlow
+    random module, for samplers that must treat seeds and noise shapes
+    exactly as Keras's own do (see `tf_samplers`)."""
+    module = importlib.import_module("keras.src.backend.tensorflow.random")
+    return module._cast_seed, module.draw_seed, module._get_concrete_noise_shape
+
+
+@contextlib.contextmanager
+def tf_samplers(**replacements):
+    """Within the context, the named functions of Keras's TensorFlow random
+    module (`dropout`, `uniform`, `normal`: what `keras.layers.Dropout` and
+    `keras.random` call) are `replacements`. A no-op on other backends.
+
+    Keras draws with TensorFlow's "auto_select" algorithm, which XLA on CPU
+    compiles to a ThreeFry generator tens of times slower than Philox; the
+    module-level functions are the only place to choose another.
+    """
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    module = importlib.import_module("keras.src.backend.tensorflow.random")
+    originals = {name: getattr(module, name) for name in replacements}
+    for name, function in replacements.items():
+        setattr(module, name, function)
+    try:
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(module, name, function)

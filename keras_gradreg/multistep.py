@@ -55,8 +55,6 @@ def random_unit_start(
     leaves: Sequence,
     norm: Norm,
     seed,
-    uniform: Callable = keras.random.uniform,
-    normal: Callable = keras.random.normal,
 ) -> list:
     """A random point of the unit `norm`-ball per example, jointly over
     `leaves`: uniform in the linf cube; otherwise a Gaussian (l1: Laplace)
@@ -67,8 +65,6 @@ def random_unit_start(
         leaves: the regularized inputs, tensors of shape (batch, ...).
         norm: the perturbation norm (canonical).
         seed: a `keras.random.SeedGenerator`.
-        uniform, normal: the samplers, with `keras.random`'s signatures (a
-            backend may pass faster ones).
 
     Returns:
         A list of tensors shaped like `leaves`.
@@ -77,16 +73,16 @@ def random_unit_start(
     shape = ops.shape(flat)
     dtype = flat.dtype
     if norm == "linf":
-        return unflatten(uniform(shape, -1.0, 1.0, dtype, seed), leaves)
+        return unflatten(keras.random.uniform(shape, -1.0, 1.0, dtype, seed), leaves)
     if norm == "l1":
         # Laplace(0, 1) as the log-ratio of two uniforms.
         tiny = 1e-7
-        u = uniform((2,) + tuple(shape), tiny, 1.0, dtype, seed)
+        u = keras.random.uniform((2,) + tuple(shape), tiny, 1.0, dtype, seed)
         noise = ops.log(u[0]) - ops.log(u[1])
     else:
-        noise = normal(shape, 0.0, 1.0, dtype, seed)
+        noise = keras.random.normal(shape, 0.0, 1.0, dtype, seed)
     length = per_example_norm(noise, norm_exponent(norm))
-    radius = uniform(shape[:1], 0.0, 1.0, dtype, seed)
+    radius = keras.random.uniform(shape[:1], 0.0, 1.0, dtype, seed)
     scale = radius / ops.maximum(length, 1e-12)
     return unflatten(noise * ops.expand_dims(scale, -1), leaves)
 

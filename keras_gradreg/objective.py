@@ -294,16 +294,13 @@ def needs_random_start(regularizer: GradientRegularizer) -> bool:
     return reg.active and (multistep_start or reg.virtual)
 
 
-def random_start(model, selection, **samplers):
+def random_start(model, selection):
     """The multistep form's random start in the unit ball (drawn from the
-    model's `perturbation_seed`; `samplers` may replace `keras.random`'s
-    `uniform` and `normal`), or None."""
+    model's `perturbation_seed`), or None."""
     if not needs_random_start(model.regularizer):
         return None
     norm = "l2" if model.regularizer.virtual else model.regularizer.norm
-    return multistep.random_unit_start(
-        selection.leaves, norm, model.perturbation_seed, **samplers
-    )
+    return multistep.random_unit_start(selection.leaves, norm, model.perturbation_seed)
 
 
 def needs_second_order(regularizer: GradientRegularizer) -> bool:

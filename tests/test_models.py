@@ -483,3 +483,29 @@ def test_import_is_light():
         "assert 'keras_tuner' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's random samplers")
+def test_tensorflow_steps_draw_dropout_masks_and_starts_with_philox():
+    """Keras's TF draws leave the algorithm to TensorFlow ("auto_select",
+    3), which XLA on CPU compiles to a slow generator; GradRegModel's step
+    fixes Philox (1) for every draw (dropout masks and the multistep form's
+    random start), a plain Keras step does not."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 6), "float32"), rng.integers(0, 3, 8)
+
+    def algorithms(model):
+        compile_(model)
+        graph = tf.function(lambda a, b: model.train_step((a, b)))
+        ops = graph.get_concrete_function(x, y).graph.get_operations()
+        draws = [op for op in ops if op.type.startswith("StatelessRandom")]
+        draws = [op for op in draws if op.type.endswith("V2")]
+        return [int(tf.get_static_value(op.inputs[-1])) for op in draws]
+
+    assert set(algorithms(mlp(dropout=0.5, plain=True))) == {3}
+    for form in ("perturb", "multistep"):
+        got = algorithms(mlp(dropout=0.5, sigma=0.1, form=form, norm="l2", steps=1))
+        # At least the clean and the perturbed pass's dropout masks.
+        assert len(got) >= 2 and set(got) == {1}, (form, got)

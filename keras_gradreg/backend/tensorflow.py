@@ -10,9 +10,10 @@ from keras_gradreg.backend.common import call_model, train_logs
 
 
 def train_step(model, data):
-    # Exact second derivatives through normalization layers (see
-    # `_keras_compat.exact_moments`): the step is traced inside the context.
-    with _keras_compat.exact_moments():
+    # The step is traced inside both contexts: exact second derivatives
+    # through normalization layers (see `_keras_compat.exact_moments`), and
+    # Philox for Keras's random draws (dropout masks), fast under XLA.
+    with _keras_compat.exact_moments(), philox_sampling():
         return _train_step(model, data)
 
 
@@ -23,9 +24,7 @@ def _train_step(model, data):
     record_clean = objective.needs_clean_weight_gradient(reg)
     second_order = objective.needs_second_order(reg)
     scale = objective.input_gradient_loss_scale(model.optimizer, x)
-    start = objective.random_start(
-        model, selection, uniform=_stateless_uniform, normal=_stateless_normal
-    )
+    start = objective.random_start(model, selection)
 
     with tf.GradientTape() as tape:
         # The perturb form with alpha=0 needs the clean pass only for dL/dx.
@@ -102,23 +101,50 @@ def _train_step(model, data):
 # Keras's TF samplers use the "auto_select" algorithm, which XLA on CPU
 # compiles to a generator about 50x slower than Philox (a 128 x 784 uniform
 # draw: 40 ms against 0.9 ms, TF 2.21): with it a random start cost more
-# than four training steps. (XLA's Philox stream differs from the TF
-# kernel's, so a run with and without jit_compile draws different starts.)
-# Same signatures as keras.random's.
-def _stateless_uniform(shape, minval, maxval, dtype, seed):
+# than four training steps, and the three dropout layers of the maxout MLP
+# made a plain Keras step 4.5x slower under XLA than without dropout. The
+# train step and the attacks are traced with Philox samplers instead (same
+# seeds, same arguments; XLA's Philox stream differs from the TF kernel's,
+# so a run with and without jit_compile draws differently).
+_cast_seed, _draw_seed, _noise_shape = _keras_compat.tf_random_internals()
+
+
+def _philox_dropout(inputs, rate, noise_shape=None, seed=None):
+    if rate == 1.0:
+        return tf.zeros_like(inputs)
+    if rate == 0.0:
+        return inputs
+    return tf.nn.experimental.stateless_dropout(
+        inputs,
+        rate=rate,
+        noise_shape=_noise_shape(inputs, noise_shape),
+        seed=_cast_seed(_draw_seed(seed)),
+        rng_alg="philox",
+    )
+
+
+def _philox_uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
+    dtype = dtype or keras.config.floatx()
     return tf.random.stateless_uniform(
-        shape, _seed(seed), minval=minval, maxval=maxval, dtype=dtype, alg="philox"
-    )
+        shape, _cast_seed(_draw_seed(seed)), minval=tf.cast(minval, dtype),
+        maxval=tf.cast(maxval, dtype), dtype=dtype, alg="philox",
+    )  # fmt: skip
 
 
-def _stateless_normal(shape, mean, stddev, dtype, seed):
+def _philox_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+    dtype = dtype or keras.config.floatx()
     return tf.random.stateless_normal(
-        shape, _seed(seed), mean=mean, stddev=stddev, dtype=dtype, alg="philox"
+        shape, _cast_seed(_draw_seed(seed)), mean=mean, stddev=stddev,
+        dtype=dtype, alg="philox",
+    )  # fmt: skip
+
+
+def philox_sampling():
+    """The context in which Keras's dropout, uniform and normal draws use
+    Philox (see `_keras_compat.tf_samplers`)."""
+    return _keras_compat.tf_samplers(
+        dropout=_philox_dropout, uniform=_philox_uniform, normal=_philox_normal
     )
-
-
-def _seed(generator):
-    return tf.cast(generator.next(), tf.int64)
 
 
 # Keras 3's TF trainer breaks `fit` under a multi-worker
@@ -171,4 +197,9 @@ def compile_attack(model, fn):
     by reference, so later weight updates are seen). `fn` takes and returns
     tensors."""
     del model  # variables are captured by reference
-    return tf.function(fn, jit_compile=True, reduce_retracing=True)
+
+    def traced(*args):
+        with philox_sampling():  # random starts and Square's draws
+            return fn(*args)
+
+    return tf.function(traced, jit_compile=True, reduce_retracing=True)
