@@ -14,6 +14,7 @@ Usage:
     python benchmarks/step_cost.py                      # all three backends
     python benchmarks/step_cost.py --backends jax --rounds 3 --steps 50
     python benchmarks/step_cost.py --only multistep "perturb linf alpha=0"
+    python benchmarks/step_cost.py --backends torch --torch-compile   # first order
 """
 
 from __future__ import annotations
@@ -101,18 +102,22 @@ def selected(only) -> list:
     ]
 
 
-def run_backend(rounds: int, steps: int, batch: int, only=()) -> dict:
+def run_backend(
+    rounds: int, steps: int, batch: int, only=(), torch_compile: bool = False
+) -> dict:
     import keras
     import numpy as np
 
     backend = keras.backend.backend()
-    jit = backend != "torch"
+    jit = backend != "torch" or torch_compile
     rng = np.random.default_rng(0)
     x = rng.random((steps * batch, 784), dtype=np.float32)
     y = rng.integers(0, 10, steps * batch)
     data = fit_data(x, y, batch)
     models = {}
     for name, regularizer in selected(only):
+        if jit and backend == "torch" and (regularizer or {}).get("form") == "penalty":
+            continue  # torch.compile cannot differentiate twice
         keras.utils.set_random_seed(0)
         model = build(regularizer)
         model.compile(
@@ -142,6 +147,12 @@ def run_backend(rounds: int, steps: int, batch: int, only=()) -> dict:
     }
 
 
+def _compiler(run: dict) -> str:
+    if not run["jit_compile"]:
+        return "eager"
+    return "torch.compile" if run["backend"] == "torch" else "XLA"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"])
@@ -155,6 +166,10 @@ def main(argv=None):
         "--only", nargs="+", default=[],
         help="time only configurations whose name contains one of these words",
     )  # fmt: skip
+    parser.add_argument(
+        "--torch-compile", action="store_true",
+        help="torch: time under torch.compile (first-order forms; not the penalty)",
+    )  # fmt: skip
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.rounds, args.steps, args.batch_size) < 1:
@@ -164,9 +179,10 @@ def main(argv=None):
         )
 
     if args.worker:
-        print(
-            json.dumps(run_backend(args.rounds, args.steps, args.batch_size, args.only))
+        result = run_backend(
+            args.rounds, args.steps, args.batch_size, args.only, args.torch_compile
         )
+        print(json.dumps(result))
         return
 
     runs = []
@@ -176,6 +192,7 @@ def main(argv=None):
             sys.executable, __file__, "--worker",
             "--rounds", str(args.rounds), "--steps", str(args.steps),
             "--batch-size", str(args.batch_size), *(["--only", *args.only] if args.only else []),
+            *(["--torch-compile"] if args.torch_compile else []),
         ]  # fmt: skip
         print(f"timing {backend} ...", file=sys.stderr)
         out = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -184,14 +201,16 @@ def main(argv=None):
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
 
     header = "| configuration | " + " | ".join(
-        f"{r['backend']}{' (XLA)' if r['jit_compile'] else ' (eager)'} ex/s | ratio"
-        for r in runs
+        f"{r['backend']} ({_compiler(r)}) ex/s | ratio" for r in runs
     )
     print(header + " |")
     print("|---|" + "---:|---:|" * len(runs))
     for name, _ in selected(args.only):
         cells = []
         for r in runs:
+            if name not in r["examples_per_s"]:
+                cells.append("— | —")
+                continue
             speed = r["examples_per_s"][name]
             ratio = r["examples_per_s"]["plain"] / speed
             cells.append(f"{speed:,.0f} | {ratio:.2f}x")

@@ -1,13 +1,18 @@
-"""Reproduce the paper's Tables I and IV with the maxout papers' protocol.
+"""Reproduce the paper's Tables I, II and IV with the maxout papers' protocol.
 
-Permutation-invariant MNIST, the maxout MLP exactly as pylearn2's
-`mnist_pi.yaml` builds and trains it (uniform init +-0.005, input dropout
+`--table 1` (the default): permutation-invariant MNIST, the maxout MLP
+exactly as pylearn2's `mnist_pi.yaml` builds and trains it (uniform init +-0.005, input dropout
 0.2 with unscaled kept pixels, hidden dropout 0.5, max column norm 1.9365
 on every layer, batch 100, SGD lr 0.1 divided by 1.000004 per update,
 momentum 0.5 -> 0.7 by epoch 250, early stopping on validation error with
 patience 100, then training on all 60,000 images until the loss on the
 former validation images falls to the training loss at the best epoch):
 `keras_gradreg.protocol.train_then_continue`.
+`--table 2`: MNIST with the convolutional maxout network and protocol of
+`mnist.yaml` (batch 128, lr 0.05 divided by 1.00004 per update, input
+dropout 0.2 unscaled, kernel max-norm 0.9 on the first layer and 1.9365
+elsewhere, zero padding 0/3/3; `mnist_conv_maxout(paddings=(0, 3, 3), ...)`).
+Table IV's rows come from the same models.
 
 Models: plain maxout + dropout and the l2 penalty member (several seeds),
 FGSM adversarial training (linf perturb, alpha 0.5), the linf penalty and
@@ -21,19 +26,28 @@ can be re-evaluated without retraining).
 
 Every run is checkpointed every epoch under `<output>/`; the same command
 resumes, and `<output>/settings.json` refuses a resume with other
-settings. Runs go in the order that answers the paper's main claim first
-(l2 and plain, seed 0, then the other seeds, then the other members).
+settings. What a finished run leaves that is worth keeping (the sigma
+selection, each run's results, its per-epoch history, the tables) goes to
+`--record` (default: `<output>`), a folder small enough to commit: the
+repository keeps it in `docs/data/paper-table<N>/`, so a run finished on
+one machine is never repeated on the next, which has no `runs/`. Runs go
+in the order that answers the paper's main claim first (l2 and plain,
+seed 0, then the other seeds, then the other members).
 
 Usage:
     KERAS_BACKEND=jax nice -n 19 python examples/reproduce_paper.py \
-        --output runs/paper-table1
+        --record docs/data/paper-table1
+    KERAS_BACKEND=jax python examples/reproduce_paper.py --table 2 \
+        --record docs/data/paper-table2                      # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -50,12 +64,18 @@ import keras_gradreg as kg
 from keras_gradreg.callbacks import EpochTimer
 from keras_gradreg.protocol import MAXOUT_PROTOCOLS, train_then_continue
 
-PAPER_TABLE1 = {
-    "plain": 0.94,
-    "fgsm": 0.84,
-    "l2": 0.78,
+#: The paper's test errors (%) by table and member (Table II's p = inf row
+#: is the linf member; Table I's is Goodfellow et al.'s FGSM training).
+PAPER = {
+    1: {"plain": 0.94, "fgsm": 0.84, "l2": 0.78},
+    2: {"plain": 0.45, "linf": 0.41, "l2": 0.39},
 }
-PAPER_TABLE4 = {"plain": (0.94, 1.14, 2.42), "l2": (0.78, 0.83, 1.29)}
+#: Table IV: test error (%) under Gaussian noise of std 0, 0.1, 0.3.
+PAPER_NOISE = {
+    1: {"plain": (0.94, 1.14, 2.42), "l2": (0.78, 0.83, 1.29)},
+    2: {"plain": (0.45, 0.76, 20.17), "l2": (0.39, 0.44, 14.36)},
+}
+PROTOCOLS = {1: "mnist_pi", 2: "mnist_conv"}
 NOISE_STDS = (0.1, 0.3)
 GRIDS = {"l2": (0.1, 0.3, 1.0), "linf": (0.01, 0.03, 0.1), "l1": (0.5, 2.0, 8.0)}
 MEMBERS = {
@@ -74,13 +94,22 @@ LABELS = {
 }
 
 
-def build(regularizer, protocol):
-    model = kg.models.mnist_maxout_mlp(
-        kernel_initializer=keras.initializers.RandomUniform(-0.005, 0.005),
-        input_dropout_scale=1.0,
-        input_range=(0.0, 1.0),
+def build(regularizer, protocol, table=1):
+    """Table 1's maxout MLP or Table 2's convolutional maxout network, as
+    pylearn2 builds them, compiled with the protocol's optimizer."""
+    common = {
+        "kernel_initializer": keras.initializers.RandomUniform(-0.005, 0.005),
+        "input_dropout_scale": 1.0,
+        "input_range": (0.0, 1.0),
         **regularizer,
-    )
+    }
+    if table == 1:
+        model = kg.models.mnist_maxout_mlp(**common)
+    else:
+        model = kg.models.mnist_conv_maxout(
+            (28, 28), input_dropout=0.2, first_max_norm=0.9, paddings=(0, 3, 3),
+            **common,
+        )  # fmt: skip
     model.compile(
         protocol.optimizer(), "sparse_categorical_crossentropy", metrics=["accuracy"]
     )
@@ -118,7 +147,12 @@ def evaluate(model_path, x_test, y_test, seed, noise_draws):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", default="runs/paper-table1")
+    parser.add_argument("--table", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--output", default=None, help="default runs/paper-table<N>")
+    parser.add_argument(
+        "--record", default=None,
+        help="folder for the finished runs' records (default: --output)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--members", nargs="+", default=list(MEMBERS))
     parser.add_argument("--select-epochs", type=int, default=100)
@@ -133,11 +167,11 @@ def main(argv=None):
     unknown = sorted(set(args.members) - set(MEMBERS))
     if unknown:
         parser.error(f"--members must be among {list(MEMBERS)}. Received: {unknown}")
-    protocol = MAXOUT_PROTOCOLS["mnist_pi"]
+    protocol = MAXOUT_PROTOCOLS[PROTOCOLS[args.table]]
     for name in ("max_epochs", "continue_max_epochs", "patience"):
         if getattr(args, name) is not None:
             protocol = protocol.replace(**{name: getattr(args, name)})
-    out = Path(args.output)
+    out = Path(args.output or f"runs/paper-table{args.table}")
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "protocol": dataclasses.asdict(protocol),
@@ -148,7 +182,10 @@ def main(argv=None):
         "limit": args.limit,
         "backend": keras.backend.backend(),
     }
-    refuse_mismatched_resume(parser, out, settings)
+    record = Path(args.record) if args.record else out
+    for folder in {out, record}:
+        folder.mkdir(parents=True, exist_ok=True)
+        refuse_mismatched_resume(parser, folder, settings)
 
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = kg.datasets.load_mnist(
         validation_size=10000
@@ -172,7 +209,7 @@ def main(argv=None):
                 stop = kg.protocol.ResumableEarlyStopping(
                     folder, patience=short.patience
                 )
-                model = build(regularizer, short)
+                model = build(regularizer, short, args.table)
                 model.fit(
                     x_train, y_train, batch_size=short.batch_size,
                     epochs=short.max_epochs, validation_data=(x_val, y_val),
@@ -184,7 +221,7 @@ def main(argv=None):
                 )  # fmt: skip
                 return {"val_accuracy": stop.best, "best_epoch": stop.best_epoch + 1}
 
-            result = cached(out / "select" / f"{member}-{sigma:g}.json", run)
+            result = cached(record / "select" / f"{member}-{sigma:g}.json", run)
             scores.append(result["val_accuracy"])
         chosen = GRIDS[member][int(np.argmax(scores))]
         return {"sigmas": list(GRIDS[member]), "val_accuracy": scores, "chosen": chosen}
@@ -193,11 +230,12 @@ def main(argv=None):
         print(f"\n== final {member} seed={seed} {regularizer}", flush=True)
         keras.utils.set_random_seed(seed)
         timer = EpochTimer()
+        directory = out / "runs" / f"{member}-seed{seed}"
         summary = train_then_continue(
-            build(regularizer, protocol), (x_train, y_train), (x_val, y_val),
-            out / "runs" / f"{member}-seed{seed}", protocol,
-            callbacks=[timer], verbose=args.verbose,
+            build(regularizer, protocol, args.table), (x_train, y_train), (x_val, y_val),
+            directory, protocol, callbacks=[timer], verbose=args.verbose,
         )  # fmt: skip
+        keep_histories(directory, record / "histories", f"{member}-seed{seed}")
         row = evaluate(summary["model_path"], x_test, y_test, seed, args.noise_draws)
         return {
             "member": member, "seed": seed, "regularizer": regularizer,
@@ -210,15 +248,15 @@ def main(argv=None):
         regularizer = dict(MEMBERS[member])
         if member in GRIDS:
             selection[member] = cached(
-                out / "select" / f"{member}.json", lambda m=member: select(m)
+                record / "select" / f"{member}.json", lambda m=member: select(m)
             )
             regularizer["sigma"] = selection[member]["chosen"]
         row = cached(
-            out / "results" / f"{member}-seed{seed}.json",
+            record / "results" / f"{member}-seed{seed}.json",
             lambda m=member, s=seed, r=regularizer: final(m, s, r),
         )
         row["standard"] = cached(
-            out / "results" / f"{member}-seed{seed}-standard.json",
+            record / "results" / f"{member}-seed{seed}-standard.json",
             lambda p=row["model_path"], s=seed: evaluate_standard(
                 p,
                 x_test[: args.standard_points],
@@ -228,8 +266,43 @@ def main(argv=None):
             ),  # fmt: skip
         )
         rows.append(row)
-        write_tables(out, rows, selection)
+        write_tables(record, rows, selection, args.table)
     return rows
+
+
+def keep_histories(directory, histories, name):
+    """Copies both stages' per-epoch logs of the run in `directory` to
+    `histories/<name>-stage{1,2}.csv`."""
+    histories.mkdir(parents=True, exist_ok=True)
+    for stage in ("stage1", "stage2"):
+        source = directory / stage / "history.csv"
+        if source.exists():
+            shutil.copyfile(source, histories / f"{name}-{stage}.csv")
+
+
+def _columns(path):
+    """A `CSVLogger` file as columns of floats."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def draw_runs(out, rows):
+    """`curves.png`: both stages of every finished run whose histories were
+    kept (`histories/`), with its best epoch and its stage-2 target."""
+    runs = {}
+    for row in rows:
+        name = f"{row['member']}-seed{row['seed']}"
+        stages = [out / "histories" / f"{name}-stage{i}.csv" for i in (1, 2)]
+        if all(path.exists() for path in stages):
+            runs[f"{LABELS[row['member']]}, seed {row['seed']}"] = {
+                "stage1": _columns(stages[0]),
+                "stage2": _columns(stages[1]),
+                "target": row["target"],
+            }
+    if runs:
+        kg.plots.plot_protocol_runs(runs, out / "curves.png")
+    return bool(runs)
 
 
 def _mean_std(values):
@@ -244,14 +317,19 @@ def _cell(values):
     return f"{mean:.2%} ± {std:.2%} (n={len(values)})"
 
 
-def write_tables(out, rows, selection):
+def write_tables(out, rows, selection, table=1):
     """Writes `results.md` and `results.json` from the finished runs."""
     by_member = {}
     for row in rows:
         by_member.setdefault(row["member"], []).append(row)
     n_test = 10000
     lines = [
-        "Table I: permutation-invariant MNIST, test error (10,000 test images; "
+        (
+            "Table I: permutation-invariant MNIST"
+            if table == 1
+            else "Table II: MNIST, convolutional maxout"
+        )
+        + ", test error (10,000 test images; "
         f"the standard error of one error rate near 0.8% is "
         f"{np.sqrt(0.008 * 0.992 / n_test):.2%}).",
         "",
@@ -261,7 +339,7 @@ def write_tables(out, rows, selection):
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for member, group in by_member.items():
-        paper = PAPER_TABLE1.get(member)
+        paper = PAPER[table].get(member)
         lines.append(
             f"| {LABELS[member]} | {group[0]['regularizer']['sigma']:g} | "
             f"{'' if paper is None else f'{paper:.2f}%'} | "
@@ -287,7 +365,7 @@ def write_tables(out, rows, selection):
     ]
     for member, group in by_member.items():
         for i, std in enumerate((0.0, *NOISE_STDS)):
-            paper = PAPER_TABLE4.get(member, (None,) * 3)[i]
+            paper = PAPER_NOISE[table].get(member, (None,) * 3)[i]
             if std == 0:
                 clipped = unclipped = _cell([r["test_error"] for r in group])
             else:
@@ -305,6 +383,8 @@ def write_tables(out, rows, selection):
                 for s, a in zip(result["sigmas"], result["val_accuracy"])
             )
             lines.append(f"- {member}: {pairs} -> {result['chosen']:g}")
+    if draw_runs(out, rows):
+        lines += ["", "![Both stages of every run](curves.png)"]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(
         json.dumps({"rows": rows, "selection": selection}, indent=2)

@@ -218,3 +218,49 @@ def plot_robust_accuracy(reports: dict, path, attack: str = "worst case") -> Pat
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+@keras_gradreg_export("keras_gradreg.plots.plot_protocol_runs")
+def plot_protocol_runs(runs: dict, path) -> Path:
+    """Saves the two stages of `protocol.train_then_continue` runs side by
+    side: stage 1's validation error against the epoch, with the best epoch
+    marked (early stopping keeps that model), and stage 2's loss on the
+    former validation images falling to the target (the best model's
+    training loss), where the run stops.
+
+    Args:
+        runs: label -> `{"stage1": history, "stage2": history, "target":
+            float}`, each history a dict of per-epoch lists with at least
+            `val_accuracy` (stage 1) and `val_loss` (stage 2), as
+            `History.history` or the run's `history.csv` read into columns.
+        path: where to write the PNG.
+
+    Returns:
+        The path of the PNG.
+    """
+    fig, axes = _subplots(1, 2, figsize=(10, 3.8))
+    first, second = axes[0]
+    for color, (label, run) in enumerate(runs.items()):
+        style = {"color": f"C{color}", "linewidth": 1}
+        error = 100.0 * (1.0 - np.asarray(run["stage1"]["val_accuracy"], float))
+        epochs = np.arange(1, len(error) + 1)
+        first.plot(epochs, error, label=label, **style)
+        best = int(np.argmin(error))
+        first.plot(epochs[best], error[best], "o", color=f"C{color}")
+        loss = np.asarray(run["stage2"].get("val_loss", []), float)
+        second.plot(np.arange(1, len(loss) + 1), loss, label=label, **style)
+        if run.get("target") is not None:
+            second.axhline(run["target"], linestyle="--", **style)
+    first.set_title("stage 1: validation error (dot: best epoch)", fontsize=10)
+    first.set_xlabel("epoch")
+    first.set_ylabel("validation error (%)")
+    first.set_ylim(0.0, min(5.0, first.get_ylim()[1]))
+    second.set_title("stage 2: loss on the former validation images", fontsize=10)
+    second.set_xlabel("epoch of stage 2")
+    second.set_ylabel("loss (dashed: target)")
+    second.set_yscale("log")
+    for ax in (first, second):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -120,6 +120,46 @@ def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, caps
 
 @pytest.mark.slow
 @requires_mnist
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="a backend-agnostic script; the Table I smoke test runs it on every "
+    "backend and the convolutional network is tested on every backend in "
+    "test_networks.py, so one backend runs Table II",
+)
+def test_table_ii_records_finished_runs_apart_from_checkpoints(tmp_path, capsys):
+    """Table II's convolutional network trains through the same script, and
+    the finished runs' records (`--record`, the folder the repository keeps)
+    are enough to rebuild the tables on a machine without the checkpoints."""
+    import shutil
+
+    reproduce_paper = import_example("reproduce_paper")
+    record, output = tmp_path / "record", tmp_path / "runs"
+    argv = [
+        "--table", "2", "--output", str(output), "--record", str(record),
+        "--limit", "64", "--seeds", "0", "--members", "plain", "--max-epochs", "2",
+        "--patience", "1", "--continue-max-epochs", "1", "--noise-draws", "1",
+        "--square-queries", "10", "--apgd-steps", "2", "--standard-points", "16",
+        "--verbose", "0",
+    ]  # fmt: skip
+    (row,) = reproduce_paper.main(argv)
+    assert row["member"] == "plain" and 0.0 <= row["test_error"] <= 1.0
+    table = (record / "results.md").read_text()
+    assert "Table II: MNIST, convolutional maxout" in table and "0.45%" in table
+    assert "20.17%" in table  # Table IV's convolutional row
+    assert {p.name for p in (record / "histories").iterdir()} == {
+        "plain-seed0-stage1.csv",
+        "plain-seed0-stage2.csv",
+    }
+    assert (record / "results" / "plain-seed0-standard.json").exists()
+    assert (record / "curves.png").exists() and "(curves.png)" in table
+    assert not list(record.rglob("*.keras"))  # checkpoints stay in --output
+    shutil.rmtree(output)  # a new machine: the records alone
+    assert_resumes(reproduce_paper.main, argv, [row], "== final", capsys)
+    assert_refuses(reproduce_paper.main, [*argv[:1], "1", *argv[2:]])  # Table I
+
+
+@pytest.mark.slow
+@requires_mnist
 def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, capsys):
     reproduce_mnist = import_example("reproduce_mnist")
     argv = [

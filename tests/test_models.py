@@ -153,15 +153,23 @@ def test_torch_jit_with_penalty_names_the_alternatives(classification_data):
         model.fit(x, y, verbose=0)
     compile_(model, jit_compile=False)
     model.fit(x, y, verbose=0)
-    # First derivatives only: allowed. The multistep form runs every
-    # first-order path (input gradients without a graph, the perturbed pass);
-    # one compile costs about a minute, so one form is compiled here.
-    model.regularizer = model.regularizer.replace(form="multistep", steps=2)
-    compile_(model, jit_compile=True)
-    history = model.fit(x, y, verbose=0).history
+    # First derivatives only: allowed. The multistep form with alpha > 0 runs
+    # every first-order path (input gradients without a graph, the perturbed
+    # pass, the clean pass backpropagated twice, as finite differences and
+    # sigma = 0 do); one compile costs about a minute, so one form is
+    # compiled here, on the paper's network: with its dropout, AOTAutograd's
+    # donated buffers refused the second backward until the train function
+    # turned them off (`keras_gradreg.backend.torch.train_function`).
+    maxout = kg.models.mnist_maxout_mlp(
+        (6,), num_classes=3, units=4, pieces=3, norm="l2", sigma=0.3,
+        form="multistep", steps=2, alpha=0.5,
+    )  # fmt: skip
+    compile_(maxout, jit_compile=True)
+    history = maxout.fit(x, y, verbose=0).history
     assert history["adv_loss"][-1] > history["clean_loss"][-1]
+    assert np.isfinite(history["loss"][-1])
     with pytest.raises(ValueError, match="torch.compile"):
-        model.regularizer = model.regularizer.replace(form="penalty")
+        maxout.regularizer = maxout.regularizer.replace(form="penalty")
 
 
 def test_regularizer_can_be_changed_after_fit(classification_data):

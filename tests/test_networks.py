@@ -48,6 +48,37 @@ def test_conv_maxout_networks_have_the_published_widths():
         kg.models.cifar10_conv_maxout(width=0)
 
 
+def test_conv_maxout_with_pylearn2_layout_matches_mnist_yaml():
+    """`mnist.yaml`: zero padding 0/3/3 before "valid" convolutions and
+    pooling, unscaled input dropout 0.2, max-norm 0.9 on the first layer's
+    kernels and 1.9365 on the others, uniform init +-0.005."""
+    model = kg.models.mnist_conv_maxout(
+        (28, 28), input_dropout=0.2, input_dropout_scale=1.0, first_max_norm=0.9,
+        paddings=(0, 3, 3),
+        kernel_initializer=keras.initializers.RandomUniform(-0.005, 0.005),
+    )  # fmt: skip
+    convs = _layers_of(model, MaxoutConv2D)
+    assert [c.padding for c in convs] == ["valid"] * 3
+    assert [c.max_norm for c in convs] == pytest.approx([0.9, 1.9365, 1.9365])
+    assert [layer.padding for layer in _layers_of(model, keras.layers.ZeroPadding2D)] == [
+        ((3, 3), (3, 3)), ((3, 3), (3, 3)),
+    ]  # fmt: skip
+    # 28 -> conv 8 -> 21 -> pool 4/2 -> 9 -> pad 3, conv 8 -> 8 -> pool -> 3
+    # -> pad 3, conv 5 -> 5 -> pool 2/2 -> 2: 2 * 2 * 24 features.
+    assert tuple(convs[0].output.shape) == (None, 21, 21, 48)
+    assert model.layers[-1].kernel.shape == (96, 10)
+    (dropout,) = _layers_of(model, kg.layers.ScaledDropout)
+    assert (dropout.rate, dropout.scale) == (0.2, 1.0)
+    kernels = [w for w in model.trainable_weights if "kernel" in w.path]
+    assert all(0 < np.abs(np.array(k)).max() <= 0.005 for k in kernels)
+    default = kg.models.mnist_conv_maxout()
+    assert not _layers_of(default, kg.layers.ScaledDropout)
+    assert [c.padding for c in _layers_of(default, MaxoutConv2D)] == ["same"] * 3
+    for bad in ((0, 3), (0, 3, -1), (0, 3, 1.5), "same"):
+        with pytest.raises(ValueError, match="paddings="):
+            kg.models.mnist_conv_maxout(paddings=bad)
+
+
 @pytest.mark.parametrize(
     "build,shape",
     [

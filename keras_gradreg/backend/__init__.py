@@ -4,7 +4,8 @@ Each module exposes `train_step` (the `GradRegModel.train_step` for that
 backend; JAX's takes and returns the stateless training state),
 `check_distribution()` (raises for a distributed setup the backend cannot
 train correctly), and `values_and_input_gradient(fn, x)` and
-`compile_attack(model, fn)` for the attacks. These modules are the only
+`compile_attack(model, fn)` for the attacks, and `train_function(model,
+function)`, which adapts the train function Keras built (torch.compile). These modules are the only
 files of the library that import tensorflow, jax or torch.
 """
 
@@ -13,7 +14,7 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
-    from keras_gradreg.backend.common import check_distribution
+    from keras_gradreg.backend.common import check_distribution, train_function
     from keras_gradreg.backend.tensorflow import (
         compile_attack,
         first_local_batch,
@@ -26,6 +27,7 @@ elif _BACKEND == "jax":
         check_distribution,
         first_local_batch,
         multi_worker_logs,
+        train_function,
     )
     from keras_gradreg.backend.jax import (
         compile_attack,
@@ -37,6 +39,7 @@ elif _BACKEND == "torch":
     from keras_gradreg.backend.torch import (
         check_distribution,
         compile_attack,
+        train_function,
         train_step,
         values_and_input_gradient,
     )
@@ -51,6 +54,7 @@ __all__ = [
     "compile_attack",
     "first_local_batch",
     "multi_worker_logs",
+    "train_function",
     "train_step",
     "values_and_input_gradient",
 ]

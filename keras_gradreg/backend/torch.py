@@ -45,6 +45,30 @@ def check_distribution():
             )
 
 
+def train_function(model, function):
+    """Keras's train function for `model`, runnable under torch.compile.
+
+    The first-order forms with the clean loss in the objective (alpha > 0,
+    finite differences, sigma = 0) backpropagate the clean pass twice: once
+    for dL/dx, keeping the graph, then for the weights. AOTAutograd's
+    donated buffers free the saved activations in the first backward
+    ("compiled with non-empty donated buffers which requires ...
+    retain_graph=False"), so the compiled step compiles with them off; it
+    costs memory for the saved activations, not speed.
+    """
+    if function is None or not model.jit_compile:
+        return function
+    if getattr(function, "_keras_gradreg_wrapped", False):
+        return function
+
+    def run(data):
+        with torch._functorch.config.patch(donated_buffer=False):
+            return function(data)
+
+    run._keras_gradreg_wrapped = True
+    return run
+
+
 def train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     # `train_on_batch` hands over NumPy arrays, and torch Keras refuses a

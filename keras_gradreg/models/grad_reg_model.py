@@ -201,7 +201,9 @@ class GradRegModel(keras.Model):
         inputs.check_differentiable_inputs(self, self.regularizer)
         _check_jit_compatible(self.regularizer, self.jit_compile)
         _backend.check_distribution()
-        return super().make_train_function(force=force)
+        super().make_train_function(force=force)
+        self.train_function = _backend.train_function(self, self.train_function)
+        return self.train_function
 
     @property
     def perturbation_seed(self) -> keras.random.SeedGenerator:

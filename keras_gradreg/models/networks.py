@@ -83,36 +83,87 @@ def mnist_conv_maxout(
     num_classes: int = 10,
     dropout: float = 0.5,
     max_norm: float | None = MNIST_MAX_NORM,
+    *,
+    input_dropout: float = 0.0,
+    input_dropout_scale: float | None = None,
+    kernel_initializer="glorot_uniform",
+    first_max_norm: float | None = None,
+    paddings=None,
     **regularizer,
 ) -> GradRegModel:
     """The MNIST convolutional maxout network.
 
     Three MaxoutConv2D layers — 48 filters x 2 pieces (8x8), 48 x 2 (8x8),
-    24 x 4 (5x5), "same" padding, each followed by max pooling (4x4 stride
-    2, 4x4 stride 2, 2x2 stride 2) — then dropout and a softmax layer.
+    24 x 4 (5x5), each followed by max pooling (4x4 stride 2, 4x4 stride 2,
+    2x2 stride 2) and dropout — then a softmax layer.
+
+    With the defaults every convolution and pooling keeps the image size
+    ("same" padding). pylearn2's `mnist.yaml`, the network of the paper's
+    Table II, is `paddings=(0, 3, 3)` (zero padding before each "valid"
+    convolution, "valid" pooling), `input_dropout=0.2,
+    input_dropout_scale=1.0`, `first_max_norm=0.9` and
+    `kernel_initializer=RandomUniform(-0.005, 0.005)`.
 
     Args:
         input_shape: `(28, 28, 1)`; a `(28, 28)` input is given a channel.
         num_classes: output classes.
-        dropout: dropout rate before the softmax layer.
+        dropout: dropout rate after each convolutional block.
         max_norm: kernel max-norm, or None for none.
+        input_dropout: dropout rate on the input image.
+        input_dropout_scale: the factor on kept input pixels in training
+            (see `mnist_maxout_mlp`); None rescales as Keras's `Dropout`.
+        kernel_initializer: of every layer.
+        first_max_norm: the first layer's kernel max-norm (default
+            `max_norm`).
+        paddings: None for "same" padding, or three non-negative integers:
+            the zero padding on each side before each convolution, whose
+            convolution and pooling are then "valid".
         **regularizer: `GradRegModel` arguments (norm, sigma, form, ...).
 
     Returns:
         An uncompiled `GradRegModel`.
+
+    Raises:
+        ValueError: if `paddings` is not None or three integers >= 0.
     """
+    if paddings is not None:
+        paddings = tuple(paddings) if isinstance(paddings, (list, tuple)) else paddings
+        valid = isinstance(paddings, tuple) and len(paddings) == 3
+        valid = valid and all(
+            isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in paddings
+        )
+        if not valid:
+            raise ValueError(
+                "Argument `paddings` must be None or three integers >= 0. "
+                f"Received: paddings={paddings!r}"
+            )
     inputs = keras.Input(input_shape, name="image")
     h = (
         inputs
         if len(input_shape) == 3
         else keras.layers.Reshape((*input_shape, 1))(inputs)
     )
-    for filters, pieces, kernel, pool in ((48, 2, 8, 4), (48, 2, 8, 4), (24, 4, 5, 2)):
-        h = MaxoutConv2D(filters, pieces, kernel, padding="same", max_norm=max_norm)(h)
-        h = keras.layers.MaxPooling2D(pool, strides=2, padding="same")(h)
+    if input_dropout:
+        h = ScaledDropout(input_dropout, scale=input_dropout_scale)(h)
+    blocks = ((48, 2, 8, 4), (48, 2, 8, 4), (24, 4, 5, 2))
+    for i, (filters, pieces, kernel, pool) in enumerate(blocks):
+        padding = "same"
+        if paddings is not None:
+            padding = "valid"
+            if paddings[i]:
+                h = keras.layers.ZeroPadding2D(paddings[i])(h)
+        h = MaxoutConv2D(
+            filters, pieces, kernel, padding=padding,
+            max_norm=first_max_norm if i == 0 and first_max_norm else max_norm,
+            kernel_initializer=_fresh(kernel_initializer),
+        )(h)  # fmt: skip
+        h = keras.layers.MaxPooling2D(pool, strides=2, padding=padding)(h)
         h = keras.layers.Dropout(dropout)(h)
     outputs = keras.layers.Dense(
-        num_classes, activation="softmax", kernel_constraint=_max_norm(max_norm, axis=0)
+        num_classes,
+        activation="softmax",
+        kernel_initializer=_fresh(kernel_initializer),
+        kernel_constraint=_max_norm(max_norm, axis=0),
     )(keras.layers.Flatten()(h))
     return GradRegModel(inputs, outputs, name="mnist_conv_maxout", **regularizer)
 

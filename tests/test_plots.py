@@ -1,0 +1,37 @@
+"""The pictures: what they draw, not how they look."""
+
+import numpy as np
+import pytest
+
+import keras_gradreg as kg
+from keras_gradreg import plots
+
+
+def test_protocol_runs_mark_the_best_epoch_and_the_target(tmp_path, monkeypatch):
+    saved = {}
+    save = plots._save
+
+    def keep(fig, path):
+        saved["fig"] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    path = kg.plots.plot_protocol_runs(
+        {
+            "plain, seed 0": {
+                "stage1": {"val_accuracy": [0.97, 0.99, 0.98]},
+                "stage2": {"val_loss": [0.05, 0.02, 0.009]},
+                "target": 0.01,
+            }
+        },
+        tmp_path / "runs.png",
+    )
+    assert path.exists() and path.stat().st_size > 0
+    first, second = saved["fig"].axes
+    curve, best = first.get_lines()
+    np.testing.assert_allclose(curve.get_ydata(), [3.0, 1.0, 2.0], atol=1e-9)
+    assert best.get_xdata()[0] == 2  # the best epoch, marked
+    assert best.get_ydata()[0] == pytest.approx(1.0)
+    assert second.get_yscale() == "log"
+    target = second.get_lines()[-1]
+    assert list(target.get_ydata()) == [0.01, 0.01]  # the target line
