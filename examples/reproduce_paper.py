@@ -174,7 +174,11 @@ def main(argv=None):
     out = Path(args.output or f"runs/paper-table{args.table}")
     out.mkdir(parents=True, exist_ok=True)
     settings = {
-        "protocol": dataclasses.asdict(protocol),
+        # Fields left at None or () are dropped: folders made before
+        # `MaxoutProtocol` had them resume.
+        "protocol": {
+            k: v for k, v in dataclasses.asdict(protocol).items() if v not in (None, ())
+        },
         "select_epochs": args.select_epochs,
         "grids": GRIDS,
         "members": MEMBERS,

@@ -46,6 +46,28 @@ def test_conv_maxout_networks_have_the_published_widths():
     assert [c.filters for c in _layers_of(small, MaxoutConv2D)] == [24, 48, 48]
     with pytest.raises(ValueError, match="width=0"):
         kg.models.cifar10_conv_maxout(width=0)
+    # cifar10_no_aug_valid.yaml: pads 4/3/3, input dropout 0.2 unscaled,
+    # max-norms 0.9, 1.9365, 1.9365 (convolutions), 1.9 (maxout), 1.9365.
+    norms = (0.9, 1.9365, 1.9365, 1.9, 1.9365)
+    yaml = kg.models.cifar10_conv_maxout(
+        width=0.1, paddings=(4, 3, 3), input_dropout=0.2, input_dropout_scale=1.0,
+        max_norms=norms,
+    )  # fmt: skip
+    convs = _layers_of(yaml, MaxoutConv2D)
+    assert [c.name for c in convs] == [
+        "conv_maxout_1",
+        "conv_maxout_2",
+        "conv_maxout_3",
+    ]
+    assert [c.max_norm for c in convs] + [yaml.get_layer("maxout").max_norm] == (
+        pytest.approx(norms[:4])
+    )
+    assert yaml.get_layer("softmax").kernel_constraint.max_value == pytest.approx(
+        1.9365
+    )
+    assert tuple(convs[0].output.shape)[1:3] == (33, 33)  # 32 + 2 * 4 - 8 + 1
+    with pytest.raises(ValueError, match="max_norms="):
+        kg.models.cifar10_conv_maxout(max_norms=(1.0, 2.0))
 
 
 def test_conv_maxout_with_pylearn2_layout_matches_mnist_yaml():

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import keras_gradreg as kg
-from keras_gradreg.optimizers import FlooredExponentialDecay, MomentumSGD
+from keras_gradreg.optimizers import FlooredExponentialDecay, LinearDecay, MomentumSGD
 from keras_gradreg.protocol import (
+    MAXOUT_PROTOCOLS,
     ContinueUntilMatched,
     MaxoutProtocol,
     MomentumSchedule,
@@ -38,6 +39,81 @@ def test_floored_exponential_decay_refuses_bad_arguments(kwargs):
     name = next(iter(kwargs))
     with pytest.raises(ValueError, match=name):
         FlooredExponentialDecay(**{"initial_learning_rate": 0.1, **kwargs})
+
+
+def test_linear_decay_follows_pylearn2_over_epochs():
+    """pylearn2's `LinearDecayOverEpoch(start=1, saturate=500,
+    decay_factor=0.01)`: equal steps of 0.99 * lr0 / 500 per epoch from the
+    first, then lr0 * 0.01, read from the update count by epoch."""
+    schedule = LinearDecay(0.17, steps_per_epoch=10, start=1, saturate=500)
+    step = 0.17 * 0.99 / 500
+    for update, epoch in ((0, 1), (9, 1), (10, 2), (2495, 250), (4989, 499)):
+        expected = 0.17 - step * epoch
+        assert float(schedule(update)) == pytest.approx(expected, rel=1e-5), update
+    for update in (4990, 10**6):
+        assert float(schedule(update)) == pytest.approx(0.0017, rel=1e-5)
+    late = LinearDecay(1.0, steps_per_epoch=1, start=3, saturate=5, decay_factor=0.0)
+    assert [float(late(t)) for t in range(6)] == pytest.approx(
+        [1.0, 1.0, 2 / 3, 1 / 3, 0.0, 0.0]
+    )
+    restored = LinearDecay.from_config(schedule.get_config())
+    assert float(restored(777)) == pytest.approx(float(schedule(777)))
+    for kwargs, name in (({"steps_per_epoch": 0}, "steps_per_epoch"),
+                         ({"saturate": 1}, "saturate"),
+                         ({"decay_factor": 1.5}, "decay_factor")):  # fmt: skip
+        with pytest.raises(ValueError, match=name):
+            LinearDecay(0.1, **{"steps_per_epoch": 10, **kwargs})
+
+
+def test_learning_rate_scales_slow_the_named_layers_only():
+    """pylearn2's `W_lr_scale`: one SGD step moves a scaled layer's weights
+    by the factor times the unscaled step, the other layers by the step."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 3)).astype("float32"), rng.integers(0, 2, 8)
+
+    def one_step(scales):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(4, activation="tanh", name="slow"),
+                keras.layers.Dense(2, activation="softmax", name="fast"),
+            ]
+        )
+        optimizer = MomentumSGD(0.5, momentum=0.5, learning_rate_scales=scales)
+        model.compile(optimizer, "sparse_categorical_crossentropy")
+        before = [np.array(w) for w in model.get_weights()]
+        model.train_on_batch(x, y)
+        return [np.array(w) - b for w, b in zip(model.get_weights(), before)]
+
+    plain, scaled = one_step(None), one_step({"slow": 0.05})
+    for i, (a, b) in enumerate(zip(plain, scaled)):
+        factor = 0.05 if i < 2 else 1.0  # slow/kernel, slow/bias; fast/*
+        # float32 differences of updated weights: exact to about 1e-7.
+        np.testing.assert_allclose(b, factor * a, rtol=1e-3, atol=1e-6)
+    assert np.abs(plain[0]).max() > 1e-4
+    config = MomentumSGD(0.1, learning_rate_scales={"slow": 0.05}).get_config()
+    assert MomentumSGD.from_config(config).learning_rate_scales == {"slow": 0.05}
+    with pytest.raises(ValueError, match="learning_rate_scales"):
+        MomentumSGD(0.1, learning_rate_scales={"slow": 0.0})
+    with pytest.raises(ValueError, match="learning_rate_scales"):
+        MomentumSGD(0.1, learning_rate_scales=[("slow", 0.05)])
+
+
+def test_cifar10_protocol_scales_the_convolutions_of_the_network():
+    protocol = MAXOUT_PROTOCOLS["cifar10"]
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        protocol.optimizer()
+    optimizer = protocol.optimizer(steps_per_epoch=313)
+    # The first epoch's rate: one step of the linear decay (pylearn2).
+    assert float(optimizer.learning_rate) == pytest.approx(0.17 * (1 - 0.99 / 500))
+    model = kg.models.cifar10_conv_maxout(width=0.05)
+    scaled = {name for name, _ in protocol.learning_rate_scales}
+    names = {layer.name for layer in model.layers}
+    assert scaled <= names  # every scaled layer exists in the network
+    conv = [v for v in model.trainable_variables if optimizer._scale(v) == 0.05]
+    assert {v.path.split("/")[0] for v in conv} == scaled
+    assert optimizer._scale(model.get_layer("softmax").kernel) == 1.0
 
 
 def test_momentum_schedule_values_and_checks():

@@ -126,17 +126,7 @@ def mnist_conv_maxout(
     Raises:
         ValueError: if `paddings` is not None or three integers >= 0.
     """
-    if paddings is not None:
-        paddings = tuple(paddings) if isinstance(paddings, (list, tuple)) else paddings
-        valid = isinstance(paddings, tuple) and len(paddings) == 3
-        valid = valid and all(
-            isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in paddings
-        )
-        if not valid:
-            raise ValueError(
-                "Argument `paddings` must be None or three integers >= 0. "
-                f"Received: paddings={paddings!r}"
-            )
+    paddings = _check_paddings(paddings)
     inputs = keras.Input(input_shape, name="image")
     h = (
         inputs
@@ -146,19 +136,8 @@ def mnist_conv_maxout(
     if input_dropout:
         h = ScaledDropout(input_dropout, scale=input_dropout_scale)(h)
     blocks = ((48, 2, 8, 4), (48, 2, 8, 4), (24, 4, 5, 2))
-    for i, (filters, pieces, kernel, pool) in enumerate(blocks):
-        padding = "same"
-        if paddings is not None:
-            padding = "valid"
-            if paddings[i]:
-                h = keras.layers.ZeroPadding2D(paddings[i])(h)
-        h = MaxoutConv2D(
-            filters, pieces, kernel, padding=padding,
-            max_norm=first_max_norm if i == 0 and first_max_norm else max_norm,
-            kernel_initializer=_fresh(kernel_initializer),
-        )(h)  # fmt: skip
-        h = keras.layers.MaxPooling2D(pool, strides=2, padding=padding)(h)
-        h = keras.layers.Dropout(dropout)(h)
+    norms = (first_max_norm or max_norm, max_norm, max_norm)
+    h = _conv_blocks(h, blocks, norms, paddings, kernel_initializer, dropout)
     outputs = keras.layers.Dense(
         num_classes,
         activation="softmax",
@@ -175,46 +154,127 @@ def cifar10_conv_maxout(
     width: float = 1.0,
     dropout: float = 0.5,
     max_norm: float | None = None,
+    *,
+    input_dropout: float = 0.0,
+    input_dropout_scale: float | None = None,
+    kernel_initializer="glorot_uniform",
+    max_norms=None,
+    paddings=None,
     **regularizer,
 ) -> GradRegModel:
     """The CIFAR-10 convolutional maxout network.
 
     Three MaxoutConv2D layers of 96, 192 and 192 filters x 2 pieces (8x8,
-    8x8, 5x5 kernels, each followed by max pooling), a dense Maxout layer
-    of 500 units x 5 pieces and a softmax layer, with dropout. `width`
-    scales every layer (e.g. 0.25 for CPU runs).
+    8x8, 5x5 kernels, each followed by max pooling and dropout), a dense
+    Maxout layer of 500 units x 5 pieces, dropout and a softmax layer.
+    `width` scales every layer (e.g. 0.25 for CPU runs). The layers are
+    named `conv_maxout_1..3`, `maxout` and `softmax`.
+
+    pylearn2's `cifar10_no_aug_valid.yaml`, the network of the paper's
+    Table III, is `paddings=(4, 3, 3)`, `input_dropout=0.2,
+    input_dropout_scale=1.0`, `max_norms=(0.9, 1.9365, 1.9365, 1.9,
+    1.9365)` and `kernel_initializer=RandomUniform(-0.005, 0.005)` (train
+    it with `MAXOUT_PROTOCOLS["cifar10"]`, whose optimizer scales the
+    convolutions' learning rate by 0.05).
 
     Args:
         input_shape: one image, channels last.
         num_classes: output classes.
         width: multiplier of every layer's width, > 0.
-        dropout: dropout rate.
-        max_norm: kernel max-norm, or None for none.
+        dropout: dropout rate after each convolutional block and the maxout
+            layer.
+        max_norm: kernel max-norm of every layer, or None for none.
+        input_dropout: dropout rate on the input image.
+        input_dropout_scale: the factor on kept input pixels in training
+            (see `mnist_maxout_mlp`).
+        kernel_initializer: of every layer.
+        max_norms: five max-norms (three convolutions, the maxout layer,
+            the softmax layer) instead of `max_norm`.
+        paddings: None for "same" padding, or three integers >= 0: the zero
+            padding before each "valid" convolution (and "valid" pooling).
         **regularizer: `GradRegModel` arguments (norm, sigma, form, ...).
 
     Returns:
         An uncompiled `GradRegModel`.
 
     Raises:
-        ValueError: if `width` is not positive.
+        ValueError: if `width` is not positive, `max_norms` is not five
+            values or `paddings` not three integers >= 0.
     """
     if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
         raise ValueError(
             f"Argument `width` must be a number > 0. Received: width={width!r}"
         )
+    if max_norms is None:
+        max_norms = (max_norm,) * 5
+    elif not isinstance(max_norms, (list, tuple)) or len(max_norms) != 5:
+        raise ValueError(
+            "Argument `max_norms` must be five max-norms (or None). "
+            f"Received: max_norms={max_norms!r}"
+        )
+    paddings = _check_paddings(paddings)
     scale = lambda n: max(1, round(n * width))  # noqa: E731
     inputs = keras.Input(input_shape, name="image")
     h = inputs
-    for filters, kernel, pool in ((96, 8, 4), (192, 8, 4), (192, 5, 2)):
-        h = MaxoutConv2D(scale(filters), 2, kernel, padding="same", max_norm=max_norm)(
-            h
-        )
-        h = keras.layers.MaxPooling2D(pool, strides=2, padding="same")(h)
-        h = keras.layers.Dropout(dropout)(h)
-    h = Maxout(scale(500), 5, max_norm=max_norm)(keras.layers.Flatten()(h))
+    if input_dropout:
+        h = ScaledDropout(input_dropout, scale=input_dropout_scale)(h)
+    blocks = [(scale(f), 2, kernel, pool) for f, kernel, pool in CIFAR10_BLOCKS]
+    h = _conv_blocks(h, blocks, max_norms[:3], paddings, kernel_initializer, dropout)
+    h = Maxout(
+        scale(500), 5, max_norm=max_norms[3],
+        kernel_initializer=_fresh(kernel_initializer), name="maxout",
+    )(keras.layers.Flatten()(h))  # fmt: skip
     h = keras.layers.Dropout(dropout)(h)
-    outputs = keras.layers.Dense(num_classes, activation="softmax")(h)
+    outputs = keras.layers.Dense(
+        num_classes,
+        activation="softmax",
+        kernel_initializer=_fresh(kernel_initializer),
+        kernel_constraint=_max_norm(max_norms[4], axis=0),
+        name="softmax",
+    )(h)
     return GradRegModel(inputs, outputs, name="cifar10_conv_maxout", **regularizer)
+
+
+#: (filters, kernel, pool) of the CIFAR-10 network's convolutional blocks.
+CIFAR10_BLOCKS = ((96, 8, 4), (192, 8, 4), (192, 5, 2))
+
+
+def _check_paddings(paddings):
+    if paddings is None:
+        return None
+    paddings = tuple(paddings) if isinstance(paddings, (list, tuple)) else paddings
+    valid = isinstance(paddings, tuple) and len(paddings) == 3
+    valid = valid and all(
+        isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in paddings
+    )
+    if not valid:
+        raise ValueError(
+            "Argument `paddings` must be None or three integers >= 0. "
+            f"Received: paddings={paddings!r}"
+        )
+    return paddings
+
+
+def _conv_blocks(h, blocks, max_norms, paddings, kernel_initializer, dropout):
+    """Three convolutional maxout blocks, each a MaxoutConv2D (named
+    `conv_maxout_<i>`), max pooling of stride 2 and dropout: with
+    `paddings`, zero padding before a "valid" convolution and "valid"
+    pooling (pylearn2's `pad`); without, "same" everywhere.
+
+    `blocks` holds (filters, pieces, kernel, pool) per block."""
+    for i, (filters, pieces, kernel, pool) in enumerate(blocks):
+        padding = "same"
+        if paddings is not None:
+            padding = "valid"
+            if paddings[i]:
+                h = keras.layers.ZeroPadding2D(paddings[i])(h)
+        h = MaxoutConv2D(
+            filters, pieces, kernel, padding=padding, max_norm=max_norms[i],
+            kernel_initializer=_fresh(kernel_initializer), name=f"conv_maxout_{i + 1}",
+        )(h)  # fmt: skip
+        h = keras.layers.MaxPooling2D(pool, strides=2, padding=padding)(h)
+        h = keras.layers.Dropout(dropout)(h)
+    return h
 
 
 def _fresh(initializer):
