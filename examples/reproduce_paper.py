@@ -291,19 +291,24 @@ def _columns(path):
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
-def draw_runs(out, rows):
+def draw_runs(out, rows, labels=None, name=None):
     """`curves.png`: both stages of every finished run whose histories were
-    kept (`histories/`), with its best epoch and its stage-2 target."""
+    kept (`histories/<name>-stage1.csv`, and `-stage2.csv` if it ran), with
+    its best epoch and its stage-2 target. `name(row)` gives a row's run
+    name (default `<member>-seed<seed>`), `labels` the member's label."""
+    labels = LABELS if labels is None else labels
     runs = {}
     for row in rows:
-        name = f"{row['member']}-seed{row['seed']}"
-        stages = [out / "histories" / f"{name}-stage{i}.csv" for i in (1, 2)]
-        if all(path.exists() for path in stages):
-            runs[f"{LABELS[row['member']]}, seed {row['seed']}"] = {
-                "stage1": _columns(stages[0]),
-                "stage2": _columns(stages[1]),
-                "target": row["target"],
-            }
+        run = name(row) if name else f"{row['member']}-seed{row['seed']}"
+        stage1, stage2 = (out / "histories" / f"{run}-stage{i}.csv" for i in (1, 2))
+        if not stage1.exists():
+            continue
+        second = _columns(stage2) if stage2.exists() else {}
+        runs[f"{labels[row['member']]}, seed {row['seed']}"] = {
+            "stage1": _columns(stage1),
+            "stage2": second,
+            "target": row["target"] if second.get("val_loss") else None,
+        }
     if runs:
         kg.plots.plot_protocol_runs(runs, out / "curves.png")
     return bool(runs)

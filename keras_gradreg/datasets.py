@@ -227,6 +227,12 @@ def read_image_folder(folder, classes=CIFAR10_CLASSES):
     return np.stack(images), np.asarray(labels, dtype="int32")
 
 
+def _mixed(x, y, seed: int = 0):
+    """`(x, y)` in one fixed random order (the same on every machine)."""
+    order = np.random.default_rng(seed).permutation(len(x))
+    return x[order], y[order]
+
+
 @keras_gradreg_export("keras_gradreg.datasets.load_cifar10")
 def load_cifar10(
     data_dir: Optional[str] = None,
@@ -240,7 +246,8 @@ def load_cifar10(
     Looks for a `cifar10-jpeg/{train,test}/<class>/*.jpg` image folder in the
     lookup order (a JPEG re-encoding of CIFAR-10: report results on it as
     "CIFAR-10 (JPEG copy)", since its pixels differ slightly from the real
-    arrays), and otherwise uses `keras.datasets.cifar10.load_data()` (Keras's
+    arrays; its images come in one fixed random order per split, so that a
+    validation split or a prefix holds every class), and otherwise uses `keras.datasets.cifar10.load_data()` (Keras's
     cache or a download), which gives the real arrays.
 
     Args:
@@ -261,9 +268,15 @@ def load_cifar10(
     else:
         folder = find_dataset_file("cifar10-jpeg", data_dir)
         if folder is not None:
-            x_train, y_train = read_image_folder(folder / "train")
-            x_test, y_test = read_image_folder(folder / "test")
-            arrays, label = (x_train, y_train, x_test, y_test), "CIFAR-10 (JPEG copy)"
+            # The folder holds one class after another; a split or a prefix
+            # of it would hold only some classes (with validation_size=10000,
+            # ships and trucks alone, and none of them in training). One
+            # fixed permutation per split mixes them, as the real arrays are.
+            arrays = (
+                *_mixed(*read_image_folder(folder / "train")),
+                *_mixed(*read_image_folder(folder / "test")),
+            )
+            label = "CIFAR-10 (JPEG copy)"
         else:
             try:
                 (xa, ya), (xb, yb) = keras.datasets.cifar10.load_data()

@@ -137,7 +137,19 @@ def test_cifar10_reads_a_jpeg_image_folder_and_labels_its_source(tmp_path):
         and 0.0 <= x.min()
         and x.max() <= 1.0
     )
-    assert y.tolist() == [c for c in range(10) for _ in range(2)]
+    # The folder is read class by class, then mixed by one fixed permutation:
+    # every class present, the same order on every call.
+    assert sorted(y.tolist()) == [c for c in range(10) for _ in range(2)]
+    assert y.tolist() != sorted(y.tolist())
+    again = datasets.load_cifar10(data_dir=tmp_path, validation_size=5)
+    (x_a, y_a), (x_val, y_val), _ = again
+    np.testing.assert_array_equal(np.concatenate([x_a, x_val]), x)
+    assert len(set(y_val.tolist())) > 2  # not the last classes alone
+    # The pairing of image and label survives the permutation.
+    folder = datasets.read_image_folder(tmp_path / "cifar10-jpeg" / "train")
+    for image, label in zip(x, y):
+        matches = np.all(folder[0] == np.round(image * 255).astype(np.uint8), (1, 2, 3))
+        assert folder[1][np.argmax(matches)] == label and matches.sum() == 1
 
 
 def test_tfds_source_with_mock_data():

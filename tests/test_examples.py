@@ -286,3 +286,38 @@ def test_scaling_benchmark_runs_one_cell(tmp_path):
     assert cell["form_step_ms"] > 0 and cell["plain_step_ms"] > 0
     assert cell["form_peak_mib"] >= 0
     assert "| mlp | 8 | perturb linf alpha=0 |" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="a backend-agnostic script; the network and the protocol's pieces are "
+    "tested on every backend in test_networks.py and test_protocol.py",
+)
+def test_table_iii_picks_sigma_on_validation_and_retrains(
+    tmp_path, monkeypatch, capsys
+):
+    """Table III on a small image folder: the l2 member's 40K row is the
+    sigma with the best validation accuracy, its 50K row a retraining with
+    that sigma; a second run reads everything back."""
+    from tests.test_datasets import _write_image_folder
+
+    _write_image_folder(tmp_path / "data" / "cifar10-jpeg", per_class=8)
+    monkeypatch.setenv("KERAS_GRADREG_DATA", str(tmp_path / "data"))
+    cifar = import_example("reproduce_cifar10")
+    argv = [
+        "--output", str(tmp_path / "runs"), "--record", str(tmp_path / "record"),
+        "--width", "0.05", "--max-epochs", "2", "--patience", "1",
+        "--retrain-epochs", "1", "--sigmas", "0.3", "1.0", "--verbose", "0",
+    ]  # fmt: skip
+    rows = cifar.main(argv)
+    assert list(rows) == ["plain", "l2"]
+    candidates = rows["l2"]["candidates"]
+    assert [r["sigma"] for r in candidates] == [0.3, 1.0]
+    assert rows["l2"]["40k"]["best"] == max(r["best"] for r in candidates)
+    assert rows["l2"]["50k"]["epochs"] == 1
+    table = (tmp_path / "record" / "results.md").read_text()
+    assert "CIFAR-10 (JPEG copy)" in table and "13.26%" in table and "12.28%" in table
+    assert "Validation accuracy of the l2 40K runs by sigma" in table
+    assert_resumes(cifar.main, argv, rows, "== 40K", capsys)
+    assert_refuses(cifar.main, [*argv, "--width", "0.1"])

@@ -1,0 +1,240 @@
+"""Reproduce the paper's Table III: CIFAR-10 without augmentation.
+
+The convolutional maxout network and training of pylearn2's
+`cifar10_no_aug_valid.yaml` (the 40K column) and `cifar10_no_aug.yaml` (the
+50K column): images globally contrast-normalized (scale 55) and
+ZCA-whitened (fitted on the 50,000 training images, as pylearn2's
+preprocessed set was); three convolutional maxout layers (96, 192, 192
+filters x 2 pieces, zero padding 4/3/3), a 500 x 5 maxout layer, softmax;
+input dropout 0.2 unscaled and 0.5 on every hidden layer; max-norms 0.9,
+1.9365, 1.9365, 1.9, 1.9365; uniform init +-0.005; batch 128, SGD with
+momentum 0.5 -> 0.6 by epoch 250, learning rate 0.17 decayed linearly to
+1% over 500 epochs, 0.05 of it on the convolutions
+(`MAXOUT_PROTOCOLS["cifar10"]`).
+
+- 40K: trained on the first 40,000 training images with early stopping on
+  the validation error of the last 10,000 (patience 100), the best model
+  tested. Each sigma of the l2 member's grid is one such run, and the one
+  with the best validation accuracy is the member's row (sigma is never
+  chosen on the test set).
+- 50K: a fresh model with the chosen sigma trained on all 50,000 images
+  for a fixed 785 epochs, tested.
+
+Results are labelled "CIFAR-10 (JPEG copy)" when read from the JPEG folder.
+`--width` scales every layer for CPU budgets; `--max-epochs`, `--patience`
+and `--retrain-epochs` shorten the schedule; the table states what ran.
+Runs are checkpointed every epoch and resume; finished runs' records go to
+`--record` (see `reproduce_paper.py`).
+
+Usage:
+    KERAS_BACKEND=jax python examples/reproduce_cifar10.py \\
+        --record docs/data/paper-table3                          # on a GPU
+    KERAS_BACKEND=jax nice -n 19 python examples/reproduce_cifar10.py --width 0.25 \\
+        --max-epochs 20 --patience 10 --retrain-epochs 20 \\
+        --output runs/paper-table3-cpu --record docs/data/paper-table3-cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import keras
+from reproduce_mnist import cached, refuse_mismatched_resume
+from reproduce_paper import draw_runs, keep_histories
+
+import keras_gradreg as kg
+from keras_gradreg.callbacks import EpochTimer
+from keras_gradreg.protocol import MAXOUT_PROTOCOLS, train_then_continue
+
+#: The paper's Table III test errors (%): (40K, 50K).
+PAPER = {"plain": (14.05, 12.93), "l2": (13.26, 12.28)}
+MEMBERS = {"plain": {"sigma": 0.0}, "l2": {"norm": "l2", "form": "penalty"}}
+LABELS = {"plain": "conv maxout + dropout", "l2": "+ gradient p = 2 (l2 penalty)"}
+MAX_NORMS = (0.9, 1.9365, 1.9365, 1.9, 1.9365)
+
+
+def build(regularizer, protocol, width, steps_per_epoch):
+    model = kg.models.cifar10_conv_maxout(
+        width=width, paddings=(4, 3, 3), input_dropout=0.2, input_dropout_scale=1.0,
+        max_norms=MAX_NORMS,
+        kernel_initializer=keras.initializers.RandomUniform(-0.005, 0.005),
+        **regularizer,
+    )  # fmt: skip
+    model.compile(
+        protocol.optimizer(steps_per_epoch), "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )  # fmt: skip
+    return model
+
+
+def whitened_cifar10(limit=None):
+    """GCN + ZCA (fitted on all training images) CIFAR-10: the 40K/10K split,
+    all 50K, the test set, and the data's label."""
+    (x, y), (x_test, y_test), source = kg.datasets.load_cifar10(return_source=True)
+    if limit:
+        x, y, x_test, y_test = (
+            x[: 2 * limit],
+            y[: 2 * limit],
+            x_test[:limit],
+            y_test[:limit],
+        )
+    x, x_test = (kg.datasets.global_contrast_normalize(a) for a in (x, x_test))
+    zca = kg.datasets.ZCAWhitening().fit(x)
+    x, x_test = zca.transform(x), zca.transform(x_test)
+    split = len(x) * 4 // 5
+    return (
+        (x[:split], y[:split]),
+        (x[split:], y[split:]),
+        (x, y),
+        (x_test, y_test),
+        source,
+    )
+
+
+def test_error(model_path, x_test, y_test):
+    model = keras.saving.load_model(model_path)
+    return 1.0 - kg.classification_accuracy(model, x_test, y_test)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", default="runs/paper-table3")
+    parser.add_argument("--record", default=None, help="default: --output")
+    parser.add_argument(
+        "--members", nargs="+", choices=list(MEMBERS), default=list(MEMBERS)
+    )
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.3, 1.0])
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--retrain-epochs", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="smoke runs")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
+    args = parser.parse_args(argv)
+    for name in ("width", "max_epochs", "patience", "retrain_epochs", "limit"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0. Received: {value}")
+    if any(s <= 0 for s in args.sigmas):
+        parser.error(f"--sigmas must be > 0. Received: {args.sigmas}")
+    protocol = MAXOUT_PROTOCOLS["cifar10"]
+    for name in ("max_epochs", "patience", "retrain_epochs"):
+        if getattr(args, name) is not None:
+            protocol = protocol.replace(**{name: getattr(args, name)})
+    # Table III's 40K column is the early-stopped model itself: no stage 2.
+    protocol = protocol.replace(continue_max_epochs=0)
+    out = Path(args.output)
+    record = Path(args.record) if args.record else out
+    settings = {
+        "protocol": dataclasses.asdict(protocol), "width": args.width,
+        "sigmas": args.sigmas, "seed": args.seed, "limit": args.limit,
+        "backend": keras.backend.backend(),
+    }  # fmt: skip
+    for folder in {out, record}:
+        folder.mkdir(parents=True, exist_ok=True)
+        refuse_mismatched_resume(parser, folder, settings)
+    train40, val, train50, (x_test, y_test), source = whitened_cifar10(args.limit)
+    steps40 = math.ceil(len(train40[0]) / protocol.batch_size)
+    steps50 = math.ceil(len(train50[0]) / protocol.batch_size)
+
+    def run_40k(member, sigma):
+        name = f"{member}-{sigma:g}-40k"
+        print(f"\n== 40K {member} sigma={sigma:g}", flush=True)
+        keras.utils.set_random_seed(args.seed)
+        regularizer = {**MEMBERS[member], "sigma": sigma}
+        summary = train_then_continue(
+            build(regularizer, protocol, args.width, steps40), train40, val,
+            out / name, protocol, callbacks=[EpochTimer()], verbose=args.verbose,
+        )  # fmt: skip
+        keep_histories(out / name, record / "histories", name)
+        error = test_error(summary["model_path"], x_test, y_test)
+        return {"member": member, "seed": args.seed, "sigma": sigma, **summary,
+                "test_error": error}  # fmt: skip
+
+    def run_50k(member, sigma):
+        print(f"\n== 50K {member} sigma={sigma:g}", flush=True)
+        keras.utils.set_random_seed(args.seed)
+        folder = out / f"{member}-{sigma:g}-50k"
+        folder.mkdir(parents=True, exist_ok=True)
+        model = build(
+            {**MEMBERS[member], "sigma": sigma}, protocol, args.width, steps50
+        )
+        timer = EpochTimer()
+        model.fit(
+            *train50, batch_size=protocol.batch_size, epochs=protocol.retrain_epochs,
+            verbose=args.verbose,
+            callbacks=[
+                keras.callbacks.BackupAndRestore(str(folder / "backup")),
+                protocol.momentum_schedule(), timer,
+                keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+            ],
+        )  # fmt: skip
+        model.save(folder / "final.keras")
+        return {"test_error": test_error(folder / "final.keras", x_test, y_test),
+                "epochs": protocol.retrain_epochs, "seconds_per_epoch": timer.median}  # fmt: skip
+
+    rows = {}
+    for member in args.members:
+        grid = [0.0] if member == "plain" else args.sigmas
+        runs = [
+            cached(record / "results" / f"{member}-{s:g}-40k.json",
+                   lambda m=member, s=s: run_40k(m, s))
+            for s in grid
+        ]  # fmt: skip
+        chosen = max(runs, key=lambda r: r["best"])
+        retrained = cached(
+            record / "results" / f"{member}-{chosen['sigma']:g}-50k.json",
+            lambda m=member, s=chosen["sigma"]: run_50k(m, s),
+        )
+        rows[member] = {"40k": chosen, "50k": retrained, "candidates": runs}
+    write_table(record, rows, args, source)
+    return rows
+
+
+def write_table(out, rows, args, source):
+    protocol = MAXOUT_PROTOCOLS["cifar10"]
+    lines = [
+        f"Table III: {source}, convolutional maxout at width {args.width:g} "
+        f"(test error, {args.seed=}; 40K: early stopping, at most "
+        f"{args.max_epochs or protocol.max_epochs} epochs, patience "
+        f"{args.patience or protocol.patience}; 50K: "
+        f"{args.retrain_epochs or protocol.retrain_epochs} epochs).",
+        "",
+        "| model | sigma | paper 40K | ours 40K | best epoch | paper 50K | ours 50K |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for member, row in rows.items():
+        paper40, paper50 = PAPER[member]
+        lines.append(
+            f"| {LABELS[member]} | {row['40k']['sigma']:g} | {paper40:.2f}% | "
+            f"{row['40k']['test_error']:.2%} | {row['40k']['best_epoch']} | "
+            f"{paper50:.2f}% | {row['50k']['test_error']:.2%} |"
+        )
+    for member, row in rows.items():
+        if len(row["candidates"]) > 1:
+            pairs = ", ".join(
+                f"{r['sigma']:g}: {r['best']:.2%}" for r in row["candidates"]
+            )
+            lines += [
+                "",
+                f"Validation accuracy of the {member} 40K runs by sigma: {pairs}.",
+            ]
+    curves = [dict(r, seed=f"{r['seed']}, sigma {r['sigma']:g}")
+              for row in rows.values() for r in row["candidates"]]  # fmt: skip
+    if draw_runs(
+        out, curves, LABELS, name=lambda r: f"{r['member']}-{r['sigma']:g}-40k"
+    ):
+        lines += ["", "![Early stopping of every 40K run](curves.png)"]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(rows, indent=2, default=str))
+    print("\n".join(lines), flush=True)
+    return lines
+
+
+if __name__ == "__main__":
+    main()
