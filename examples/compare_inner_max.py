@@ -35,6 +35,7 @@ from reproduce_mnist import (
     cached,
     evaluate_standard,
     refuse_mismatched_resume,
+    refuse_non_positive,
     standard_suite_lines,
     train,
 )
@@ -73,10 +74,9 @@ def main(argv=None):
     add_standard_suite_arguments(parser)
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)
-    for name in ("sigma", "epochs", "batch_size", "limit", "standard_points"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be > 0. Received: {value}")
+    refuse_non_positive(
+        parser, args, "sigma", "epochs", "batch_size", "limit", "standard_points"
+    )
     if any(k < 1 for k in args.steps):
         parser.error(f"--steps must be >= 1. Received: {args.steps}")
     out = Path(args.output)

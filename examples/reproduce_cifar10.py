@@ -43,7 +43,7 @@ import math
 from pathlib import Path
 
 import keras
-from reproduce_mnist import cached, refuse_mismatched_resume
+from reproduce_mnist import cached, refuse_mismatched_resume, refuse_non_positive
 from reproduce_paper import draw_runs, keep_histories
 
 import keras_gradreg as kg
@@ -116,12 +116,10 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="smoke runs")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)
-    for name in ("width", "max_epochs", "patience", "retrain_epochs", "limit"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be > 0. Received: {value}")
-    if any(s <= 0 for s in args.sigmas):
-        parser.error(f"--sigmas must be > 0. Received: {args.sigmas}")
+    refuse_non_positive(
+        parser, args, "width", "max_epochs", "patience", "retrain_epochs", "limit",
+        "sigmas",
+    )  # fmt: skip
     protocol = MAXOUT_PROTOCOLS["cifar10"]
     for name in ("max_epochs", "patience", "retrain_epochs"):
         if getattr(args, name) is not None:

@@ -230,6 +230,16 @@ def check_settings(path: Path, settings: dict) -> str:
     )
 
 
+def refuse_non_positive(parser, args, *names) -> None:
+    """Exits through `parser.error` when one of the named arguments (or an
+    entry of a list-valued one) is given and not > 0."""
+    for name in names:
+        value = getattr(args, name)
+        values = value if isinstance(value, list) else [value]
+        if any(v is not None and v <= 0 for v in values):
+            parser.error(f"--{name.replace('_', '-')} must be > 0. Received: {value}")
+
+
 def refuse_mismatched_resume(parser, out: Path, settings: dict) -> None:
     """Exits through `parser.error` (code 2) when `out` holds runs made with
     other settings (see `check_settings`)."""

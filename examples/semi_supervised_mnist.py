@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import keras
-from reproduce_mnist import refuse_mismatched_resume
+from reproduce_mnist import refuse_mismatched_resume, refuse_non_positive
 
 import keras_gradreg as kg
 from keras_gradreg.semi_supervised import SemiSupervisedBatches, balanced_labels
@@ -66,13 +66,6 @@ def build_network(
     return kg.GradRegModel(inputs, outputs, input_range=(0.0, 1.0), **regularizer)
 
 
-def _positive(parser, args, *names):
-    for name in names:
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be > 0. Received: {value}")
-
-
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--labels-per-class", type=int, default=10)
@@ -96,7 +89,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--output", type=Path, default=Path("runs/semi_supervised"))
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
     args = parser.parse_args(argv)
-    _positive(
+    refuse_non_positive(
         parser,
         args,
         "labels_per_class",
@@ -107,10 +100,8 @@ def main(argv=None) -> dict:
         "learning_rate",
         "validation",
         "test_limit",
+        "sigma",
     )
-    for sigma in args.sigma:
-        if sigma <= 0:
-            parser.error(f"--sigma must be > 0. Received: {sigma}")
     (x_train, y_train), (x_test, y_test) = kg.datasets.load_mnist()
     x_test, y_test = x_test[: args.test_limit], y_test[: args.test_limit]
     x_val, y_val = x_train[-args.validation :], y_train[-args.validation :]
