@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 from pathlib import Path
 
 import keras
@@ -31,6 +29,11 @@ import numpy as np
 from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.optimizers import FlooredExponentialDecay, LinearDecay, MomentumSGD
+from keras_gradreg.stopping import (
+    ContinueUntilMatched,
+    ResumableEarlyStopping,
+    _write_json,
+)
 
 
 @keras_gradreg_export("keras_gradreg.protocol.MomentumSchedule")
@@ -90,177 +93,6 @@ class MomentumSchedule(keras.callbacks.Callback):
                 f"Received: optimizer={optimizer!r}"
             )
         optimizer.set_momentum(self.value(epoch + 1))
-
-
-def _write_json(path: Path, value) -> None:
-    """Writes JSON atomically (a crash leaves the old file or the new one)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
-
-
-@keras_gradreg_export("keras_gradreg.protocol.ResumableEarlyStopping")
-class ResumableEarlyStopping(keras.callbacks.Callback):
-    """Early stopping that keeps the best model on disk and survives restarts.
-
-    After each epoch it compares `logs[monitor]` with the best value so far;
-    an improvement (strictly better by more than `min_delta`) saves the
-    whole model (weights and optimizer state) to `directory/best.keras`.
-    Training stops once `patience` epochs pass without one. Its state (best
-    value and epoch, epochs waited) lives in `directory/early_stopping.json`,
-    so with `keras.callbacks.BackupAndRestore` an interrupted `fit` resumes
-    with its patience and best model intact, which Keras's `EarlyStopping`
-    does not.
-
-    Args:
-        directory: folder for `best.keras` and the state file.
-        monitor: the log key, e.g. "val_accuracy".
-        mode: "max" or "min".
-        patience: epochs without improvement before stopping, >= 1.
-        min_delta: smallest change that counts as an improvement, >= 0.
-        restore_best_weights: load the best weights when training ends.
-
-    Attributes:
-        best: the best value seen (None before the first epoch).
-        best_epoch: its 0-based epoch (-1 before the first epoch).
-        best_logs: the logs of that epoch.
-        stopped_epoch: the epoch training stopped at, or -1.
-    """
-
-    def __init__(
-        self,
-        directory,
-        monitor: str = "val_accuracy",
-        mode: str = "max",
-        patience: int = 100,
-        min_delta: float = 0.0,
-        restore_best_weights: bool = True,
-    ):
-        super().__init__()
-        if mode not in ("max", "min"):
-            raise ValueError(
-                f"Argument `mode` must be 'max' or 'min'. Received: mode={mode!r}"
-            )
-        if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
-            raise ValueError(
-                f"Argument `min_delta` must be a number >= 0. Received: "
-                f"min_delta={min_delta!r}"
-            )
-        self.directory = Path(directory)
-        self.monitor, self.mode = monitor, mode
-        self.patience = check_integer("patience", patience)
-        self.min_delta = float(min_delta)
-        self.restore_best_weights = restore_best_weights
-        self.best, self.best_epoch, self.best_logs = None, -1, {}
-        self.wait, self.last_epoch, self.stopped_epoch = 0, -1, -1
-
-    @property
-    def best_path(self) -> Path:
-        return self.directory / "best.keras"
-
-    @property
-    def state_path(self) -> Path:
-        return self.directory / "early_stopping.json"
-
-    def on_train_begin(self, logs=None):
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if self.state_path.exists():
-            state = json.loads(self.state_path.read_text())
-            if state["monitor"] != self.monitor or state["mode"] != self.mode:
-                raise ValueError(
-                    f"{self.state_path} records monitor={state['monitor']!r}, "
-                    f"mode={state['mode']!r}; resume with the same or use another "
-                    f"directory. Received: monitor={self.monitor!r}, mode={self.mode!r}"
-                )
-            for name in ("best", "best_epoch", "best_logs", "wait", "last_epoch"):
-                setattr(self, name, state[name])
-
-    def _improved(self, value) -> bool:
-        if self.best is None:
-            return True
-        if self.mode == "max":
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise ValueError(
-                f"ResumableEarlyStopping monitors {self.monitor!r}, which the logs "
-                f"do not have (pass validation_data?). Available: {sorted(logs)}"
-            )
-        value = float(logs[self.monitor])
-        if not math.isfinite(value):
-            raise ValueError(
-                f"ResumableEarlyStopping received a non-finite {self.monitor} "
-                f"({value}) at epoch {epoch + 1}."
-            )
-        if self._improved(value):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            self.best_logs = {k: float(v) for k, v in logs.items()}
-            self.model.save(self.best_path)
-        elif epoch > self.last_epoch:  # a resumed epoch is not counted twice
-            self.wait += 1
-        self.last_epoch = max(self.last_epoch, epoch)
-        _write_json(
-            self.state_path,
-            {
-                "monitor": self.monitor,
-                "mode": self.mode,
-                "best": self.best,
-                "best_epoch": self.best_epoch,
-                "best_logs": self.best_logs,
-                "wait": self.wait,
-                "last_epoch": self.last_epoch,
-            },
-        )
-        if self.wait >= self.patience:
-            self.stopped_epoch = epoch
-            self.model.stop_training = True
-
-    def on_train_end(self, logs=None):
-        if self.restore_best_weights and self.best_path.exists():
-            self.model.load_weights(self.best_path)
-
-
-@keras_gradreg_export("keras_gradreg.protocol.ContinueUntilMatched")
-class ContinueUntilMatched(keras.callbacks.Callback):
-    """Stops training once `logs[monitor]` falls to `target` (pylearn2's
-    `MatchChannel`).
-
-    The second stage of the maxout protocol continues on training +
-    validation data from the best model until the loss on the former
-    validation images is no larger than the training loss recorded at the
-    best epoch: the model has then fitted the extra data as well as it had
-    fitted the rest.
-
-    Args:
-        target: the value to reach.
-        monitor: the log key (default "val_loss").
-
-    Attributes:
-        matched_epoch: the 0-based epoch at which it stopped, or -1.
-    """
-
-    def __init__(self, target: float, monitor: str = "val_loss"):
-        super().__init__()
-        if not (isinstance(target, (int, float)) and math.isfinite(target)):
-            raise ValueError(
-                f"Argument `target` must be a finite number. Received: target={target!r}"
-            )
-        self.target, self.monitor = float(target), monitor
-        self.matched_epoch = -1
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise ValueError(
-                f"ContinueUntilMatched monitors {self.monitor!r}, which the logs do "
-                f"not have (pass validation_data?). Available: {sorted(logs)}"
-            )
-        if float(logs[self.monitor]) <= self.target:
-            self.matched_epoch = epoch
-            self.model.stop_training = True
 
 
 @keras_gradreg_export("keras_gradreg.protocol.MaxoutProtocol")
