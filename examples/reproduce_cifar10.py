@@ -222,11 +222,11 @@ def write_table(out, rows, args, source):
                 "",
                 f"Validation accuracy of the {member} 40K runs by sigma: {pairs}.",
             ]
-    curves = [dict(r, seed=f"{r['seed']}, sigma {r['sigma']:g}")
-              for row in rows.values() for r in row["candidates"]]  # fmt: skip
+    runs = [r for row in rows.values() for r in row["candidates"]]
     if draw_runs(
-        out, curves, LABELS, name=lambda r: f"{r['member']}-{r['sigma']:g}-40k"
-    ):
+        out, runs, name=lambda r: f"{r['member']}-{r['sigma']:g}-40k",
+        label=lambda r: f"{LABELS[r['member']]}, sigma {r['sigma']:g}",
+    ):  # fmt: skip
         lines += ["", "![Early stopping of every 40K run](curves.png)"]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps(rows, indent=2, default=str))

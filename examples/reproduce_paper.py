@@ -291,20 +291,22 @@ def _columns(path):
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
-def draw_runs(out, rows, labels=None, name=None):
+def draw_runs(out, rows, name=None, label=None):
     """`curves.png`: both stages of every finished run whose histories were
     kept (`histories/<name>-stage1.csv`, and `-stage2.csv` if it ran), with
     its best epoch and its stage-2 target. `name(row)` gives a row's run
-    name (default `<member>-seed<seed>`), `labels` the member's label."""
-    labels = LABELS if labels is None else labels
+    name (default `<member>-seed<seed>`), `label(row)` its legend entry."""
+    name = name or (lambda row: f"{row['member']}-seed{row['seed']}")
+    label = label or (lambda row: f"{LABELS[row['member']]}, seed {row['seed']}")
     runs = {}
     for row in rows:
-        run = name(row) if name else f"{row['member']}-seed{row['seed']}"
-        stage1, stage2 = (out / "histories" / f"{run}-stage{i}.csv" for i in (1, 2))
+        stage1, stage2 = (
+            out / "histories" / f"{name(row)}-stage{i}.csv" for i in (1, 2)
+        )
         if not stage1.exists():
             continue
         second = _columns(stage2) if stage2.exists() else {}
-        runs[f"{labels[row['member']]}, seed {row['seed']}"] = {
+        runs[label(row)] = {
             "stage1": _columns(stage1),
             "stage2": second,
             "target": row["target"] if second.get("val_loss") else None,

@@ -319,5 +319,6 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
     table = (tmp_path / "record" / "results.md").read_text()
     assert "CIFAR-10 (JPEG copy)" in table and "13.26%" in table and "12.28%" in table
     assert "Validation accuracy of the l2 40K runs by sigma" in table
+    assert (tmp_path / "record" / "curves.png").exists() and "(curves.png)" in table
     assert_resumes(cifar.main, argv, rows, "== 40K", capsys)
     assert_refuses(cifar.main, [*argv, "--width", "0.1"])
