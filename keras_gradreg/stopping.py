@@ -20,6 +20,18 @@ from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
 
 
+def _monitored(callback, logs) -> float:
+    """`logs[callback.monitor]` as a float, or a ValueError naming the
+    callback, the key and the keys the logs have."""
+    logs = logs or {}
+    if callback.monitor not in logs:
+        raise ValueError(
+            f"{type(callback).__name__} monitors {callback.monitor!r}, which the "
+            f"logs do not have (pass validation_data?). Available: {sorted(logs)}"
+        )
+    return float(logs[callback.monitor])
+
+
 def _write_json(path: Path, value) -> None:
     """Writes JSON atomically (a crash leaves the old file or the new one)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -111,13 +123,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         return value < self.best - self.min_delta
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise ValueError(
-                f"ResumableEarlyStopping monitors {self.monitor!r}, which the logs "
-                f"do not have (pass validation_data?). Available: {sorted(logs)}"
-            )
-        value = float(logs[self.monitor])
+        value = _monitored(self, logs)
         if not math.isfinite(value):
             raise ValueError(
                 f"ResumableEarlyStopping received a non-finite {self.monitor} "
@@ -180,12 +186,6 @@ class ContinueUntilMatched(keras.callbacks.Callback):
         self.matched_epoch = -1
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise ValueError(
-                f"ContinueUntilMatched monitors {self.monitor!r}, which the logs do "
-                f"not have (pass validation_data?). Available: {sorted(logs)}"
-            )
-        if float(logs[self.monitor]) <= self.target:
+        if _monitored(self, logs) <= self.target:
             self.matched_epoch = epoch
             self.model.stop_training = True
