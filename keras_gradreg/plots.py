@@ -226,12 +226,14 @@ def plot_protocol_runs(runs: dict, path) -> Path:
     side: stage 1's validation error against the epoch, with the best epoch
     marked (early stopping keeps that model), and stage 2's loss on the
     former validation images falling to the target (the best model's
-    training loss), where the run stops.
+    training loss), where the run stops: `val_noisy_loss` (dropout on) when
+    the history has it, otherwise `val_loss`.
 
     Args:
         runs: label -> `{"stage1": history, "stage2": history, "target":
             float}`, each history a dict of per-epoch lists with at least
-            `val_accuracy` (stage 1) and `val_loss` (stage 2), as
+            `val_accuracy` (stage 1) and `val_noisy_loss` or `val_loss`
+            (stage 2), as
             `History.history` or the run's `history.csv` read into columns.
         path: where to write the PNG.
 
@@ -247,7 +249,9 @@ def plot_protocol_runs(runs: dict, path) -> Path:
         first.plot(epochs, error, label=label, **style)
         best = int(np.argmin(error))
         first.plot(epochs[best], error[best], "o", color=f"C{color}")
-        loss = np.asarray(run["stage2"].get("val_loss", []), float)
+        stage2 = run["stage2"]
+        key = "val_noisy_loss" if "val_noisy_loss" in stage2 else "val_loss"
+        loss = np.asarray(stage2.get(key, []), float)
         second.plot(np.arange(1, len(loss) + 1), loss, label=label, **style)
         if run.get("target") is not None:
             second.axhline(run["target"], linestyle="--", **style)

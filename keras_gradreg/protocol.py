@@ -10,7 +10,8 @@ Goodfellow et al. (2013) trained every maxout network in two stages
    keeping the best model (`ResumableEarlyStopping`).
 2. From the best model, training continues on training + validation data
    until the objective on the former validation images falls to the
-   training objective recorded at the best epoch (`ContinueUntilMatched`).
+   training objective recorded at the best epoch (`ContinueUntilMatched`),
+   both with dropout on (`NoisyLoss`), as pylearn2 monitored them.
 
 `train_then_continue` runs both stages, each checkpointed every epoch so
 that an interrupted run resumes where it stopped, and `MAXOUT_PROTOCOLS`
@@ -31,9 +32,14 @@ from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.optimizers import FlooredExponentialDecay, LinearDecay, MomentumSGD
 from keras_gradreg.stopping import (
     ContinueUntilMatched,
+    NoisyLoss,
     ResumableEarlyStopping,
     _write_json,
+    noisy_loss,
 )
+
+#: Stage 2's comparison: with dropout on (pylearn2's) or off.
+MATCHES = ("noisy", "clean")
 
 
 @keras_gradreg_export("keras_gradreg.protocol.MomentumSchedule")
@@ -118,6 +124,11 @@ class MaxoutProtocol:
             train + validation data for this many epochs
             (`cifar10_no_aug.yaml`) rather than continued until matched;
             None for the MNIST protocols.
+        match: how stage 2 compares the objectives: "noisy" (pylearn2's
+            `MatchChannel` on the dropout cost: `noisy_loss` on both sides)
+            or "clean" (Keras's `evaluate`, dropout off; the target is then
+            the far smaller loss of a network on its own training images,
+            which the new images may never reach).
     """
 
     batch_size: int = 100
@@ -133,6 +144,14 @@ class MaxoutProtocol:
     linear_decay: tuple | None = None
     learning_rate_scales: tuple = ()
     retrain_epochs: int | None = None
+    match: str = "noisy"
+
+    def __post_init__(self):
+        if self.match not in MATCHES:
+            raise ValueError(
+                f"Argument `match` must be one of {MATCHES}. Received: "
+                f"match={self.match!r}"
+            )
 
     def optimizer(self, steps_per_epoch: int | None = None) -> MomentumSGD:
         """A fresh `MomentumSGD` on the protocol's learning-rate schedule.
@@ -197,6 +216,15 @@ MAXOUT_PROTOCOLS = {
 }
 
 
+def _stage1_finished(stop: ResumableEarlyStopping, max_epochs: int) -> bool:
+    """Whether the early-stopping state on disk says stage 1 ended (its
+    backup is gone then, so fitting again would start from scratch)."""
+    if not stop.state_path.exists():
+        return False
+    state = json.loads(stop.state_path.read_text())
+    return state["wait"] >= stop.patience or state["last_epoch"] + 1 >= max_epochs
+
+
 @keras_gradreg_export("keras_gradreg.protocol.train_then_continue")
 def train_then_continue(
     model: keras.Model,
@@ -214,18 +242,16 @@ def train_then_continue(
 
     Stage 1 fits `train_data` with `validation_data` monitored, the
     protocol's momentum ramp and `ResumableEarlyStopping(monitor, patience)`.
-    The best model's loss on `train_data` (Keras's `evaluate`: clean inputs,
-    dropout off) becomes the target. Stage 2 loads the best model (with its
-    optimizer: the learning rate and momentum go on from where they were)
-    and fits train + validation data until the validation loss falls to
-    the target (`ContinueUntilMatched`) or `protocol.continue_max_epochs`
-    pass. Every epoch is checkpointed under `directory`; calling again with
-    the same arguments resumes an interrupted run, and returns at once for a
-    finished one.
-
-    pylearn2 compared objectives under dropout noise; the target here is
-    the deterministic loss on both sides, which does not move with the
-    noise of one epoch.
+    The best model's loss on `train_data` becomes the target: with dropout
+    on (`noisy_loss`) under `protocol.match == "noisy"`, as pylearn2's
+    `train_objective`, or Keras's `evaluate` under "clean". Stage 2 loads
+    the best model (with its optimizer: the learning rate and momentum go
+    on from where they were) and fits train + validation data until the
+    same loss on the validation images (`val_noisy_loss`, or `val_loss`)
+    falls to the target (`ContinueUntilMatched`) or
+    `protocol.continue_max_epochs` pass. Every epoch is checkpointed under
+    `directory`; calling again with the same arguments resumes an
+    interrupted run, and returns at once for a finished one.
 
     Args:
         model: a compiled model, typically with `protocol.optimizer()`.
@@ -253,30 +279,48 @@ def train_then_continue(
     stop = ResumableEarlyStopping(stage1, monitor, mode, protocol.patience)
     target_path = stage1 / "target.json"
     if not target_path.exists():
-        model.fit(
-            x, y, batch_size=protocol.batch_size, epochs=protocol.max_epochs,
-            validation_data=(x_val, y_val), verbose=verbose,
-            callbacks=[
-                keras.callbacks.BackupAndRestore(str(stage1 / "backup")),
-                protocol.momentum_schedule(), stop,
-                keras.callbacks.CSVLogger(str(stage1 / "history.csv"), append=True),
-                *callbacks,
-            ],
-        )  # fmt: skip
+        if not _stage1_finished(stop, protocol.max_epochs):
+            model.fit(
+                x, y, batch_size=protocol.batch_size, epochs=protocol.max_epochs,
+                validation_data=(x_val, y_val), verbose=verbose,
+                callbacks=[
+                    keras.callbacks.BackupAndRestore(str(stage1 / "backup")),
+                    protocol.momentum_schedule(), stop,
+                    keras.callbacks.CSVLogger(str(stage1 / "history.csv"), append=True),
+                    *callbacks,
+                ],
+            )  # fmt: skip
         best = keras.saving.load_model(stop.best_path)
-        target = best.evaluate(
-            x, y, batch_size=protocol.batch_size, verbose=0, return_dict=True
-        )["loss"]
+        if protocol.match == "noisy":
+            target = noisy_loss(best, x, y)
+        else:
+            target = best.evaluate(
+                x, y, batch_size=protocol.batch_size, verbose=0, return_dict=True
+            )["loss"]
+        last_epoch = json.loads(stop.state_path.read_text())["last_epoch"]
         _write_json(
             target_path,
-            {"target": float(target), "stage1_epochs": stop.last_epoch + 1},
+            {
+                "target": float(target),
+                "match": protocol.match,
+                "stage1_epochs": last_epoch + 1,
+            },
         )
     state = json.loads(stop.state_path.read_text())
     stage1_summary = json.loads(target_path.read_text())
+    if stage1_summary.get("match", "clean") != protocol.match:
+        raise ValueError(
+            f"{target_path} holds a {stage1_summary.get('match', 'clean')!r} "
+            f"target; delete it and {directory / 'stage2'} to rerun stage 2 "
+            f"(stage 1 is kept), or resume with the same protocol. Received: "
+            f"match={protocol.match!r}"
+        )
     stage2 = directory / "stage2"
     stage2.mkdir(exist_ok=True)
     model = keras.saving.load_model(stop.best_path)
-    matcher = ContinueUntilMatched(stage1_summary["target"], "val_loss")
+    noisy = protocol.match == "noisy"
+    monitored = "val_noisy_loss" if noisy else "val_loss"
+    matcher = ContinueUntilMatched(stage1_summary["target"], monitored)
     first = state["best_epoch"] + 1
     history = model.fit(
         np.concatenate([x, x_val]), np.concatenate([y, y_val]),
@@ -284,7 +328,8 @@ def train_then_continue(
         epochs=first + protocol.continue_max_epochs,
         validation_data=(x_val, y_val), verbose=verbose,
         callbacks=[
-            keras.callbacks.BackupAndRestore(str(stage2 / "backup")), matcher,
+            keras.callbacks.BackupAndRestore(str(stage2 / "backup")),
+            *([NoisyLoss(x_val, y_val)] if noisy else []), matcher,
             keras.callbacks.CSVLogger(str(stage2 / "history.csv"), append=True),
             *callbacks,
         ],
@@ -292,11 +337,12 @@ def train_then_continue(
     model_path = directory / "final.keras"
     model.save(model_path)
     last_epoch = history.epoch[-1] if history.epoch else first - 1
-    val_losses = history.history.get("val_loss", [])
+    val_losses = history.history.get(monitored, [])
     summary = {
         "best_epoch": state["best_epoch"] + 1,
         "best": state["best"],
         "target": stage1_summary["target"],
+        "match": protocol.match,
         "stage1_epochs": stage1_summary["stage1_epochs"],
         "continue_epochs": last_epoch - first + 1,
         "matched": bool(val_losses) and val_losses[-1] <= stage1_summary["target"],

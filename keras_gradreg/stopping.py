@@ -2,7 +2,9 @@
 restart, and stage 2's "continue until matched".
 
 pylearn2's `MonitorBased` termination with `MonitorBasedSaveBest` (stage
-1) and `ChannelTarget` (stage 2), as Keras callbacks. They are part of
+1), and `MatchChannel` (stage 2) on the objective it monitored: the
+dropout cost, noise included (`noisy_loss`, `NoisyLoss`), as Keras
+callbacks. They are part of
 `keras_gradreg.protocol` (import them from there); this module holds them
 so that the protocol's module stays the recipe.
 """
@@ -16,8 +18,10 @@ from pathlib import Path
 
 import keras
 
+from keras_gradreg import objective
 from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.backend.common import call_model
 
 
 def _monitored(callback, logs) -> float:
@@ -37,6 +41,81 @@ def _write_json(path: Path, value) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(value, indent=2))
     os.replace(tmp, path)
+
+
+@keras_gradreg_export("keras_gradreg.protocol.noisy_loss")
+def noisy_loss(model: keras.Model, x, y, batch_size: int = 1000) -> float:
+    """The model's compiled loss on `(x, y)` with its noise on: the mean over
+    examples of `L(f(x_i; m_i), y_i)`, one fresh dropout mask `m_i` each
+    (`training=True`), the weights unchanged.
+
+    This is the objective pylearn2 monitored for a dropout network
+    (`train_objective`, `valid_objective`), which the maxout papers' stage 2
+    matched. Without the noise a network fits its training images far
+    better than it ever fits new ones, so a deterministic target can be out
+    of reach. The estimate's standard error is about `std_i(L_i) /
+    sqrt(N)`. Only the data term is counted, not a `GradRegModel`'s
+    gradient term, so both sides of the match measure the same thing
+    whatever the member. Layers that update state in training mode (batch
+    normalization's moving statistics) do so here too; the maxout networks
+    have none.
+
+    Args:
+        model: a compiled Keras model.
+        x: inputs, an array (or structure of arrays) of N examples.
+        y: targets.
+        batch_size: examples per forward pass (the masks are per example,
+            so it changes speed only).
+
+    Returns:
+        The mean loss as a Python float.
+
+    Example:
+        >>> import numpy as np
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5),
+        ...                           keras.layers.Dense(2)])
+        >>> model.compile(loss="mse")
+        >>> noisy_loss(model, np.zeros((4, 3)), np.zeros((4, 2)))
+        0.0
+    """
+    batch_size = check_integer("batch_size", batch_size)
+    count = len(keras.tree.flatten(x)[0])
+    if count == 0:
+        raise ValueError("noisy_loss needs at least one example. Received: 0")
+    total = 0.0
+    for start in range(0, count, batch_size):
+        rows = slice(start, start + batch_size)
+        part = keras.tree.map_structure(lambda a, rows=rows: a[rows], x)
+        target = keras.tree.map_structure(lambda a, rows=rows: a[rows], y)
+        y_pred = call_model(model, part, training=True)
+        loss = objective.compiled_loss(model, target, y_pred, None)
+        size = len(keras.tree.flatten(part)[0])
+        total += float(keras.ops.convert_to_numpy(loss)) * size
+    return total / count
+
+
+@keras_gradreg_export("keras_gradreg.protocol.NoisyLoss")
+class NoisyLoss(keras.callbacks.Callback):
+    """Adds `logs[name] = noisy_loss(model, x, y)` after every epoch.
+
+    Place it before the callbacks that read the key (`ContinueUntilMatched`,
+    `CSVLogger`): Keras hands every callback the same logs in list order.
+
+    Args:
+        x: inputs, e.g. the former validation images in stage 2.
+        y: their targets.
+        name: the log key.
+        batch_size: examples per forward pass.
+    """
+
+    def __init__(self, x, y, name: str = "val_noisy_loss", batch_size: int = 1000):
+        super().__init__()
+        self.x, self.y, self.name = x, y, name
+        self.batch_size = check_integer("batch_size", batch_size)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.name] = noisy_loss(self.model, self.x, self.y, self.batch_size)
 
 
 @keras_gradreg_export("keras_gradreg.protocol.ResumableEarlyStopping")
@@ -166,11 +245,13 @@ class ContinueUntilMatched(keras.callbacks.Callback):
     validation data from the best model until the loss on the former
     validation images is no larger than the training loss recorded at the
     best epoch: the model has then fitted the extra data as well as it had
-    fitted the rest.
+    fitted the rest. pylearn2 compared the losses with dropout on
+    (`NoisyLoss` puts that in the logs).
 
     Args:
         target: the value to reach.
-        monitor: the log key (default "val_loss").
+        monitor: the log key (default "val_loss"; "val_noisy_loss" with
+            `NoisyLoss`).
 
     Attributes:
         matched_epoch: the 0-based epoch at which it stopped, or -1.

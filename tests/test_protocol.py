@@ -1,6 +1,7 @@
 """The maxout protocol's pieces: schedules, optimizer, stopping, resume."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -13,7 +14,9 @@ from keras_gradreg.protocol import (
     ContinueUntilMatched,
     MaxoutProtocol,
     MomentumSchedule,
+    NoisyLoss,
     ResumableEarlyStopping,
+    noisy_loss,
     train_then_continue,
 )
 
@@ -218,6 +221,43 @@ def test_continue_until_matched_stops_at_the_target():
         ContinueUntilMatched(float("nan"))
 
 
+def _dropout_identity():
+    """y = dropout(x), rate 0.5: each output is 0 or 2x, with mse to 0 of
+    0 or 4 for x = 1 (mean 2); without the noise it is 1."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dropout(0.5, seed=3)])
+    model.compile(loss="mse")
+    return model
+
+
+def test_noisy_loss_averages_the_dropout_loss():
+    model = _dropout_identity()
+    x, y = np.ones((20_000, 1), "float32"), np.zeros((20_000, 1), "float32")
+    # Per-example loss 0 or 4 with probability 1/2: std 2, standard error
+    # 2 / sqrt(20000) = 0.014.
+    assert noisy_loss(model, x, y, batch_size=3000) == pytest.approx(2.0, abs=0.07)
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(1.0)
+    # A partial last batch counts by its size: 1 example of a possible 4.
+    assert noisy_loss(model, x[:1], y[:1], batch_size=4) in (0.0, 4.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        noisy_loss(model, x, y, batch_size=0)
+
+
+@pytest.mark.filterwarnings("ignore:The model does not have any trainable weights")
+def test_noisy_loss_callback_feeds_continue_until_matched():
+    model = _dropout_identity()
+    x, y = np.ones((2000, 1), "float32"), np.zeros((2000, 1), "float32")
+    # Nothing trains (no weights), so the noisy loss stays near 2: a target
+    # of 3 matches at the first epoch, while the clean loss (1) would too;
+    # a target of 1.5 is met by the clean loss but not by the noisy one.
+    for target, epochs in ((3.0, 1), (1.5, 3)):
+        history = model.fit(
+            x, y, epochs=3, verbose=0, validation_data=(x, y),
+            callbacks=[NoisyLoss(x, y), ContinueUntilMatched(target, "val_noisy_loss")],
+        )  # fmt: skip
+        assert len(history.epoch) == epochs
+        assert all(1.8 < v < 2.2 for v in history.history["val_noisy_loss"])
+
+
 class _Interrupt(keras.callbacks.Callback):
     def __init__(self, at_epoch):
         super().__init__()
@@ -271,14 +311,37 @@ def test_train_then_continue_runs_both_stages_and_resumes(tmp_path):
     )
     # Stage 2 starts from the best epoch and stops on the match (or the cap).
     assert int(stage2[0, 0]) == summary["best_epoch"]
-    if summary["matched"]:
-        header = (tmp_path / "stage2" / "history.csv").read_text().split("\n")[0]
-        val_loss = stage2[-1, header.split(",").index("val_loss")]
-        assert val_loss <= summary["target"]
+    header = (tmp_path / "stage2" / "history.csv").read_text().split("\n")[0]
+    noisy = stage2[:, header.split(",").index("val_noisy_loss")]
+    # The match is on the dropout-mode loss (pylearn2's), and only there.
+    assert summary["match"] == "noisy"
+    assert summary["matched"] == (noisy[-1] <= summary["target"])
+    assert all(noisy[:-1] > summary["target"])
     assert isinstance(final.optimizer, MomentumSGD)
     # A finished run returns its summary without training again.
     again = train_then_continue(model, train, val, tmp_path, protocol, verbose=0)
     assert again == summary
+    # Stage 1 is kept when only the comparison changes; the old target is
+    # not silently reused.
+    (tmp_path / "protocol.json").unlink()
+    clean = protocol.replace(match="clean")
+    with pytest.raises(ValueError, match="match='clean'"):
+        train_then_continue(model, train, val, tmp_path, clean, verbose=0)
+    # Deleting the target and stage 2 reruns stage 2 alone: stage 1's
+    # history gains no epoch.
+    rows = (tmp_path / "stage1" / "history.csv").read_text()
+    (tmp_path / "stage1" / "target.json").unlink()
+    shutil.rmtree(tmp_path / "stage2")
+    rerun = train_then_continue(model, train, val, tmp_path, clean, verbose=0)
+    assert (tmp_path / "stage1" / "history.csv").read_text() == rows
+    assert rerun["match"] == "clean"
+    assert rerun["stage1_epochs"] == summary["stage1_epochs"]
+    assert rerun["best_epoch"] == summary["best_epoch"]
+
+
+def test_maxout_protocol_refuses_an_unknown_match():
+    with pytest.raises(ValueError, match="match='dropout'"):
+        MaxoutProtocol(match="dropout")
 
 
 def test_scaled_dropout_scales_kept_units():
