@@ -130,8 +130,11 @@ def _nsl_model(spec):
         multiplier=1.0,
         adv_step_size=spec["sigma"],
         adv_grad_norm="infinity" if spec["norm"] == "linf" else "l2",
-        clip_value_min=0.0,
-        clip_value_max=1.0,
+        # Keyed by the input's name: NSL files a bare number under the key
+        # "" and looks the bound up by feature name, so `clip_value_min=0.0`
+        # with dict inputs clips nothing (its perturbed pixels leave [0, 1]).
+        clip_value_min={"image": 0.0},
+        clip_value_max={"image": 1.0},
     )
     model = nsl.keras.AdversarialRegularization(
         base, label_keys=["label"], adv_config=config
