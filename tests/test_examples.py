@@ -288,6 +288,39 @@ def test_scaling_benchmark_runs_one_cell(tmp_path):
     assert "| mlp | 8 | perturb linf alpha=0 |" in result.stdout
 
 
+@requires_mnist
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="a backend-agnostic script (its jobs are the library's, tested on "
+    "every backend elsewhere)",
+)
+def test_end_to_end_benchmark_times_both_checkouts(tmp_path):
+    """`benchmarks/end_to_end.py` on tiny jobs, this checkout against itself
+    as `--source` (no timing threshold: only that it measures and reports)."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "end_to_end.json"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "end_to_end.py"), "--source",
+        str(ROOT), "--jobs", "pgd", "epoch", "--rounds", "1", "--limit", "256",
+        "--output", str(out),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    times = json.loads(out.read_text())
+    assert set(times) == {"--source", "this checkout"}
+    for jobs in times.values():
+        assert set(jobs) == {"pgd", "epoch"}
+        assert all(len(t) == 1 and t[0] > 0 for t in jobs.values())
+    assert "| epoch |" in result.stdout
+    bad = subprocess.run(
+        [*command[:2], "--rounds", "0"], capture_output=True, text=True, timeout=300
+    )
+    assert bad.returncode == 2 and "--rounds must be >= 1. Received: 0" in bad.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     keras.backend.backend() != "jax",
