@@ -270,8 +270,31 @@ def main(argv=None):
             ),  # fmt: skip
         )
         rows.append(row)
-        write_tables(record, rows, selection, args.table)
+        # Every run recorded so far, whichever process finished it: runs of
+        # other members can go on side by side in other processes.
+        write_tables(record, *recorded(record), args.table)
     return rows
+
+
+def recorded(record):
+    """`(rows, selection)` of every finished run and sigma selection in the
+    records folder, in the table's member order, then by seed."""
+    rows = []
+    for path in sorted((record / "results").glob("*-seed*.json")):
+        if path.stem.endswith("-standard"):
+            continue
+        row = json.loads(path.read_text())
+        standard = path.with_name(f"{path.stem}-standard.json")
+        if standard.exists():
+            row["standard"] = json.loads(standard.read_text())
+            rows.append(row)
+    rows.sort(key=lambda r: (list(MEMBERS).index(r["member"]), r["seed"]))
+    selection = {
+        member: json.loads((record / "select" / f"{member}.json").read_text())
+        for member in GRIDS
+        if (record / "select" / f"{member}.json").exists()
+    }
+    return rows, selection
 
 
 def keep_histories(directory, histories, name):

@@ -242,6 +242,7 @@ def plot_protocol_runs(runs: dict, path) -> Path:
     """
     fig, axes = _subplots(1, 2, figsize=(10, 3.8))
     first, second = axes[0]
+    noisy = False
     for color, (label, run) in enumerate(runs.items()):
         style = {"color": f"C{color}", "linewidth": 1}
         error = 100.0 * (1.0 - np.asarray(run["stage1"]["val_accuracy"], float))
@@ -251,6 +252,7 @@ def plot_protocol_runs(runs: dict, path) -> Path:
         first.plot(epochs[best], error[best], "o", color=f"C{color}")
         stage2 = run["stage2"]
         key = "val_noisy_loss" if "val_noisy_loss" in stage2 else "val_loss"
+        noisy |= key == "val_noisy_loss"
         loss = np.asarray(stage2.get(key, []), float)
         second.plot(np.arange(1, len(loss) + 1), loss, label=label, **style)
         if run.get("target") is not None:
@@ -261,7 +263,7 @@ def plot_protocol_runs(runs: dict, path) -> Path:
     first.set_ylim(0.0, min(5.0, first.get_ylim()[1]))
     second.set_title("stage 2: loss on the former validation images", fontsize=10)
     second.set_xlabel("epoch of stage 2")
-    second.set_ylabel("loss (dashed: target)")
+    second.set_ylabel(("dropout-on " if noisy else "") + "loss (dashed: target)")
     second.set_yscale("log")
     for ax in (first, second):
         ax.grid(alpha=0.3)

@@ -35,3 +35,22 @@ def test_protocol_runs_mark_the_best_epoch_and_the_target(tmp_path, monkeypatch)
     assert second.get_yscale() == "log"
     target = second.get_lines()[-1]
     assert list(target.get_ydata()) == [0.01, 0.01]  # the target line
+
+
+def test_protocol_runs_prefer_the_dropout_on_stage2_loss(tmp_path, monkeypatch):
+    saved = {}
+    save = plots._save
+    monkeypatch.setattr(
+        plots,
+        "_save",
+        lambda fig, path: saved.setdefault("fig", fig) and save(fig, path),
+    )
+    stage2 = {"val_loss": [0.004, 0.003], "val_noisy_loss": [0.05, 0.02]}
+    kg.plots.plot_protocol_runs(
+        {"l2": {"stage1": {"val_accuracy": [0.99]}, "stage2": stage2, "target": 0.03}},
+        tmp_path / "runs.png",
+    )
+    second = saved["fig"].axes[1]
+    curve = second.get_lines()[0]
+    np.testing.assert_allclose(curve.get_ydata(), [0.05, 0.02])
+    assert second.get_ylabel().startswith("dropout-on")
