@@ -308,9 +308,10 @@ def train_then_continue(
         )
     state = json.loads(stop.state_path.read_text())
     stage1_summary = json.loads(target_path.read_text())
-    if stage1_summary.get("match", "clean") != protocol.match:
+    recorded = stage1_summary.get("match", "clean")  # older runs: clean
+    if recorded != protocol.match:
         raise ValueError(
-            f"{target_path} holds a {stage1_summary.get('match', 'clean')!r} "
+            f"{target_path} holds a {recorded!r} "
             f"target; delete it and {directory / 'stage2'} to rerun stage 2 "
             f"(stage 1 is kept), or resume with the same protocol. Received: "
             f"match={protocol.match!r}"

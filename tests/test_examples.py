@@ -1,6 +1,7 @@
 """End-to-end runs of the examples on a small slice of real MNIST."""
 
 import importlib
+import json
 import os
 
 import keras
@@ -242,6 +243,31 @@ def test_semi_supervised_example_trains_both_runs_and_resumes(tmp_path, capsys):
     assert semi.main(argv) == results
     output = capsys.readouterr().out
     assert "done earlier" in output and output.count("(chosen on validation)") == 1
+
+
+@requires_mnist
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="hand-written JAX: the same on every Keras backend",
+)
+def test_semi_supervised_reference_runs_both_layouts(tmp_path):
+    reference = import_example("semi_supervised_reference")
+    argv = [
+        "--epochs", "1", "--steps-per-epoch", "3", "--labeled-batch", "20",
+        "--unlabeled-batch", "40", "--widths", "32", "--validation", "100",
+        "--batch-norm",
+    ]  # fmt: skip
+    for passes in ("separate", "mixed"):
+        path = tmp_path / f"{passes}.json"
+        result = reference.main([*argv, "--passes", passes, "--output", str(path)])
+        assert 0.0 <= result["validation_accuracy"][0] <= 1.0
+        assert result["divergence"][0] > 0.0  # sigma 0.3 moves the predictions
+        assert json.loads(path.read_text()) == json.loads(json.dumps(result))
+    # sigma 0: x + r = x, so the divergence is exactly zero.
+    result = reference.main([*argv, "--sigma", "0"])
+    assert result["divergence"][0] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(SystemExit):
+        reference.main([*argv, "--sigma", "-1"])
 
 
 def test_every_public_name_is_in_the_api_reference():
