@@ -70,6 +70,43 @@ def outputs_are_logits(model) -> bool:
     return bool(config.get("from_logits", False))
 
 
+def split_labeled_rows(regularizer: GradientRegularizer, x, y, sample_weight):
+    """Separates a semi-supervised batch (`labeled_rows`, k): returns
+    `(x[:k], y[:k], sample_weight[:k], unlabeled)` with `unlabeled = x[k:]`
+    for the label-free member's passes (None for the other members, which
+    ignore those rows); without `labeled_rows`, `(x, y, sample_weight, None)`.
+
+    Raises:
+        ValueError: for a batch of at most k rows (its shape known).
+    """
+    rows = regularizer.labeled_rows
+    if rows is None:
+        return x, y, sample_weight, None
+    size = next(t for t in keras.tree.flatten(x) if t is not None).shape[0]
+    if size is not None and size <= rows:
+        raise ValueError(
+            f"A training batch of {size} rows holds no unlabeled row after its "
+            f"`labeled_rows` labeled ones. Received: labeled_rows={rows}"
+        )
+    first, rest = slice(None, rows), slice(rows, None)
+
+    def rows_of(part, index):
+        return keras.tree.map_structure(lambda t: None if t is None else t[index], part)
+
+    labeled = [rows_of(part, first) for part in (x, y, sample_weight)]
+    unlabeled = rows_of(x, rest) if regularizer.virtual else None
+    return (*labeled, unlabeled)
+
+
+def moved_inputs(regularizer: GradientRegularizer, x, selection, unlabeled):
+    """The inputs the perturbed passes move, and their selection: the
+    unlabeled rows of a semi-supervised batch (`split_labeled_rows`), else
+    the batch itself."""
+    if unlabeled is None:
+        return x, selection
+    return unlabeled, inputs.select_inputs(unlabeled, regularizer.inputs_to_regularize)
+
+
 def virtual_target(model, y_pred):
     """The label-free member's constant target p(x), the clean class
     probabilities, or None for the other members."""

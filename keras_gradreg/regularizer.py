@@ -118,6 +118,15 @@ class GradientRegularizer:
             direction is then mostly noise), so the default is 1e-2.
         power_iterations: power-iteration steps (>= 1; Miyato et al.: 1).
         virtual_weight: the weight of the divergence term (>= 0).
+        labeled_rows: the layout of Miyato et al.'s semi-supervised batches:
+            the first `labeled_rows` rows of every training batch are
+            labeled and the rest unlabeled, and the two groups run through
+            the network in passes of their own (each normalized by its own
+            batch statistics). The loss and the gradient term see only the
+            labeled rows; the label-free member's divergence only the
+            unlabeled ones; other members ignore the unlabeled rows.
+            `SemiSupervisedBatches(passes="separate")` makes such batches.
+            None (default): every row in one pass.
         feature_mask: optional weights `w >= 0` on the input coordinates: a
             number or array broadcastable to one example's input (0/1 to
             freeze features), or for several inputs a dict from input name
@@ -151,6 +160,7 @@ class GradientRegularizer:
     xi: float = 1e-2
     power_iterations: int = 1
     virtual_weight: float = 1.0
+    labeled_rows: Optional[int] = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -225,6 +235,14 @@ class GradientRegularizer:
             "virtual_weight",
             _check_number("virtual_weight", self.virtual_weight, low=0.0),
         )
+        rows = self.labeled_rows
+        if rows is not None and (
+            isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < 1
+        ):
+            raise ValueError(
+                "Argument `labeled_rows` must be None or an integer >= 1. "
+                f"Received: labeled_rows={rows!r}"
+            )
 
     @property
     def dual_order(self) -> float:

@@ -18,6 +18,8 @@ many unlabeled ones (weight 0, any label):
     ((40, 4), 8)
 
 `model.fit(batches, epochs=...)` runs on every backend (a Keras `PyDataset`).
+With batch normalization, use `passes="separate"` and a model built with
+`labeled_rows=labeled_batch_size` (see `SemiSupervisedBatches`).
 Compile accuracy as `weighted_metrics=["accuracy"]`: plain `metrics` ignore
 the sample weights and would score the unlabeled rows' placeholder labels.
 """
@@ -30,6 +32,8 @@ import keras
 import numpy as np
 
 from keras_gradreg.api_export import keras_gradreg_export
+
+PASSES = ("mixed", "separate")
 
 
 @keras_gradreg_export("keras_gradreg.semi_supervised.balanced_labels")
@@ -81,14 +85,24 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
     """Batches of `labeled_batch_size` labeled rows followed by
     `unlabeled_batch_size` unlabeled ones, as `(x, y, sample_weight)`.
 
-    Labeled rows have their label and weight `labeled_weight`, by default
-    `(labeled_batch_size + unlabeled_batch_size) / labeled_batch_size`:
-    Keras's losses average over every row of a batch, so this makes the
-    supervised loss the mean over the labeled rows, as in Miyato et al.,
-    while the divergence of the label-free member averages over all rows
-    (with weight 1, the supervised term would shrink with the share of
-    labeled rows). Unlabeled rows have weight 0 and label 0 (a placeholder
-    the weighted loss ignores). An epoch passes once
+    Two layouts (`passes`), both read by the label-free member:
+
+    - "mixed": the model trains on every row in one pass. Labeled rows have
+      their label and weight `labeled_weight`, by default
+      `(labeled_batch_size + unlabeled_batch_size) / labeled_batch_size`:
+      Keras's losses average over every row of a batch, so this makes the
+      supervised loss the mean over the labeled rows, as in Miyato et al.,
+      while the divergence averages over all rows (with weight 1, the
+      supervised term would shrink with the share of labeled rows).
+    - "separate" (Miyato et al.'s code): for a model built with
+      `labeled_rows=labeled_batch_size`, which passes the labeled rows and
+      the unlabeled ones through the network separately (each with its own
+      batch-normalization statistics) and puts the divergence on the
+      unlabeled rows only. The supervised loss is already the labeled
+      rows' mean, so `labeled_weight` defaults to 1.
+
+    Unlabeled rows have weight 0 and label 0 (a placeholder the weighted
+    loss ignores). An epoch passes once
     over the unlabeled pool in a fresh random order; the labeled rows of
     each batch are drawn without replacement from the labeled set, reshuffled
     whenever it runs out, so every label is seen equally often. The batches
@@ -105,6 +119,7 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
         unlabeled_batch_size: unlabeled rows per batch.
         labeled_weight: the labeled rows' sample weight (> 0); None for
             the labeled mean described above.
+        passes: "mixed" or "separate", the layout above.
         steps_per_epoch: batches per epoch; default one pass over the
             unlabeled pool, `ceil(n_unlabeled / unlabeled_batch_size)`.
         seed: the seed of every shuffle.
@@ -126,9 +141,15 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
         steps_per_epoch: int | None = None,
         seed: int = 0,
         labeled_weight: float | None = None,
+        passes: str = "mixed",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if passes not in PASSES:
+            raise ValueError(
+                f"Argument `passes` must be one of {PASSES}. Received: "
+                f"passes={passes!r}"
+            )
         self.x_labeled = np.asarray(x_labeled)
         self.y_labeled = np.asarray(y_labeled)
         self.x_unlabeled = np.asarray(x_unlabeled)
@@ -160,7 +181,9 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
         if steps_per_epoch is None:
             steps_per_epoch = math.ceil(len(self.x_unlabeled) / unlabeled_batch_size)
         _check_size("steps_per_epoch", steps_per_epoch)
-        if labeled_weight is None:
+        if labeled_weight is None and passes == "separate":
+            labeled_weight = 1.0
+        elif labeled_weight is None:
             labeled_weight = (labeled_batch_size + unlabeled_batch_size) / (
                 labeled_batch_size
             )
@@ -170,6 +193,7 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
                 f"labeled_weight={labeled_weight}"
             )
         self.labeled_weight = float(labeled_weight)
+        self.passes = passes
         self.labeled_batch_size = int(labeled_batch_size)
         self.unlabeled_batch_size = int(unlabeled_batch_size)
         self.steps_per_epoch = int(steps_per_epoch)

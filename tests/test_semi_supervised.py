@@ -125,3 +125,68 @@ def test_default_weights_make_the_supervised_loss_the_labeled_mean():
     weighted = loss(yb, probabilities.astype("float32"), sample_weight=wb)
     labeled_mean = -np.mean(np.log(probabilities[np.arange(4), yb[:4]]))
     np.testing.assert_allclose(float(weighted), labeled_mean, rtol=1e-5)
+
+
+def test_separate_batches_weigh_labeled_rows_one():
+    x, y = _data()
+    batches = SemiSupervisedBatches(x[:6], y[:6], x, 4, 8, passes="separate")
+    _, _, weights = batches[0]
+    assert weights.tolist() == [1.0] * 4 + [0.0] * 8
+    with pytest.raises(ValueError, match="Received: passes='both'"):
+        SemiSupervisedBatches(x[:6], y[:6], x, 4, 8, passes="both")
+
+
+def test_separate_passes_normalize_each_group_by_its_own_statistics():
+    """With `labeled_rows`, the labeled rows pass alone: the clean loss the
+    step logs is the loss of the labeled rows normalized by their own batch
+    statistics, not by the whole batch's (which the mixed layout uses)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(12, 4)).astype("float32")
+    x[4:] = 3.0 * x[4:] + 2.0  # unlabeled rows: other statistics
+    y = np.array([0, 1, 2, 1] + [0] * 8)
+    weights = np.array([1.0] * 4 + [0.0] * 8, "float32")
+
+    def first_step(**regularizer):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((4,))
+        normalized = keras.layers.BatchNormalization(center=False, scale=False)(inputs)
+        outputs = keras.layers.Dense(3, activation="softmax")(normalized)
+        model = kg.GradRegModel(inputs, outputs, **regularizer)
+        model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+        initial = [w.copy() for w in model.get_weights()]
+        history = model.fit(
+            x, y, sample_weight=weights, batch_size=12, shuffle=False, verbose=0
+        )
+        return model, initial, history.history
+
+    vat = {"virtual": True, "norm": "l2", "sigma": 0.5, "form": "perturb"}
+    model, initial, logs = first_step(labeled_rows=4, **vat)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    kernel, bias = initial[-2:]
+
+    def labeled_loss(rows):
+        z = (x[:4] - rows.mean(0)) / np.sqrt(rows.var(0) + 1e-3)
+        return float(loss(y[:4], keras.ops.softmax(z @ kernel + bias)))
+
+    np.testing.assert_allclose(logs["clean_loss"][0], labeled_loss(x[:4]), rtol=1e-4)
+    assert abs(labeled_loss(x) - labeled_loss(x[:4])) > 1e-2  # the test can fail
+    assert logs["adv_loss"][0] > 0.0  # the divergence on the unlabeled rows
+    mixed = first_step(**vat)[2]
+    # Mixed: Keras's mean runs over all 12 rows, the 8 unlabeled weighing 0.
+    np.testing.assert_allclose(
+        mixed["clean_loss"][0], labeled_loss(x) * 4 / 12, rtol=1e-4
+    )
+    config = model.regularizer.get_config()
+    assert kg.GradientRegularizer.from_config(config).labeled_rows == 4
+
+
+def test_labeled_rows_are_checked():
+    for rows in (0, 1.5, True):
+        with pytest.raises(ValueError, match="Received: labeled_rows="):
+            kg.GradientRegularizer(labeled_rows=rows)
+    inputs = keras.Input((5,))
+    model = kg.GradRegModel(inputs, keras.layers.Dense(3)(inputs), labeled_rows=8)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data()
+    with pytest.raises(ValueError, match="no unlabeled row.*labeled_rows=8"):
+        model.fit(x[:8], y[:8], batch_size=8, verbose=0)

@@ -63,7 +63,11 @@ def train_step(model, state, data):
     trainable, non_trainable, optimizer_vars, metrics_vars = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     reg = model.regularizer
+    x, y, sample_weight, unlabeled = objective.split_labeled_rows(
+        reg, x, y, sample_weight
+    )
     selection = inputs.select_inputs(x, reg.inputs_to_regularize)
+    moved_x, moved = objective.moved_inputs(reg, x, selection, unlabeled)
     second_order = objective.needs_second_order(reg)
     metrics_mapping = list(zip(model.metrics_variables, metrics_vars))
     optimizer_mapping = list(zip(model.optimizer.variables, optimizer_vars))
@@ -72,7 +76,7 @@ def train_step(model, state, data):
     if objective.needs_random_start(reg):
         # The draw advances the seed, a metric variable of the state.
         with keras.StatelessScope(state_mapping=metrics_mapping) as scope:
-            start = objective.random_start(model, selection)
+            start = objective.random_start(model, moved)
         metrics_vars = [_current(scope, v) for v in model.metrics_variables]
         metrics_mapping = list(zip(model.metrics_variables, metrics_vars))
     else:
@@ -107,9 +111,15 @@ def train_step(model, state, data):
         # Forward passes run in sequence: the perturbed pass sees the state
         # (dropout seeds, batch statistics) the clean pass left behind.
         latest = {"non_trainable": non_trainable, "losses": losses}
+        target = objective.virtual_target(model, y_pred)
+        if unlabeled is not None and target is not None:
+            y_unlabeled, latest["non_trainable"], _ = _stateless_forward(
+                model, trainable, latest["non_trainable"], unlabeled
+            )
+            target = objective.virtual_target(model, y_unlabeled)
 
         def perturbed_loss(deltas, target=None):
-            x_adv = inputs.perturb_inputs(x, selection, deltas, reg.input_range)
+            x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
             y_adv, latest["non_trainable"], adv_losses = _stateless_forward(
                 model, trainable, latest["non_trainable"], x_adv
             )
@@ -123,15 +133,15 @@ def train_step(model, state, data):
 
             def summed_loss(leaves, non_trainable):
                 y_adv, non_trainable, _ = _stateless_forward(
-                    model, weights, non_trainable, selection.rebuild(x, leaves)
+                    model, weights, non_trainable, moved.rebuild(moved_x, leaves)
                 )
                 summed = objective.ascent_loss(model, y, y_adv, target)
                 return objective.scale_summed_loss(summed, scale), non_trainable
 
-            moved = inputs.perturbed_leaves(selection, deltas, reg.input_range)
+            leaves = inputs.perturbed_leaves(moved, deltas, reg.input_range)
             step_gradients, latest["non_trainable"] = jax.grad(
                 summed_loss, has_aux=True
-            )(moved, latest["non_trainable"])
+            )(leaves, latest["non_trainable"])
             return objective.unscale_input_gradients(step_gradients, scale)
 
         terms = objective.family_objective(
@@ -144,7 +154,7 @@ def train_step(model, state, data):
             input_gradient=input_gradient,
             selection=selection,
             start=start,
-            target=objective.virtual_target(model, y_pred),
+            target=target,
         )
         regularization = objective.regularization_losses(latest["losses"])
         total = terms.total + regularization.astype(terms.total.dtype)

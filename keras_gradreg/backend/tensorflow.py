@@ -20,11 +20,15 @@ def train_step(model, data):
 def _train_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     reg = model.regularizer
+    x, y, sample_weight, unlabeled = objective.split_labeled_rows(
+        reg, x, y, sample_weight
+    )
     selection = inputs.select_inputs(x, reg.inputs_to_regularize)
+    moved_x, moved = objective.moved_inputs(reg, x, selection, unlabeled)
     record_clean = objective.needs_clean_weight_gradient(reg)
     second_order = objective.needs_second_order(reg)
     scale = objective.input_gradient_loss_scale(model.optimizer, x)
-    start = objective.random_start(model, selection)
+    start = objective.random_start(model, moved)
 
     with tf.GradientTape() as tape:
         # The perturb form with alpha=0 needs the clean pass only for dL/dx.
@@ -53,10 +57,14 @@ def _train_step(model, data):
                 gradients = objective.unscale_input_gradients(gradients, scale)
             if not second_order:
                 gradients = [tf.stop_gradient(g) for g in gradients]
+        target = objective.virtual_target(model, y_pred)
+        if unlabeled is not None and target is not None:
+            with tape.stop_recording():
+                target = objective.virtual_target(model, call_model(model, unlabeled))
 
         def perturbed_loss(deltas, target=None):
             nonlocal layer_losses
-            x_adv = inputs.perturb_inputs(x, selection, deltas, reg.input_range)
+            x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
             y_adv = call_model(model, x_adv)
             if not record_clean:
                 layer_losses = model.losses
@@ -65,13 +73,13 @@ def _train_step(model, data):
         def input_gradient(deltas, target=None):
             # The multistep form's ascent: first derivatives, weights fixed.
             with tape.stop_recording():
-                moved = inputs.perturbed_leaves(selection, deltas, reg.input_range)
+                leaves = inputs.perturbed_leaves(moved, deltas, reg.input_range)
                 with tf.GradientTape(watch_accessed_variables=False) as step_tape:
-                    step_tape.watch(moved)
-                    y_adv = call_model(model, selection.rebuild(x, moved))
+                    step_tape.watch(leaves)
+                    y_adv = call_model(model, moved.rebuild(moved_x, leaves))
                     summed = objective.ascent_loss(model, y, y_adv, target)
                     summed = objective.scale_summed_loss(summed, scale)
-                moved_gradients = step_tape.gradient(summed, moved)
+                moved_gradients = step_tape.gradient(summed, leaves)
             return objective.unscale_input_gradients(moved_gradients, scale)
 
         terms = objective.family_objective(
@@ -84,7 +92,7 @@ def _train_step(model, data):
             input_gradient=input_gradient,
             selection=selection,
             start=start,
-            target=objective.virtual_target(model, y_pred),
+            target=target,
         )
         regularization = objective.regularization_losses(layer_losses)
         total = terms.total + tf.cast(regularization, terms.total.dtype)

@@ -77,6 +77,9 @@ def train_step(model, data):
         lambda t: t if t is None else ops.convert_to_tensor(t), x
     )
     reg = model.regularizer
+    x, y, sample_weight, unlabeled = objective.split_labeled_rows(
+        reg, x, y, sample_weight
+    )
     selection = inputs.select_inputs(x, reg.inputs_to_regularize)
     leaves = [
         ops.convert_to_tensor(t).detach().requires_grad_(True) for t in selection.leaves
@@ -108,10 +111,15 @@ def train_step(model, data):
         clean_loss = clean_loss.detach()
         y_pred = keras.tree.map_structure(lambda t: t.detach(), y_pred)
     constant = selection._replace(leaves=[t.detach() for t in leaves])
+    moved_x, moved = objective.moved_inputs(reg, x, constant, unlabeled)
+    target = objective.virtual_target(model, y_pred)
+    if unlabeled is not None and target is not None:
+        with torch.no_grad():
+            target = objective.virtual_target(model, call_model(model, unlabeled))
 
     def perturbed_loss(deltas, target=None):
         nonlocal layer_losses
-        x_adv = inputs.perturb_inputs(x, constant, deltas, reg.input_range)
+        x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
         y_adv = call_model(model, x_adv)
         if not record_clean:
             layer_losses = model.losses
@@ -119,11 +127,11 @@ def train_step(model, data):
 
     def input_gradient(deltas, target=None):
         # The multistep form's ascent: first derivatives, weights fixed.
-        moved = inputs.perturbed_leaves(constant, deltas, reg.input_range)
-        moved = [t.detach().requires_grad_(True) for t in moved]
-        y_adv = call_model(model, constant.rebuild(x, moved))
+        leaves = inputs.perturbed_leaves(moved, deltas, reg.input_range)
+        leaves = [t.detach().requires_grad_(True) for t in leaves]
+        y_adv = call_model(model, moved.rebuild(moved_x, leaves))
         summed = objective.ascent_loss(model, y, y_adv, target)
-        steps = torch.autograd.grad(objective.scale_summed_loss(summed, scale), moved)
+        steps = torch.autograd.grad(objective.scale_summed_loss(summed, scale), leaves)
         return objective.unscale_input_gradients([g.detach() for g in steps], scale)
 
     terms = objective.family_objective(
@@ -135,8 +143,8 @@ def train_step(model, data):
         model.sigma_variable,
         input_gradient=input_gradient,
         selection=constant,
-        start=objective.random_start(model, constant),
-        target=objective.virtual_target(model, y_pred),
+        start=objective.random_start(model, moved),
+        target=target,
     )
     regularization = objective.regularization_losses(layer_losses)
     total = terms.total + regularization.to(terms.total.dtype)

@@ -63,6 +63,8 @@ class GradRegModel(keras.Model):
             `w * sigma`); see `GradientRegularizer`.
         virtual, xi, power_iterations, virtual_weight: the label-free
             (virtual adversarial) member; see `GradientRegularizer`.
+        labeled_rows: separate passes for the labeled and unlabeled rows
+            of semi-supervised batches; see `GradientRegularizer`.
         regularizer: a `GradientRegularizer` (or its config dict) instead of
             the separate arguments above.
         **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -116,6 +118,7 @@ class GradRegModel(keras.Model):
         xi=None,
         power_iterations=None,
         virtual_weight=None,
+        labeled_rows=None,
         regularizer=None,
         **kwargs,
     ):
@@ -136,6 +139,7 @@ class GradRegModel(keras.Model):
             "xi": xi,
             "power_iterations": power_iterations,
             "virtual_weight": virtual_weight,
+            "labeled_rows": labeled_rows,
         }
         separate = {k: v for k, v in separate.items() if v is not None}
         if regularizer is not None and separate:
