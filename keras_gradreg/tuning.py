@@ -133,6 +133,10 @@ class _RobustScore(keras.callbacks.Callback):
             logs["val_robust_score"] = 0.5 * (clean + logs["val_robust_accuracy"])
 
 
+# The regularizer fields a GradRegHyperModel sets; the model keeps the rest.
+SEARCHED = ("norm", "sigma", "form", "alpha", "input_range")
+
+
 @keras_gradreg_export("keras_gradreg.tuning.GradRegHyperModel")
 class GradRegHyperModel(keras_tuner.HyperModel):
     """A `keras_tuner.HyperModel` searching the family's norm and strength.
@@ -287,9 +291,11 @@ class GradRegHyperModel(keras_tuner.HyperModel):
         return self._value(hp, "learning_rate", declare)
 
     def build(self, hp):
-        """Builds `build_model(hp)`, sets the searched regularizer and
-        compiles it."""
-        regularizer = self.regularizer(hp)
+        """Builds `build_model(hp)`, sets the searched norm, sigma, form,
+        alpha and input range on its regularizer (keeping its other
+        settings: multistep steps, feature mask, the label-free member...)
+        and compiles it."""
+        searched = self.regularizer(hp)
         learning_rate = self._learning_rate(hp)
         model = self.build_model(hp)
         if not hasattr(model, "regularizer"):
@@ -297,7 +303,9 @@ class GradRegHyperModel(keras_tuner.HyperModel):
                 "`build_model` must return a GradRegModel. Received: "
                 f"{type(model).__name__}"
             )
-        model.regularizer = regularizer
+        model.regularizer = model.regularizer.replace(
+            **{name: getattr(searched, name) for name in SEARCHED}
+        )
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss=self.loss,

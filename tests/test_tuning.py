@@ -80,6 +80,30 @@ def test_every_form_is_in_the_search_space():
     assert hypermodel.build(hp).regularizer.form == "multistep"
 
 
+def test_build_keeps_the_models_other_regularizer_settings():
+    """The search sets norm, sigma, form, alpha and the input range; what
+    `build_model` chose besides (here multistep steps, a feature mask and
+    the semi-supervised layout) survives."""
+
+    def configured(hp):
+        inputs = keras.Input((6,))
+        outputs = keras.layers.Dense(3)(inputs)
+        return kg.GradRegModel(
+            inputs, outputs, steps=3, feature_mask=0.5, labeled_rows=4
+        )
+
+    hypermodel = tuning.GradRegHyperModel(
+        configured, forms=("multistep",), fixed={"norm": "l2", "sigma": 0.2}
+    )
+    regularizer = hypermodel.build(keras_tuner.HyperParameters()).regularizer
+    assert (regularizer.norm, regularizer.sigma, regularizer.form) == (
+        "l2", 0.2, "multistep",
+    )  # fmt: skip
+    assert regularizer.input_range == (0.0, 1.0)
+    assert (regularizer.steps, regularizer.labeled_rows) == (3, 4)
+    assert np.asarray(regularizer.feature_mask) == 0.5
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
