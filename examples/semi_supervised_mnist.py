@@ -194,7 +194,35 @@ def main(argv=None) -> dict:
             f"| {name}{mark} | {row['validation_error']:.2%} | "
             f"{row['test_error']:.2%} | {row['train_seconds'] / 60:.1f} min |"
         )
+    if results:
+        print(
+            f"Validation curves: {plot_curves(results, args.output / 'validation.png')}"
+        )
     return results
+
+
+def plot_curves(results: dict, path: Path) -> Path:
+    """Validation error against the epoch, one line per run."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    fig = Figure(figsize=(6, 4), dpi=110)
+    ax = fig.subplots()
+    for name, row in results.items():
+        error = [100.0 * (1.0 - a) for a in row["validation_curve"]]
+        ax.plot(range(1, len(error) + 1), error, marker="o", markersize=3, label=name)
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation error (%)")
+    ax.set_title("MNIST, 100 labels")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
 
 
 if __name__ == "__main__":

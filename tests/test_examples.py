@@ -235,10 +235,13 @@ def test_semi_supervised_example_trains_both_runs_and_resumes(tmp_path, capsys):
     results = semi.main(argv)
     assert list(results) == ["supervised", "virtual-sigma2", "virtual-sigma0.5"]
     assert results["virtual-sigma0.5"]["regularizer"]["sigma"] == 0.5
+    # Separate passes by default, for both runs: 16 labeled rows per batch.
+    assert {row["regularizer"]["labeled_rows"] for row in results.values()} == {16}
     for row in results.values():
         assert 0.0 <= row["test_error"] <= 1.0
         assert 0.0 <= row["validation_error"] <= 1.0
     assert len(list(tmp_path.glob("*-seed0.json"))) == 3
+    assert (tmp_path / "validation.png").stat().st_size > 0
     capsys.readouterr()
     assert semi.main(argv) == results
     output = capsys.readouterr().out
