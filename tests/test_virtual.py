@@ -180,26 +180,18 @@ def test_the_label_free_member_trains_on_the_divergence_at_the_eigenvector(mask)
     assert logs["adv_loss"][0] > 1.5 * kl(random).mean()
 
 
-def test_the_label_free_member_weight_gradient_holds_p_and_r_constant():
-    """The weight gradient of `mean_i KL(p_i || q(x_i + r_i))` on a linear
-    softmax model, p(x) and r* held constant, against central finite
-    differences in float64 (unlabeled rows: sample weight 0). Power
-    iteration keeps each example's random sign of the eigenvector, so the
-    best of the 2^8 sign patterns must match; a gradient leaking through
-    p(x) (it would add the gradient of p's negative entropy) matches none."""
-    import itertools
-
+def _one_linear_step(kernel, bias, x, y, sample_weight=None, **regularizer):
+    """The weight gradient of one SGD(1.0) step of a linear softmax
+    GradRegModel (the label-free member, l2 sigma 0.5, 50 power-iteration
+    steps), as `old - new` weights flattened."""
     import keras
 
     import keras_gradreg as kg
 
-    rng = np.random.default_rng(5)
-    kernel, bias = rng.normal(size=(6, 4)), rng.normal(size=4)
-    x = rng.normal(size=(8, 6))
-    inputs = keras.Input((6,))
+    inputs = keras.Input((kernel.shape[0],))
     model = kg.GradRegModel(
-        inputs, keras.layers.Dense(4)(inputs), norm="l2", sigma=0.5, form="perturb",
-        virtual=True, power_iterations=50, xi=1e-3,
+        inputs, keras.layers.Dense(kernel.shape[1])(inputs), norm="l2", sigma=0.5,
+        form="perturb", virtual=True, power_iterations=50, xi=1e-3, **regularizer,
     )  # fmt: skip
     model.set_weights([kernel.astype("float32"), bias.astype("float32")])
     model.compile(
@@ -207,108 +199,87 @@ def test_the_label_free_member_weight_gradient_holds_p_and_r_constant():
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     model.fit(
-        x.astype("float32"), np.zeros(8, "int32"),
-        sample_weight=np.zeros(8, "float32"), batch_size=8, verbose=0,
+        x.astype("float32"), y.astype("int32"), sample_weight=sample_weight,
+        batch_size=len(x), shuffle=False, verbose=0,
     )  # fmt: skip
-    got = np.concatenate(
+    return np.concatenate(
         [(a - b).ravel() for a, b in zip((kernel, bias), model.get_weights())]
     )
+
+
+def _divergence_step_gradients(kernel, bias, x):
+    """Float64 central differences of `KL_i(p_i || q(x_i + r_i))` over the
+    weights, per example (rows), at r = +/- 0.5 times each example's
+    dominant Hessian eigenvector: `(plus, minus)`."""
     p = _softmax(x @ kernel + bias)
     tops = []
-    for i in range(len(x)):
-        hessian = kernel @ (np.diag(p[i]) - np.outer(p[i], p[i])) @ kernel.T
-        tops.append(0.5 * np.linalg.eigh(hessian)[1][:, -1])
-
-    def per_example_gradients(r):
-        """Central differences of KL_i over the 28 weights, per example."""
-
-        def kl(params):
-            k, b = params[:24].reshape(6, 4), params[24:]
-            q = _softmax((x + r) @ k + b)
-            return (p * (np.log(p) - np.log(q))).sum(-1)
-
-        params, h = np.concatenate([kernel.ravel(), bias]), 1e-6
-        columns = []
-        for j in range(len(params)):
-            step = np.zeros_like(params)
-            step[j] = h
-            columns.append((kl(params + step) - kl(params - step)) / (2 * h))
-        return np.stack(columns, 1)  # (examples, weights)
-
-    plus = per_example_gradients(np.array(tops))
-    minus = per_example_gradients(-np.array(tops))
-    errors = []
-    for signs in itertools.product((True, False), repeat=len(x)):
-        expected = np.where(np.array(signs)[:, None], plus, minus).mean(0)
-        errors.append(np.max(np.abs(got - expected)))
-    scale = np.max(np.abs(plus.mean(0)))
-    assert min(errors) < 2e-3 * scale, (min(errors), scale)
-
-
-def test_separate_passes_train_on_labeled_loss_plus_unlabeled_divergence():
-    """With `labeled_rows=3`, the weight gradient of a linear softmax model
-    is the labeled rows' mean cross-entropy plus the unlabeled rows' mean
-    KL at the Hessian's eigenvector, against a closed form and float64
-    central differences (best of the 2^5 eigenvector signs, as above)."""
-    import itertools
-
-    import keras
-
-    import keras_gradreg as kg
-
-    rng = np.random.default_rng(8)
-    kernel, bias = rng.normal(size=(6, 4)), rng.normal(size=4)
-    x = rng.normal(size=(8, 6))
-    y = np.array([2, 0, 3, 0, 0, 0, 0, 0])  # rows 3..7: placeholders
-    inputs = keras.Input((6,))
-    model = kg.GradRegModel(
-        inputs, keras.layers.Dense(4)(inputs), norm="l2", sigma=0.5, form="perturb",
-        virtual=True, power_iterations=50, xi=1e-3, labeled_rows=3,
-    )  # fmt: skip
-    model.set_weights([kernel.astype("float32"), bias.astype("float32")])
-    model.compile(
-        keras.optimizers.SGD(1.0),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(
-        x.astype("float32"), y.astype("int32"), batch_size=8, shuffle=False, verbose=0
-    )
-    got = np.concatenate(
-        [(a - b).ravel() for a, b in zip((kernel, bias), model.get_weights())]
-    )
-    p = _softmax(x @ kernel + bias)
-    residual = p[:3] - np.eye(4)[y[:3]]
-    cross_entropy = np.concatenate([(x[:3].T @ residual).ravel(), residual.sum(0)]) / 3
-    unlabeled, p_u = x[3:], p[3:]
-    tops = []
-    for p_i in p_u:
+    for p_i in p:
         hessian = kernel @ (np.diag(p_i) - np.outer(p_i, p_i)) @ kernel.T
         tops.append(0.5 * np.linalg.eigh(hessian)[1][:, -1])
 
-    def kl_gradients(r):
+    def gradients(r):
         def kl(params):
-            k, b = params[:24].reshape(6, 4), params[24:]
-            q = _softmax((unlabeled + r) @ k + b)
-            return (p_u * (np.log(p_u) - np.log(q))).sum(-1)
+            k, b = params[: kernel.size].reshape(kernel.shape), params[kernel.size :]
+            q = _softmax((x + r) @ k + b)
+            return (p * (np.log(p) - np.log(q))).sum(-1)
 
         params, h = np.concatenate([kernel.ravel(), bias]), 1e-6
         steps = np.eye(len(params)) * h
         return np.stack([(kl(params + e) - kl(params - e)) / (2 * h) for e in steps], 1)
 
-    plus, minus = kl_gradients(np.array(tops)), kl_gradients(-np.array(tops))
-    errors = [
+    return gradients(np.array(tops)), gradients(-np.array(tops))
+
+
+def _best_sign_error(got, plus, minus, offset=0.0):
+    """Power iteration keeps each example's random sign of the eigenvector:
+    the smallest max-error of `got` against `offset` plus the mean
+    divergence gradient over the 2^n sign patterns."""
+    import itertools
+
+    return min(
         np.max(
             np.abs(
-                got
-                - cross_entropy
-                - np.where(np.array(s)[:, None], plus, minus).mean(0)
+                got - offset - np.where(np.array(signs)[:, None], plus, minus).mean(0)
             )
         )
-        for s in itertools.product((True, False), repeat=len(unlabeled))
-    ]
-    assert min(errors) < 2e-3 * np.max(np.abs(cross_entropy)), min(errors)
+        for signs in itertools.product((True, False), repeat=len(plus))
+    )
+
+
+def test_the_label_free_member_weight_gradient_holds_p_and_r_constant():
+    """The weight gradient of `mean_i KL(p_i || q(x_i + r_i))` on a linear
+    softmax model, p(x) and r* held constant, against central finite
+    differences in float64 (unlabeled rows: sample weight 0). The best of
+    the 2^8 eigenvector sign patterns must match; a gradient leaking through
+    p(x) (it would add the gradient of p's negative entropy) matches none."""
+    rng = np.random.default_rng(5)
+    kernel, bias = rng.normal(size=(6, 4)), rng.normal(size=4)
+    x = rng.normal(size=(8, 6))
+    got = _one_linear_step(
+        kernel, bias, x, np.zeros(8), sample_weight=np.zeros(8, "float32")
+    )
+    plus, minus = _divergence_step_gradients(kernel, bias, x)
+    scale = np.max(np.abs(plus.mean(0)))
+    assert _best_sign_error(got, plus, minus) < 2e-3 * scale
+
+
+def test_separate_passes_train_on_labeled_loss_plus_unlabeled_divergence():
+    """With `labeled_rows=3`, the weight gradient of a linear softmax model
+    is the labeled rows' mean cross-entropy (closed form) plus the unlabeled
+    rows' mean KL at the Hessian's eigenvector (float64 central
+    differences, best of the 2^5 eigenvector signs)."""
+    rng = np.random.default_rng(8)
+    kernel, bias = rng.normal(size=(6, 4)), rng.normal(size=4)
+    x = rng.normal(size=(8, 6))
+    y = np.array([2, 0, 3, 0, 0, 0, 0, 0])  # rows 3..7: placeholders
+    got = _one_linear_step(kernel, bias, x, y, labeled_rows=3)
+    residual = _softmax(x[:3] @ kernel + bias) - np.eye(4)[y[:3]]
+    cross_entropy = np.concatenate([(x[:3].T @ residual).ravel(), residual.sum(0)]) / 3
+    plus, minus = _divergence_step_gradients(kernel, bias, x[3:])
+    scale = np.max(np.abs(cross_entropy))
+    assert _best_sign_error(got, plus, minus, cross_entropy) < 2e-3 * scale
     # Without the divergence the step would be the cross-entropy alone.
-    assert np.max(np.abs(got - cross_entropy)) > 1e-2 * np.max(np.abs(cross_entropy))
+    assert np.max(np.abs(got - cross_entropy)) > 1e-2 * scale
 
 
 def test_the_label_free_member_refuses_what_it_cannot_train():
