@@ -30,10 +30,13 @@ from keras_gradreg.norms import per_example_norm, worst_case_perturbation
 from keras_gradreg.regularizer import GradientRegularizer
 
 
+def _first_leaf(x):
+    return next(t for t in keras.tree.flatten(x) if t is not None)
+
+
 def batch_size(x):
     """The (dynamic) number of examples in `x`, as a float32 scalar."""
-    first = next(t for t in keras.tree.flatten(x) if t is not None)
-    return ops.cast(ops.shape(first)[0], "float32")
+    return ops.cast(ops.shape(_first_leaf(x))[0], "float32")
 
 
 def compiled_loss(model, y, y_pred, sample_weight):
@@ -73,8 +76,9 @@ def outputs_are_logits(model) -> bool:
 def split_labeled_rows(regularizer: GradientRegularizer, x, y, sample_weight):
     """Separates a semi-supervised batch (`labeled_rows`, k): returns
     `(x[:k], y[:k], sample_weight[:k], unlabeled)` with `unlabeled = x[k:]`
-    for the label-free member's passes (None for the other members, which
-    ignore those rows); without `labeled_rows`, `(x, y, sample_weight, None)`.
+    for the active label-free member's passes (None otherwise: the other
+    members ignore those rows); without `labeled_rows`,
+    `(x, y, sample_weight, None)`.
 
     Raises:
         ValueError: for a batch of at most k rows (its shape known).
@@ -82,7 +86,7 @@ def split_labeled_rows(regularizer: GradientRegularizer, x, y, sample_weight):
     rows = regularizer.labeled_rows
     if rows is None:
         return x, y, sample_weight, None
-    size = next(t for t in keras.tree.flatten(x) if t is not None).shape[0]
+    size = _first_leaf(x).shape[0]
     if size is not None and size <= rows:
         raise ValueError(
             f"A training batch of {size} rows holds no unlabeled row after its "
@@ -94,7 +98,7 @@ def split_labeled_rows(regularizer: GradientRegularizer, x, y, sample_weight):
         return keras.tree.map_structure(lambda t: None if t is None else t[index], part)
 
     labeled = [rows_of(part, first) for part in (x, y, sample_weight)]
-    unlabeled = rows_of(x, rest) if regularizer.virtual else None
+    unlabeled = rows_of(x, rest) if regularizer.active and regularizer.virtual else None
     return (*labeled, unlabeled)
 
 

@@ -111,12 +111,12 @@ def train_step(model, state, data):
         # Forward passes run in sequence: the perturbed pass sees the state
         # (dropout seeds, batch statistics) the clean pass left behind.
         latest = {"non_trainable": non_trainable, "losses": losses}
-        target = objective.virtual_target(model, y_pred)
-        if unlabeled is not None and target is not None:
-            y_unlabeled, latest["non_trainable"], _ = _stateless_forward(
+        target_outputs = y_pred
+        if unlabeled is not None:  # the label-free member's own rows
+            target_outputs, latest["non_trainable"], _ = _stateless_forward(
                 model, trainable, latest["non_trainable"], unlabeled
             )
-            target = objective.virtual_target(model, y_unlabeled)
+        target = objective.virtual_target(model, target_outputs)
 
         def perturbed_loss(deltas, target=None):
             x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)

@@ -57,8 +57,9 @@ def _train_step(model, data):
                 gradients = objective.unscale_input_gradients(gradients, scale)
             if not second_order:
                 gradients = [tf.stop_gradient(g) for g in gradients]
-        target = objective.virtual_target(model, y_pred)
-        if unlabeled is not None and target is not None:
+        if unlabeled is None:
+            target = objective.virtual_target(model, y_pred)
+        else:  # the label-free member's own rows
             with tape.stop_recording():
                 target = objective.virtual_target(model, call_model(model, unlabeled))
 

@@ -112,8 +112,9 @@ def train_step(model, data):
         y_pred = keras.tree.map_structure(lambda t: t.detach(), y_pred)
     constant = selection._replace(leaves=[t.detach() for t in leaves])
     moved_x, moved = objective.moved_inputs(reg, x, constant, unlabeled)
-    target = objective.virtual_target(model, y_pred)
-    if unlabeled is not None and target is not None:
+    if unlabeled is None:
+        target = objective.virtual_target(model, y_pred)
+    else:  # the label-free member's own rows
         with torch.no_grad():
             target = objective.virtual_target(model, call_model(model, unlabeled))
 
