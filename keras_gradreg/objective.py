@@ -327,6 +327,66 @@ def needs_clean_weight_gradient(regularizer: GradientRegularizer) -> bool:
     return not (reg.active and adversarial_only)
 
 
+def shares_clean_backward(regularizer: GradientRegularizer, sample_weight, scale):
+    """Whether one backward pass of the clean loss can give both dL/dx and
+    the clean loss's weight gradient.
+
+    The first-order forms with the clean loss in the objective (alpha > 0,
+    finite differences, sigma = 0) need both. Without sample weights the
+    weighted batch loss is `(1/B) sum_i L_i`, the summed loss over B, so
+    the backward of `sum_i L_i` with respect to the weights and the inputs
+    together gives `g_i` and, divided by B, the clean weight gradient
+    (`with_weight_gradient`): the clean pass's activation gradients are
+    computed once, not once for each. With sample weights the two losses
+    differ row by row, and under loss scaling (`scale`) an overflowing
+    backward would turn the loss itself into NaN; both keep the two
+    backward passes. The backends also keep them when the clean pass adds
+    layer losses (an activity regularizer's input gradient would enter
+    g_i).
+    """
+    return (
+        needs_clean_weight_gradient(regularizer)
+        and not needs_second_order(regularizer)
+        and all(w is None for w in keras.tree.flatten(sample_weight))
+        and scale is None
+    )
+
+
+def with_weight_gradient(value, weights, gradients):
+    """`value` as a function of `weights` with the given gradient.
+
+    Returns `stop_gradient(value) + sum_k <w_k - stop_gradient(w_k), G_k>`:
+    the same value (the second term is exactly zero), and gradient `G_k`
+    with respect to `w_k` (None counts as zero), so an outer
+    differentiation of an objective containing it reuses gradients already
+    computed instead of backpropagating through `value`'s graph again.
+
+    Args:
+        value: a scalar.
+        weights: the tensors (or variables) the outer differentiation is
+            taken with respect to.
+        gradients: `d value / d w_k`, one per weight, or None.
+
+    Returns:
+        A scalar equal to `value`.
+    """
+    value = ops.stop_gradient(value)
+    for weight, gradient in zip(weights, gradients):
+        if gradient is None:
+            continue
+        gradient = ops.stop_gradient(ops.cast(gradient, weight.dtype))
+        change = weight - ops.stop_gradient(weight)
+        value = value + ops.cast(ops.sum(change * gradient), value.dtype)
+    return value
+
+
+def clean_weight_gradients(gradients, x):
+    """The clean loss's weight gradient from that of `sum_i L_i` (divided by
+    B; see `shares_clean_backward`)."""
+    size = batch_size(x)
+    return [None if g is None else g / ops.cast(size, g.dtype) for g in gradients]
+
+
 def needs_random_start(regularizer: GradientRegularizer) -> bool:
     """True for the multistep form with a random start and for the
     label-free member (its power iteration starts at a random direction)."""

@@ -231,6 +231,7 @@ def test_semi_supervised_example_trains_both_runs_and_resumes(tmp_path, capsys):
         "--epochs", "1", "--steps-per-epoch", "4", "--labeled-batch", "16",
         "--unlabeled-batch", "32", "--test-limit", "200", "--output", str(tmp_path),
         "--verbose", "0", "--sigma", "2", "0.5", "--validation", "100",
+        "--widths", "32", "16",
     ]  # fmt: skip
     results = semi.main(argv)
     assert list(results) == ["supervised", "virtual-sigma2", "virtual-sigma0.5"]
@@ -246,6 +247,22 @@ def test_semi_supervised_example_trains_both_runs_and_resumes(tmp_path, capsys):
     assert semi.main(argv) == results
     output = capsys.readouterr().out
     assert "done earlier" in output and output.count("(chosen on validation)") == 1
+    with pytest.raises(SystemExit):  # another network in the same folder
+        semi.main([*argv[:-2], "32"])
+    assert "holds runs made with other settings" in capsys.readouterr().err
+
+
+def test_semi_supervised_network_normalizes_every_linear_layer():
+    semi = import_example("semi_supervised_mnist")
+    kinds = lambda model: [type(layer).__name__ for layer in model.layers[2:]]  # noqa: E731
+    assert kinds(semi.build_network((8,))) == [
+        "Dense", "BatchNormalization", "Activation",
+        "Dense", "BatchNormalization", "Activation",
+    ]  # fmt: skip
+    plain_output = semi.build_network((8,), output_batch_norm=False)
+    assert kinds(plain_output)[-2:] == ["Dense", "Activation"]
+    assert plain_output.layers[-2].use_bias and not plain_output.layers[2].use_bias
+    assert plain_output.layers[-1].activation.__name__ == "softmax"
 
 
 @requires_mnist

@@ -60,7 +60,9 @@ def _data(seed, n=6):
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("norm", list(NORMS))
-@pytest.mark.parametrize("alpha,weighted", [(0.0, False), (0.3, True)])
+# alpha > 0 without sample weights: the clean loss's weight gradient comes
+# from the backward that gives dL/dx (objective.shares_clean_backward).
+@pytest.mark.parametrize("alpha,weighted", [(0.0, False), (0.3, True), (0.3, False)])
 def test_weight_gradient_matches_finite_differences(
     float64, form, norm, alpha, weighted
 ):

@@ -82,32 +82,52 @@ def train_step(model, state, data):
     else:
         start = None
 
+    def summed_clean_loss(trainable, leaves, non_trainable):
+        y_pred, non_trainable, losses = _stateless_forward(
+            model, trainable, non_trainable, selection.rebuild(x, leaves)
+        )
+        clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
+        summed = objective.scale_summed_loss(summed, scale)
+        return summed, (clean_loss, y_pred, non_trainable, losses)
+
     def clean_pass(trainable, non_trainable):
         """One forward pass: the clean loss and each example's dL/dx."""
-
-        def summed_clean_loss(leaves, non_trainable):
-            y_pred, non_trainable, losses = _stateless_forward(
-                model, trainable, non_trainable, selection.rebuild(x, leaves)
-            )
-            clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
-            summed = objective.scale_summed_loss(summed, scale)
-            return summed, (clean_loss, y_pred, non_trainable, losses)
-
-        gradients, aux = jax.grad(summed_clean_loss, has_aux=True)(
-            selection.leaves, non_trainable
+        gradients, aux = jax.grad(summed_clean_loss, argnums=1, has_aux=True)(
+            trainable, selection.leaves, non_trainable
         )
         gradients = objective.unscale_input_gradients(gradients, scale)
         if not second_order:
             gradients = [jax.lax.stop_gradient(g) for g in gradients]
-        return gradients, aux
+        return gradients, aux, None
+
+    def shared_clean_pass(trainable, non_trainable):
+        """The clean pass with one backward for dL/dx and the clean weight
+        gradient (`objective.shares_clean_backward`), or None when the pass
+        adds layer losses."""
+        summed, backward, aux = jax.vjp(
+            lambda t, leaves: summed_clean_loss(t, leaves, non_trainable),
+            trainable,
+            selection.leaves,
+            has_aux=True,
+        )
+        if aux[3]:
+            return None
+        weight_gradients, gradients = backward(jax.numpy.ones_like(summed))
+        weight_gradients = objective.clean_weight_gradients(weight_gradients, x)
+        return list(gradients), aux, weight_gradients
 
     def loss_fn(trainable, non_trainable, precomputed):
         # `precomputed` holds a clean pass made outside the differentiation
         # when the objective does not contain the clean loss (perturb form,
-        # alpha=0); otherwise the clean pass is part of what is differentiated.
-        gradients, (clean_loss, y_pred, non_trainable, losses) = (
+        # alpha=0) or when one backward gave its weight gradient too;
+        # otherwise the clean pass is part of what is differentiated.
+        gradients, (clean_loss, y_pred, non_trainable, losses), weight_gradients = (
             precomputed or clean_pass(trainable, non_trainable)
         )
+        if weight_gradients is not None:
+            clean_loss = objective.with_weight_gradient(
+                clean_loss, trainable, weight_gradients
+            )
         # Forward passes run in sequence: the perturbed pass sees the state
         # (dropout seeds, batch statistics) the clean pass left behind.
         latest = {"non_trainable": non_trainable, "losses": losses}
@@ -172,6 +192,8 @@ def train_step(model, state, data):
         precomputed = None
         if not objective.needs_clean_weight_gradient(reg):
             precomputed = clean_pass(trainable, non_trainable)
+        elif objective.shares_clean_backward(reg, sample_weight, scale):
+            precomputed = shared_clean_pass(trainable, non_trainable)
         (_, (terms, total, y_pred, non_trainable)), grads = jax.value_and_grad(
             loss_fn, has_aux=True
         )(trainable, non_trainable, precomputed)

@@ -28,13 +28,16 @@ def _train_step(model, data):
     record_clean = objective.needs_clean_weight_gradient(reg)
     second_order = objective.needs_second_order(reg)
     scale = objective.input_gradient_loss_scale(model.optimizer, x)
+    share = objective.shares_clean_backward(reg, sample_weight, scale)
     start = objective.random_start(model, moved)
 
     with tf.GradientTape() as tape:
         # The perturb form with alpha=0 needs the clean pass only for dL/dx.
         skip = contextlib.nullcontext() if record_clean else tape.stop_recording()
         with skip:
-            with tf.GradientTape(watch_accessed_variables=False) as input_tape:
+            # With a shared backward it also watches the weights (read after
+            # the call: a subclassed model builds them in its first one).
+            with tf.GradientTape(watch_accessed_variables=share) as input_tape:
                 input_tape.watch(selection.leaves)
                 y_pred = call_model(model, x)
                 clean_loss, summed = objective.clean_losses(
@@ -44,17 +47,28 @@ def _train_step(model, data):
             # Layer losses come from the forward pass the weights are
             # differentiated through (the perturbed one when this is not).
             layer_losses = model.losses
+            share = share and not layer_losses
+            variables = [v.value for v in model.trainable_weights] if share else []
             first_order_only = (
                 tape.stop_recording()
                 if record_clean and not second_order
                 else contextlib.nullcontext()
             )
             with first_order_only:
-                gradients = input_tape.gradient(summed, selection.leaves)
+                sources = [*selection.leaves, *variables]
+                gradients = input_tape.gradient(summed, sources)
+                weight_gradients = gradients[len(selection.leaves) :]
+                gradients = gradients[: len(selection.leaves)]
                 inputs.check_input_gradients(
                     gradients, selection, reg.inputs_to_regularize
                 )
                 gradients = objective.unscale_input_gradients(gradients, scale)
+            if share:  # one backward for both (shares_clean_backward)
+                clean_loss = objective.with_weight_gradient(
+                    clean_loss,
+                    variables,
+                    objective.clean_weight_gradients(weight_gradients, x),
+                )
             if not second_order:
                 gradients = [tf.stop_gradient(g) for g in gradients]
         if unlabeled is None:

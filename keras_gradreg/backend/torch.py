@@ -49,8 +49,10 @@ def train_function(model, function):
     """Keras's train function for `model`, runnable under torch.compile.
 
     The first-order forms with the clean loss in the objective (alpha > 0,
-    finite differences, sigma = 0) backpropagate the clean pass twice: once
-    for dL/dx, keeping the graph, then for the weights. AOTAutograd's
+    finite differences, sigma = 0) backpropagate the clean pass twice when
+    they cannot share one backward (`objective.shares_clean_backward`: with
+    sample weights, layer losses or loss scaling): once for dL/dx, keeping
+    the graph, then for the weights. AOTAutograd's
     donated buffers free the saved activations in the first backward
     ("compiled with non-empty donated buffers which requires ...
     retain_graph=False"), so the compiled step compiles with them off; it
@@ -96,13 +98,22 @@ def train_step(model, data):
     # through (the perturbed one when the clean pass is not).
     layer_losses = model.losses
     scale = objective.input_gradient_loss_scale(model.optimizer, x)
+    share = objective.shares_clean_backward(reg, sample_weight, scale)
+    share = share and not layer_losses
+    variables = [v.value for v in model.trainable_weights] if share else []
     gradients = torch.autograd.grad(
         objective.scale_summed_loss(summed, scale),
-        leaves,
+        [*leaves, *variables],
         create_graph=second_order,
-        retain_graph=record_clean,
+        retain_graph=record_clean and not share,
         allow_unused=True,
     )
+    if share:  # one backward for both (objective.shares_clean_backward)
+        weight_gradients = objective.clean_weight_gradients(gradients[len(leaves) :], x)
+        clean_loss = objective.with_weight_gradient(
+            clean_loss, variables, weight_gradients
+        )
+        gradients = gradients[: len(leaves)]
     inputs.check_input_gradients(gradients, selection, reg.inputs_to_regularize)
     gradients = objective.unscale_input_gradients(gradients, scale)
     if not second_order:
