@@ -335,14 +335,14 @@ def shares_clean_backward(regularizer: GradientRegularizer, sample_weight, scale
     finite differences, sigma = 0) need both. Without sample weights the
     weighted batch loss is `(1/B) sum_i L_i`, the summed loss over B, so
     the backward of `sum_i L_i` with respect to the weights and the inputs
-    together gives `g_i` and, divided by B, the clean weight gradient
-    (`with_weight_gradient`): the clean pass's activation gradients are
-    computed once, not once for each. With sample weights the two losses
-    differ row by row, and under loss scaling (`scale`) an overflowing
-    backward would turn the loss itself into NaN; both keep the two
-    backward passes. The backends also keep them when the clean pass adds
-    layer losses (an activity regularizer's input gradient would enter
-    g_i).
+    together gives `g_i` and, divided by B, the clean weight gradient: the
+    clean pass's activation gradients are computed once, not once for each.
+    The train steps then differentiate the objective with the clean loss as
+    an input of its own and add its derivative times that weight gradient
+    (`add_scaled`). With sample weights the two losses differ row by row,
+    and loss scaling (`scale`, mixed precision) keeps its own path; both
+    backpropagate twice. So do the backends when the clean pass adds layer
+    losses (an activity regularizer's input gradient would enter g_i).
     """
     return (
         needs_clean_weight_gradient(regularizer)
@@ -352,32 +352,22 @@ def shares_clean_backward(regularizer: GradientRegularizer, sample_weight, scale
     )
 
 
-def with_weight_gradient(value, weights, gradients):
-    """`value` as a function of `weights` with the given gradient.
-
-    Returns `stop_gradient(value) + sum_k <w_k - stop_gradient(w_k), G_k>`:
-    the same value (the second term is exactly zero), and gradient `G_k`
-    with respect to `w_k` (None counts as zero), so an outer
-    differentiation of an objective containing it reuses gradients already
-    computed instead of backpropagating through `value`'s graph again.
-
-    Args:
-        value: a scalar.
-        weights: the tensors (or variables) the outer differentiation is
-            taken with respect to.
-        gradients: `d value / d w_k`, one per weight, or None.
-
-    Returns:
-        A scalar equal to `value`.
-    """
-    value = ops.stop_gradient(value)
-    for weight, gradient in zip(weights, gradients):
-        if gradient is None:
+def add_scaled(gradients, coefficient, more):
+    """`g_k + coefficient * m_k` for each pair (a None counts as zero):
+    the weight gradient of an objective with the clean loss entered as a
+    separate input, `coefficient` being the objective's derivative with
+    respect to it and `more` the clean loss's weight gradient (see
+    `shares_clean_backward`)."""
+    if coefficient is None:  # the objective does not reach the clean loss
+        return list(gradients)
+    out = []
+    for g, m in zip(gradients, more):
+        if m is None:
+            out.append(g)
             continue
-        gradient = ops.stop_gradient(ops.cast(gradient, weight.dtype))
-        change = weight - ops.stop_gradient(weight)
-        value = value + ops.cast(ops.sum(change * gradient), value.dtype)
-    return value
+        m = ops.cast(coefficient, m.dtype) * m
+        out.append(m if g is None else g + ops.cast(m, g.dtype))
+    return out
 
 
 def clean_weight_gradients(gradients, x):

@@ -66,6 +66,24 @@ def _data(seed, n=6):
 def test_weight_gradient_matches_finite_differences(
     float64, form, norm, alpha, weighted
 ):
+    _check_weight_gradient(form, norm, alpha, weighted)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="the JAX step's rule for sharing")
+@pytest.mark.parametrize("form", ["perturb", "finite_difference"])
+@pytest.mark.parametrize("share", [True, False])
+def test_jax_weight_gradient_with_and_without_shared_backward(
+    float64, monkeypatch, form, share
+):
+    """JAX shares the clean backward only where it pays (not on CPU under
+    XLA's default fusions): both paths, whatever this machine picks."""
+    from keras_gradreg.backend import jax as jax_step
+
+    monkeypatch.setattr(jax_step, "_shares_clean_backward_here", lambda: share)
+    _check_weight_gradient(form, "l2", 0.3, False)
+
+
+def _check_weight_gradient(form, norm, alpha, weighted):
     sigma = 0.2
     x, y, w = _data(seed=zlib.crc32(f"{form}-{norm}".encode()) % 1000)
     model = _tiny_model(7, norm=norm, sigma=sigma, form=form, alpha=alpha, fd_step=0.01)

@@ -1,6 +1,8 @@
 """JAX train step: `jax.grad` (input gradient) inside the loss that
 `jax.value_and_grad` differentiates over `stateless_call`."""
 
+import os
+
 import jax
 import keras
 from jax.extend import core as jax_core
@@ -57,6 +59,18 @@ def _check_connected_inputs(
         selection,
         model.regularizer.inputs_to_regularize,
     )
+
+
+def _shares_clean_backward_here() -> bool:
+    """Whether sharing the clean backward (`objective.shares_clean_backward`)
+    pays on this device. On CPU under XLA's default fusions it measured 3-9%
+    slower than two backward passes (the products it saves are fused into
+    the slow YNNPACK dot fusions docs/performance.md describes); with
+    `--xla_cpu_experimental_ynn_fusion_type=individual_dot`, and on other
+    devices, it saves them."""
+    if jax.default_backend() != "cpu":
+        return True
+    return "ynn_fusion_type=individual_dot" in os.environ.get("XLA_FLAGS", "")
 
 
 def train_step(model, state, data):
@@ -116,18 +130,17 @@ def train_step(model, state, data):
         weight_gradients = objective.clean_weight_gradients(weight_gradients, x)
         return list(gradients), aux, weight_gradients
 
-    def loss_fn(trainable, non_trainable, precomputed):
+    def loss_fn(trainable, clean_value, non_trainable, precomputed):
         # `precomputed` holds a clean pass made outside the differentiation
         # when the objective does not contain the clean loss (perturb form,
-        # alpha=0) or when one backward gave its weight gradient too;
+        # alpha=0) or when one backward gave its weight gradient too (then
+        # the clean loss enters as `clean_value`, differentiated on its own);
         # otherwise the clean pass is part of what is differentiated.
         gradients, (clean_loss, y_pred, non_trainable, losses), weight_gradients = (
             precomputed or clean_pass(trainable, non_trainable)
         )
         if weight_gradients is not None:
-            clean_loss = objective.with_weight_gradient(
-                clean_loss, trainable, weight_gradients
-            )
+            clean_loss = clean_value
         # Forward passes run in sequence: the perturbed pass sees the state
         # (dropout seeds, batch statistics) the clean pass left behind.
         latest = {"non_trainable": non_trainable, "losses": losses}
@@ -192,11 +205,20 @@ def train_step(model, state, data):
         precomputed = None
         if not objective.needs_clean_weight_gradient(reg):
             precomputed = clean_pass(trainable, non_trainable)
-        elif objective.shares_clean_backward(reg, sample_weight, scale):
+        elif _shares_clean_backward_here() and objective.shares_clean_backward(
+            reg, sample_weight, scale
+        ):
             precomputed = shared_clean_pass(trainable, non_trainable)
-        (_, (terms, total, y_pred, non_trainable)), grads = jax.value_and_grad(
-            loss_fn, has_aux=True
-        )(trainable, non_trainable, precomputed)
+        clean_value = precomputed[1][0] if precomputed else jax.numpy.zeros(())
+        (_, (terms, total, y_pred, non_trainable)), (grads, coefficient) = (
+            jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+                trainable, clean_value, non_trainable, precomputed
+            )
+        )
+        if precomputed and precomputed[2] is not None:
+            # d objective / d weights through the clean loss, from its
+            # weight gradient and d objective / d clean loss.
+            grads = objective.add_scaled(grads, coefficient, precomputed[2])
     trainable, optimizer_vars = model.optimizer.stateless_apply(
         optimizer_vars, grads, trainable
     )

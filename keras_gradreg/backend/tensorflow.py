@@ -64,11 +64,11 @@ def _train_step(model, data):
                 )
                 gradients = objective.unscale_input_gradients(gradients, scale)
             if share:  # one backward for both (shares_clean_backward)
-                clean_loss = objective.with_weight_gradient(
-                    clean_loss,
-                    variables,
-                    objective.clean_weight_gradients(weight_gradients, x),
+                weight_gradients = objective.clean_weight_gradients(
+                    weight_gradients, x
                 )
+                clean_loss = tf.stop_gradient(clean_loss)
+                tape.watch(clean_loss)  # differentiated on its own
             if not second_order:
                 gradients = [tf.stop_gradient(g) for g in gradients]
         if unlabeled is None:
@@ -116,7 +116,12 @@ def _train_step(model, data):
             loss = model.optimizer.scale_loss(loss)
 
     weights = model.trainable_weights
-    model.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
+    gradients = tape.gradient(loss, [*weights, *([clean_loss] if share else [])])
+    if share:
+        gradients = objective.add_scaled(
+            gradients[:-1], gradients[-1], weight_gradients
+        )
+    model.optimizer.apply_gradients(zip(gradients, weights))
     logs = train_logs(model, terms, total, x, y, y_pred, sample_weight)
     return multi_worker_logs(model, logs)
 

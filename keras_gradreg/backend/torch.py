@@ -110,9 +110,7 @@ def train_step(model, data):
     )
     if share:  # one backward for both (objective.shares_clean_backward)
         weight_gradients = objective.clean_weight_gradients(gradients[len(leaves) :], x)
-        clean_loss = objective.with_weight_gradient(
-            clean_loss, variables, weight_gradients
-        )
+        clean_loss = clean_loss.detach().requires_grad_(True)  # its own input
         gradients = gradients[: len(leaves)]
     inputs.check_input_gradients(gradients, selection, reg.inputs_to_regularize)
     gradients = objective.unscale_input_gradients(gradients, scale)
@@ -166,9 +164,15 @@ def train_step(model, data):
         # Only the weights: a plain `backward()` would also differentiate the
         # objective with respect to the inputs (they require grad for dL/dx),
         # one more first-layer-sized matrix product per step for nothing.
-        loss.backward(inputs=[v.value for v in weights])
+        extra = [clean_loss] if share else []
+        loss.backward(inputs=[*(v.value for v in weights), *extra])
         with torch.no_grad():
-            model.optimizer.apply([v.value.grad for v in weights], weights)
+            gradients = [v.value.grad for v in weights]
+            if share:
+                gradients = objective.add_scaled(
+                    gradients, clean_loss.grad, weight_gradients
+                )
+            model.optimizer.apply(gradients, weights)
     return train_logs(model, terms, total.detach(), x, y, y_pred, sample_weight)
 
 
