@@ -64,9 +64,7 @@ def _train_step(model, data):
                 )
                 gradients = objective.unscale_input_gradients(gradients, scale)
             if share:  # one backward for both (shares_clean_backward)
-                weight_gradients = objective.clean_weight_gradients(
-                    weight_gradients, x
-                )
+                weight_gradients = objective.clean_weight_gradients(weight_gradients, x)
                 clean_loss = tf.stop_gradient(clean_loss)
                 tape.watch(clean_loss)  # differentiated on its own
             if not second_order:
