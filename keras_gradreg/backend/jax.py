@@ -63,7 +63,7 @@ def _check_connected_inputs(
 
 def _shares_clean_backward_here() -> bool:
     """Whether sharing the clean backward (`objective.shares_clean_backward`)
-    pays on this device. On CPU under XLA's default fusions it measured 3-9%
+    pays on this device. On CPU under XLA's default fusions it measured 3-16%
     slower than two backward passes (the products it saves are fused into
     the slow YNNPACK dot fusions docs/performance.md describes); with
     `--xla_cpu_experimental_ynn_fusion_type=individual_dot`, and on other
