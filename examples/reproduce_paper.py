@@ -77,30 +77,65 @@ PAPER_NOISE = {
 }
 PROTOCOLS = {1: "mnist_pi", 2: "mnist_conv"}
 NOISE_STDS = (0.1, 0.3)
-GRIDS = {"l2": (0.1, 0.3, 1.0), "linf": (0.01, 0.03, 0.1), "l1": (0.5, 2.0, 8.0)}
-MEMBERS = {
-    "plain": {"sigma": 0.0},
-    "fgsm": {"norm": "linf", "form": "perturb", "alpha": 0.5, "sigma": 0.25},
-    "l2": {"norm": "l2", "form": "penalty"},
-    "linf": {"norm": "linf", "form": "penalty"},
-    "l1": {"norm": "l1", "form": "penalty"},
-}
-LABELS = {
-    "plain": "maxout + dropout",
-    "fgsm": "FGSM adv. training (linf perturb, alpha 0.5, sigma 0.25)",
-    "l2": "l2 penalty (p = 2)",
-    "linf": "linf penalty (p = inf)",
-    "l1": "l1 penalty (ours, no paper row)",
-}
 
 
-def build(regularizer, protocol, table=1):
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """The runs of one study: which members, how each is built, in what order.
+
+    Attributes:
+        members: member name -> `GradRegModel` arguments (its regularizer).
+        grids: member name -> sigma candidates, for the members whose sigma
+            is chosen on the validation split.
+        labels: member name -> its row label in the tables.
+        networks: member name -> network arguments that replace the
+            protocol's (`kernel_initializer`, `input_dropout_scale`, ...).
+        every_seed: the members run for every seed, first; the others run
+            for the first seed only, in `members`' order.
+    """
+
+    members: dict
+    grids: dict
+    labels: dict
+    networks: dict = dataclasses.field(default_factory=dict)
+    every_seed: tuple = ()
+
+    def settings(self):
+        """The part of `settings.json` that this study fixes."""
+        extra = {"networks": self.networks} if self.networks else {}
+        return {"grids": self.grids, "members": self.members, **extra}
+
+
+#: Tables I and II: the paper's rows and our l1 member.
+PAPER_STUDY = Study(
+    members={
+        "plain": {"sigma": 0.0},
+        "fgsm": {"norm": "linf", "form": "perturb", "alpha": 0.5, "sigma": 0.25},
+        "l2": {"norm": "l2", "form": "penalty"},
+        "linf": {"norm": "linf", "form": "penalty"},
+        "l1": {"norm": "l1", "form": "penalty"},
+    },
+    grids={"l2": (0.1, 0.3, 1.0), "linf": (0.01, 0.03, 0.1), "l1": (0.5, 2.0, 8.0)},
+    labels={
+        "plain": "maxout + dropout",
+        "fgsm": "FGSM adv. training (linf perturb, alpha 0.5, sigma 0.25)",
+        "l2": "l2 penalty (p = 2)",
+        "linf": "linf penalty (p = inf)",
+        "l1": "l1 penalty (ours, no paper row)",
+    },
+    every_seed=("l2", "plain"),
+)
+
+
+def build(regularizer, protocol, table=1, network=None):
     """Table 1's maxout MLP or Table 2's convolutional maxout network, as
-    pylearn2 builds them, compiled with the protocol's optimizer."""
+    pylearn2 builds them (`network` replaces some of their arguments),
+    compiled with the protocol's optimizer."""
     common = {
         "kernel_initializer": keras.initializers.RandomUniform(-0.005, 0.005),
         "input_dropout_scale": 1.0,
         "input_range": (0.0, 1.0),
+        **(network or {}),
         **regularizer,
     }
     if table == 1:
@@ -116,10 +151,14 @@ def build(regularizer, protocol, table=1):
     return model
 
 
-def plan(seeds, members):
+def plan(seeds, members, study=PAPER_STUDY):
     """(member, seed) in the order the runs go: the main claim first."""
-    order = [(m, s) for s in seeds for m in ("l2", "plain") if m in members]
-    order += [(m, seeds[0]) for m in ("fgsm", "linf", "l1") if m in members]
+    order = [(m, s) for s in seeds for m in study.every_seed if m in members]
+    order += [
+        (m, seeds[0])
+        for m in study.members
+        if m in members and m not in study.every_seed
+    ]
     return order
 
 
@@ -145,16 +184,20 @@ def evaluate(model_path, x_test, y_test, seed, noise_draws):
     return row
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
+    """Runs `study` (Table I or II: `PAPER_STUDY`) as `argv` says; returns
+    the rows of the runs it asked for."""
+    parser = argparse.ArgumentParser(description=description or __doc__.split("\n")[0])
     parser.add_argument("--table", type=int, choices=(1, 2), default=1)
-    parser.add_argument("--output", default=None, help="default runs/paper-table<N>")
+    parser.add_argument(
+        "--output", default=default_output, help="default runs/paper-table<N>"
+    )
     parser.add_argument(
         "--record", default=None,
         help="folder for the finished runs' records (default: --output)",
     )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--members", nargs="+", default=list(MEMBERS))
+    parser.add_argument("--members", nargs="+", default=list(study.members))
     parser.add_argument("--select-epochs", type=int, default=100)
     parser.add_argument("--max-epochs", type=int, default=None)
     parser.add_argument("--continue-max-epochs", type=int, default=None)
@@ -164,9 +207,11 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="smoke runs")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.members) - set(MEMBERS))
+    unknown = sorted(set(args.members) - set(study.members))
     if unknown:
-        parser.error(f"--members must be among {list(MEMBERS)}. Received: {unknown}")
+        parser.error(
+            f"--members must be among {list(study.members)}. Received: {unknown}"
+        )
     protocol = MAXOUT_PROTOCOLS[PROTOCOLS[args.table]]
     for name in ("max_epochs", "continue_max_epochs", "patience"):
         if getattr(args, name) is not None:
@@ -180,8 +225,7 @@ def main(argv=None):
             k: v for k, v in dataclasses.asdict(protocol).items() if v not in (None, ())
         },
         "select_epochs": args.select_epochs,
-        "grids": GRIDS,
-        "members": MEMBERS,
+        **study.settings(),
         "noise_draws": args.noise_draws,
         "limit": args.limit,
         "backend": keras.backend.backend(),
@@ -202,8 +246,8 @@ def main(argv=None):
     def select(member):
         """Sigma with the best validation accuracy after stage 1 (capped)."""
         scores = []
-        for sigma in GRIDS[member]:
-            regularizer = {**MEMBERS[member], "sigma": sigma}
+        for sigma in study.grids[member]:
+            regularizer = {**study.members[member], "sigma": sigma}
 
             def run(sigma=sigma, regularizer=regularizer):
                 print(f"\n== select {member} sigma={sigma}", flush=True)
@@ -213,7 +257,9 @@ def main(argv=None):
                 stop = kg.protocol.ResumableEarlyStopping(
                     folder, patience=short.patience
                 )
-                model = build(regularizer, short, args.table)
+                model = build(
+                    regularizer, short, args.table, study.networks.get(member)
+                )
                 model.fit(
                     x_train, y_train, batch_size=short.batch_size,
                     epochs=short.max_epochs, validation_data=(x_val, y_val),
@@ -227,8 +273,9 @@ def main(argv=None):
 
             result = cached(record / "select" / f"{member}-{sigma:g}.json", run)
             scores.append(result["val_accuracy"])
-        chosen = GRIDS[member][int(np.argmax(scores))]
-        return {"sigmas": list(GRIDS[member]), "val_accuracy": scores, "chosen": chosen}
+        sigmas = list(study.grids[member])
+        chosen = sigmas[int(np.argmax(scores))]
+        return {"sigmas": sigmas, "val_accuracy": scores, "chosen": chosen}
 
     def final(member, seed, regularizer):
         print(f"\n== final {member} seed={seed} {regularizer}", flush=True)
@@ -236,7 +283,8 @@ def main(argv=None):
         timer = EpochTimer()
         directory = out / "runs" / f"{member}-seed{seed}"
         summary = train_then_continue(
-            build(regularizer, protocol, args.table), (x_train, y_train), (x_val, y_val),
+            build(regularizer, protocol, args.table, study.networks.get(member)),
+            (x_train, y_train), (x_val, y_val),
             directory, protocol, callbacks=[timer], verbose=args.verbose,
         )  # fmt: skip
         keep_histories(directory, record / "histories", f"{member}-seed{seed}")
@@ -248,9 +296,9 @@ def main(argv=None):
 
     selection = {}
     rows = []
-    for member, seed in plan(args.seeds, args.members):
-        regularizer = dict(MEMBERS[member])
-        if member in GRIDS:
+    for member, seed in plan(args.seeds, args.members, study):
+        regularizer = dict(study.members[member])
+        if member in study.grids:
             selection[member] = cached(
                 record / "select" / f"{member}.json", lambda m=member: select(m)
             )
@@ -272,11 +320,11 @@ def main(argv=None):
         rows.append(row)
         # Every run recorded so far, whichever process finished it: runs of
         # other members can go on side by side in other processes.
-        write_tables(record, *recorded(record), args.table)
+        write_tables(record, *recorded(record, study), args.table, study)
     return rows
 
 
-def recorded(record):
+def recorded(record, study=PAPER_STUDY):
     """`(rows, selection)` of every finished run and sigma selection in the
     records folder, in the table's member order, then by seed."""
     rows = []
@@ -288,10 +336,10 @@ def recorded(record):
         if standard.exists():
             row["standard"] = json.loads(standard.read_text())
             rows.append(row)
-    rows.sort(key=lambda r: (list(MEMBERS).index(r["member"]), r["seed"]))
+    rows.sort(key=lambda r: (list(study.members).index(r["member"]), r["seed"]))
     selection = {
         member: json.loads((record / "select" / f"{member}.json").read_text())
-        for member in GRIDS
+        for member in study.grids
         if (record / "select" / f"{member}.json").exists()
     }
     return rows, selection
@@ -314,13 +362,13 @@ def _columns(path):
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
-def draw_runs(out, rows, name=None, label=None):
+def draw_runs(out, rows, name=None, label=None, labels=PAPER_STUDY.labels):
     """`curves.png`: both stages of every finished run whose histories were
     kept (`histories/<name>-stage1.csv`, and `-stage2.csv` if it ran), with
     its best epoch and its stage-2 target. `name(row)` gives a row's run
     name (default `<member>-seed<seed>`), `label(row)` its legend entry."""
     name = name or (lambda row: f"{row['member']}-seed{row['seed']}")
-    label = label or (lambda row: f"{LABELS[row['member']]}, seed {row['seed']}")
+    label = label or (lambda row: f"{labels[row['member']]}, seed {row['seed']}")
     runs = {}
     for row in rows:
         stage1, stage2 = (
@@ -351,7 +399,7 @@ def _cell(values):
     return f"{mean:.2%} ± {std:.2%} (n={len(values)})"
 
 
-def write_tables(out, rows, selection, table=1):
+def write_tables(out, rows, selection, table=1, study=PAPER_STUDY):
     """Writes `results.md` and `results.json` from the finished runs."""
     by_member = {}
     for row in rows:
@@ -375,7 +423,7 @@ def write_tables(out, rows, selection, table=1):
     for member, group in by_member.items():
         paper = PAPER[table].get(member)
         lines.append(
-            f"| {LABELS[member]} | {group[0]['regularizer']['sigma']:g} | "
+            f"| {study.labels[member]} | {group[0]['regularizer']['sigma']:g} | "
             f"{'' if paper is None else f'{paper:.2f}%'} | "
             f"{_cell([r['test_error'] for r in group])} | "
             f"{', '.join(str(r['best_epoch']) for r in group)} | "
@@ -387,7 +435,8 @@ def write_tables(out, rows, selection, table=1):
             f"{_cell([r['standard']['l2 1']['worst case'] for r in group])} |"
         )
     lines += standard_suite_lines(
-        {LABELS[m]: [r["standard"] for r in g] for m, g in by_member.items()}, _cell
+        {study.labels[m]: [r["standard"] for r in g] for m, g in by_member.items()},
+        _cell,
     )
     lines += [
         "",
@@ -406,7 +455,7 @@ def write_tables(out, rows, selection, table=1):
                 clipped = _cell([r[f"noise {std:g} clipped"]["error"] for r in group])
                 unclipped = _cell([r[f"noise {std:g}"]["error"] for r in group])
             lines.append(
-                f"| {LABELS[member]} | {std:g} | "
+                f"| {study.labels[member]} | {std:g} | "
                 f"{'' if paper is None else f'{paper:.2f}%'} | {clipped} | {unclipped} |"
             )
     if selection:
@@ -417,7 +466,7 @@ def write_tables(out, rows, selection, table=1):
                 for s, a in zip(result["sigmas"], result["val_accuracy"])
             )
             lines.append(f"- {member}: {pairs} -> {result['chosen']:g}")
-    if draw_runs(out, rows):
+    if draw_runs(out, rows, labels=study.labels):
         lines += ["", "![Both stages of every run](curves.png)"]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(

@@ -159,6 +159,42 @@ def test_table_ii_records_finished_runs_apart_from_checkpoints(tmp_path, capsys)
     assert_refuses(reproduce_paper.main, [*argv[:1], "1", *argv[2:]])  # Table I
 
 
+def test_ablations_change_one_thing_of_table_i_each():
+    """Each ablation builds Table I's network with its one change, runs in
+    its own order, and keeps Table I's settings file as it was."""
+    reproduce_paper = import_example("reproduce_paper")
+    ablations = import_example("ablate_paper").ABLATIONS
+    protocol = reproduce_paper.MAXOUT_PROTOCOLS["mnist_pi"]
+
+    def build(member):
+        regularizer = {"sigma": 0.3, **ablations.members[member]}
+        network = ablations.networks.get(member)
+        return reproduce_paper.build(regularizer, protocol, 1, network)
+
+    def largest_kernel_entry(model):
+        return max(
+            float(keras.ops.max(keras.ops.abs(w)))
+            for w in model.weights
+            if "kernel" in w.path
+        )
+
+    def input_dropout_scale(model):
+        (layer,) = [x for x in model.layers if type(x).__name__ == "ScaledDropout"]
+        return layer.scale
+
+    table_i = build("l2-perturb")
+    assert largest_kernel_entry(table_i) <= 0.005 and input_dropout_scale(table_i) == 1
+    assert (table_i.regularizer.form, table_i.regularizer.alpha) == ("perturb", 0.5)
+    assert largest_kernel_entry(build("plain-glorot")) > 0.01  # Glorot's range
+    assert input_dropout_scale(build("plain-scaled-input-dropout")) is None
+    assert reproduce_paper.plan([0, 1], list(ablations.members), ablations) == [
+        (member, 0) for member in ablations.members
+    ]
+    # Table I's folders resume: its settings keep their keys and values.
+    assert set(reproduce_paper.PAPER_STUDY.settings()) == {"grids", "members"}
+    assert set(ablations.settings()) == {"grids", "members", "networks"}
+
+
 @pytest.mark.slow
 @requires_mnist
 def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, capsys):
