@@ -19,7 +19,10 @@ turns, and the first epoch (tracing and compilation) is not timed. The
 table gives each pairing's per-round throughput ratio (ours / theirs):
 median, min and max. After the rounds every process reports its clean
 training accuracy and FGSM test accuracy at the training radius, which
-must agree if both train the same thing. `--with-plain` also times plain
+must agree if both train the same thing. keras_gradreg's perturbed pass
+draws the clean pass's dropout masks (`share_noise=True`, its default),
+NSL's draws fresh ones; the "fresh noise" configurations
+(`share_noise=False`) train exactly what NSL trains. `--with-plain` also times plain
 training of the same network in legacy tf.keras and Keras 3, for each
 adversarial step's cost over its own framework's plain step.
 
@@ -62,6 +65,15 @@ CONFIGS = [
     # XLA's CPU dot fusions with their epilogues are slow on this network
     # (docs/performance.md); this flag keeps YNNPACK for the products alone.
     ("keras_gradreg, JAX, individual_dot", "ours", "jax", True, JAX_CPU_FLAGS),
+    # NSL's objective: fresh dropout masks in the perturbed pass.
+    ("keras_gradreg, TF, XLA, fresh noise", "ours-fresh", "tensorflow", True),
+    (
+        "keras_gradreg, JAX, individual_dot, fresh noise",
+        "ours-fresh",
+        "jax",
+        True,
+        JAX_CPU_FLAGS,
+    ),
 ]
 #: Plain training of the same network, for each adversarial step's cost
 #: relative to its own framework's plain step (`--with-plain`).
@@ -83,6 +95,8 @@ PAIRS = [
     ("keras_gradreg, JAX", "NSL, legacy tf.keras, XLA"),
     ("keras_gradreg, JAX, individual_dot", "NSL, legacy tf.keras"),
     ("keras_gradreg, JAX, individual_dot", "NSL, legacy tf.keras, XLA"),
+    ("keras_gradreg, TF, XLA, fresh noise", "NSL, legacy tf.keras, XLA"),
+    ("keras_gradreg, JAX, individual_dot, fresh noise", "NSL, legacy tf.keras, XLA"),
 ]
 NORMS = {"linf": 0.1, "l2": 1.0}
 
@@ -110,13 +124,14 @@ def _nsl_model(spec):
 
     keras = tf.keras
     constraint = lambda: keras.constraints.MaxNorm(MAX_NORM, axis=0)  # noqa: E731
+    input_rate, hidden_rate = spec["dropout"]
     inputs = keras.Input((784,), name="image")
-    h = keras.layers.Dropout(0.2)(inputs)
+    h = keras.layers.Dropout(input_rate)(inputs)
     for _ in range(2):
         h = keras.layers.Dense(240 * 5, kernel_constraint=constraint())(h)
         h = keras.layers.Reshape((240, 5))(h)
         h = keras.layers.Lambda(lambda t: tf.reduce_max(t, axis=-1))(h)
-        h = keras.layers.Dropout(0.5)(h)
+        h = keras.layers.Dropout(hidden_rate)(h)
     outputs = keras.layers.Dense(10, "softmax", kernel_constraint=constraint())(h)
     base = keras.Model(inputs, outputs)
     if spec["impl"] == "legacy-plain":
@@ -152,13 +167,17 @@ def _ours_model(spec):
 
     import keras_gradreg as kg
 
+    input_rate, hidden_rate = spec["dropout"]
     model = kg.models.mnist_maxout_mlp(
         input_shape=(784,),
+        input_dropout=input_rate,
+        hidden_dropout=hidden_rate,
         norm=spec["norm"],
         sigma=spec["sigma"],
         form="perturb",
         alpha=0.5,
         input_range=(0.0, 1.0),
+        share_noise=spec["impl"] != "ours-fresh",
     )
     if spec["impl"] == "keras-plain":  # the same layers as a plain keras.Model
         model = keras.Model(model.inputs, model.outputs)
@@ -289,6 +308,7 @@ def run_norm(norm: str, args, data_path: str) -> dict:
         "train_limit": args.train_limit,
         "seed": args.seed,
         "data": data_path,
+        "dropout": (0.0, 0.0) if args.no_dropout else (0.2, 0.5),
     }
     configs = CONFIGS + (PLAIN if args.with_plain else [])
     workers = [
@@ -364,6 +384,10 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--with-plain", action="store_true",
         help="also time plain training, for each step's cost over its own plain step",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-dropout", action="store_true",
+        help="drop the dropout layers from both (how much of the gap is drawing masks)",
     )  # fmt: skip
     parser.add_argument("--output", type=Path, default=None, help="JSON results")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

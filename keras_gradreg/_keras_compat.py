@@ -147,6 +147,20 @@ def inputs_without_float_path(model, inputs) -> list:
     return [source for source in inputs if not any(reaches(o, source) for o in outputs)]
 
 
+def layer_seed_positions(model) -> list:
+    """Positions, in `model.non_trainable_variables`, of the states of the
+    `SeedGenerator`s its layers draw from (dropout masks, noise layers).
+    Keras keeps them among the non-trainable variables with nothing public
+    telling them from batch statistics; the layers list them in their
+    private `_seed_generators`."""
+    states = {
+        id(generator.state)
+        for layer in model._flatten_layers(include_self=True)
+        for generator in getattr(layer, "_seed_generators", ())
+    }
+    return [i for i, v in enumerate(model.non_trainable_variables) if id(v) in states]
+
+
 def tf_multi_worker(strategy) -> bool:
     """Whether Keras's TF trainer treats `strategy` as multi-worker (its
     `_collective_all_reduce_multi_worker`, the test behind the two Keras

@@ -135,6 +135,14 @@ class GradientRegularizer:
             where w = 0): every form then uses the weighted gradient `w * g`
             (penalty `sigma ||w g||_q`, worst case `w * r*(w g)`), so a
             number per input is a per-input radius `w * sigma`.
+        share_noise: whether every forward pass of a training step draws
+            the random noise (dropout masks) of the clean pass, so that r*
+            is the worst case of the network being trained, the finite
+            difference compares one network with itself and the label-free
+            divergence is 0 at r = 0 (default). False draws fresh noise in
+            each pass, as training code that calls the model twice does
+            (Neural Structured Learning, most FGSM training loops): the
+            perturb and multistep forms only.
 
     Example:
         >>> reg = GradientRegularizer(norm="l2", sigma=0.1)
@@ -161,6 +169,7 @@ class GradientRegularizer:
     power_iterations: int = 1
     virtual_weight: float = 1.0
     labeled_rows: Optional[int] = None
+    share_noise: bool = True
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -242,6 +251,20 @@ class GradientRegularizer:
             raise ValueError(
                 "Argument `labeled_rows` must be None or an integer >= 1. "
                 f"Received: labeled_rows={rows!r}"
+            )
+
+        if not isinstance(self.share_noise, bool):
+            raise ValueError(
+                "Argument `share_noise` must be True or False. "
+                f"Received: share_noise={self.share_noise!r}"
+            )
+        if not self.share_noise and (self.form == "finite_difference" or self.virtual):
+            raise ValueError(
+                "share_noise=False applies to the perturb and multistep forms: the "
+                "finite difference and the label-free divergence compare the "
+                "network with itself, which fresh dropout masks break (the "
+                "difference then grows like sigma / h). Received: "
+                f"share_noise=False with form={self.form!r}, virtual={self.virtual}"
             )
 
     @property

@@ -222,3 +222,107 @@ def test_penalty_through_normalization_matches_finite_differences(float64, kind)
     scale = max(np.abs(e).max() for e in expected)
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-5 * scale)
+
+
+def _dropout_model(**regularizer):
+    """`_tiny_model` with unseeded dropout on the input and the hidden layer
+    (on torch the unseeded layers draw from the global generator)."""
+    keras.utils.set_random_seed(11)  # the same dropout seeds in every model
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dropout(0.3)(inputs)
+    hidden = keras.layers.Dense(5, activation="tanh")(hidden)
+    hidden = keras.layers.Dropout(0.5)(hidden)
+    outputs = keras.layers.Dense(3)(hidden)
+    model = kg.GradRegModel(inputs, outputs, **regularizer)
+    rng = np.random.default_rng(4)
+    model.set_weights(
+        [
+            rng.normal(0, 0.8, w.shape)
+            if "kernel" in w.path or "bias" in w.path
+            else np.array(w)  # the seed states
+            for w in model.weights
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def _dropout_gradient(model, x, y):
+    keras.utils.set_random_seed(12)  # the global generator, for torch
+    return np.concatenate([g.ravel() for g in _library_gradient(model, x, y, None)])
+
+
+def test_finite_difference_approaches_penalty_under_dropout(float64):
+    """The finite difference `(L(x + h d) - L(x)) / h` is taken on one
+    network: its two passes draw the same dropout masks. With fresh masks
+    for the second pass the quotient grew like sigma / h (the form diverged
+    in training at its default step)."""
+    x, y, _ = _data(seed=8)
+    penalty = _dropout_gradient(_dropout_model(norm="l2", sigma=0.2), x, y)
+    assert np.abs(penalty).max() > 1e-3  # the masks left a path to the loss
+    errors = []
+    for h in (1e-1, 1e-2, 1e-3):
+        fd = _dropout_model(norm="l2", sigma=0.2, form="finite_difference", fd_step=h)
+        errors.append(np.abs(_dropout_gradient(fd, x, y) - penalty).max())
+    # First order in h (0.09 -> 0.01 -> 0.001 measured); fresh masks grew
+    # like 1/h instead (1.4 -> 12 -> 118).
+    assert errors[1] < 0.2 * errors[0] and errors[2] < 0.2 * errors[1]
+    assert errors[2] < 5e-3
+
+
+@pytest.mark.parametrize(
+    "regularizer",
+    [
+        {"form": "perturb", "alpha": 0.5},
+        {"form": "multistep", "steps": 3, "random_start": False},
+        {"form": "perturb", "virtual": True},
+    ],
+    ids=["perturb", "multistep", "virtual"],
+)
+def test_every_pass_of_a_step_draws_the_clean_pass_masks(regularizer):
+    """At a vanishing radius the perturbed loss is the clean loss on the
+    same masks (the divergence of the label-free member is 0), and the
+    layers' generators end the step where one forward pass leaves them."""
+    x, y, _ = _data(seed=9)
+    x = x.astype("float32")
+    model = _dropout_model(norm="l2", sigma=1e-7, **regularizer)
+    seeds = [w for w in model.non_trainable_variables if "seed" in w.path]
+    assert len(seeds) == 2  # the two dropout layers' generators
+    before = [np.array(w) for w in seeds]
+    keras.utils.set_random_seed(12)
+    model(x, training=True)
+    after_one_pass = [np.array(w) for w in seeds]
+    for w, value in zip(seeds, before):
+        w.assign(value)
+    keras.utils.set_random_seed(12)
+    logs = model.train_on_batch(x, y, return_dict=True)
+    if regularizer.get("virtual"):
+        assert abs(logs["adv_loss"]) < 1e-5
+    else:
+        np.testing.assert_allclose(logs["adv_loss"], logs["clean_loss"], rtol=1e-4)
+    for w, expected in zip(seeds, after_one_pass):
+        np.testing.assert_array_equal(np.array(w), expected)
+
+
+def test_share_noise_false_draws_fresh_masks_in_each_pass():
+    """The convention of training code that calls the model twice: at a
+    vanishing radius the perturbed loss is then another draw of the clean
+    one, and the generators advance once per pass."""
+    x, y, _ = _data(seed=9)
+    losses = {}
+    for share in (True, False):
+        model = _dropout_model(
+            norm="l2", sigma=1e-7, form="perturb", alpha=0.5, share_noise=share
+        )
+        seeds = [w for w in model.non_trainable_variables if "seed" in w.path]
+        keras.utils.set_random_seed(12)
+        logs = model.train_on_batch(x.astype("float32"), y, return_dict=True)
+        losses[share] = (logs["clean_loss"], logs["adv_loss"])
+        if BACKEND != "torch":  # torch's unseeded dropout leaves them alone
+            counters = {int(np.array(w)[1]) for w in seeds}
+            assert counters == ({1} if share else {2})
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-6)
+    assert abs(losses[False][1] - losses[False][0]) > 1e-3

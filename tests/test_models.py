@@ -295,6 +295,9 @@ BAD_ARGUMENTS = [
     ({"input_range": (0.0, math.inf)}, r"input_range=\(0.0, inf\)"),
     ({"inputs_to_regularize": []}, r"inputs_to_regularize=\(\)"),
     ({"sigma": 0.1, "regularizer": kg.GradientRegularizer()}, "not both"),
+    ({"share_noise": 1}, "share_noise=1"),
+    ({"form": "finite_difference", "share_noise": False}, "form='finite_difference'"),
+    ({"form": "perturb", "virtual": True, "share_noise": False}, "virtual=True"),
 ]
 
 

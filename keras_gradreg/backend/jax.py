@@ -73,6 +73,25 @@ def _shares_clean_backward_here() -> bool:
     return "ynn_fusion_type=individual_dot" in os.environ.get("XLA_FLAGS", "")
 
 
+class _NoiseReplay:
+    """The layers' random-generator states (dropout masks) in a
+    non-trainable state list, to put back into a later one: a forward pass
+    run on `replayed(state)` draws the noise of the pass that started from
+    the list given here (docs/family.md, "One noise draw per step"). It
+    replays nothing without `share_noise`."""
+
+    def __init__(self, model, non_trainable):
+        share = model.regularizer.share_noise
+        self.positions = _keras_compat.layer_seed_positions(model) if share else []
+        self.states = [non_trainable[i] for i in self.positions]
+
+    def replayed(self, non_trainable):
+        non_trainable = list(non_trainable)
+        for i, state in zip(self.positions, self.states):
+            non_trainable[i] = state
+        return non_trainable
+
+
 def train_step(model, state, data):
     trainable, non_trainable, optimizer_vars, metrics_vars = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -136,6 +155,8 @@ def train_step(model, state, data):
         # alpha=0) or when one backward gave its weight gradient too (then
         # the clean loss enters as `clean_value`, differentiated on its own);
         # otherwise the clean pass is part of what is differentiated.
+        # The passes over the regularized rows draw the noise of their first.
+        noise = _NoiseReplay(model, non_trainable)
         gradients, (clean_loss, y_pred, non_trainable, losses), weight_gradients = (
             precomputed or clean_pass(trainable, non_trainable)
         )
@@ -146,6 +167,7 @@ def train_step(model, state, data):
         latest = {"non_trainable": non_trainable, "losses": losses}
         target_outputs = y_pred
         if unlabeled is not None:  # the label-free member's own rows
+            noise = _NoiseReplay(model, latest["non_trainable"])
             target_outputs, latest["non_trainable"], _ = _stateless_forward(
                 model, trainable, latest["non_trainable"], unlabeled
             )
@@ -154,7 +176,7 @@ def train_step(model, state, data):
         def perturbed_loss(deltas, target=None):
             x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
             y_adv, latest["non_trainable"], adv_losses = _stateless_forward(
-                model, trainable, latest["non_trainable"], x_adv
+                model, trainable, noise.replayed(latest["non_trainable"]), x_adv
             )
             if precomputed:  # layer losses of the differentiated pass
                 latest["losses"] = adv_losses
@@ -174,7 +196,7 @@ def train_step(model, state, data):
             leaves = inputs.perturbed_leaves(moved, deltas, reg.input_range)
             step_gradients, latest["non_trainable"] = jax.grad(
                 summed_loss, has_aux=True
-            )(leaves, latest["non_trainable"])
+            )(leaves, noise.replayed(latest["non_trainable"]))
             return objective.unscale_input_gradients(step_gradients, scale)
 
         terms = objective.family_objective(

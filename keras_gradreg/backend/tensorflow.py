@@ -30,6 +30,8 @@ def _train_step(model, data):
     scale = objective.input_gradient_loss_scale(model.optimizer, x)
     share = objective.shares_clean_backward(reg, sample_weight, scale)
     start = objective.random_start(model, moved)
+    # The passes over the regularized rows draw the noise of their first pass.
+    replay = _noise_replay(model) if unlabeled is None else None
 
     with tf.GradientTape() as tape:
         # The perturb form with alpha=0 needs the clean pass only for dL/dx.
@@ -73,11 +75,13 @@ def _train_step(model, data):
             target = objective.virtual_target(model, y_pred)
         else:  # the label-free member's own rows
             with tape.stop_recording():
+                replay = _noise_replay(model)
                 target = objective.virtual_target(model, call_model(model, unlabeled))
 
         def perturbed_loss(deltas, target=None):
             nonlocal layer_losses
             x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
+            replay()
             y_adv = call_model(model, x_adv)
             if not record_clean:
                 layer_losses = model.losses
@@ -89,6 +93,7 @@ def _train_step(model, data):
                 leaves = inputs.perturbed_leaves(moved, deltas, reg.input_range)
                 with tf.GradientTape(watch_accessed_variables=False) as step_tape:
                     step_tape.watch(leaves)
+                    replay()
                     y_adv = call_model(model, moved.rebuild(moved_x, leaves))
                     summed = objective.ascent_loss(model, y, y_adv, target)
                     summed = objective.scale_summed_loss(summed, scale)
@@ -122,6 +127,24 @@ def _train_step(model, data):
     model.optimizer.apply_gradients(zip(gradients, weights))
     logs = train_logs(model, terms, total, x, y, y_pred, sample_weight)
     return multi_worker_logs(model, logs)
+
+
+def _noise_replay(model):
+    """Reads the state of the layers' random generators (dropout masks) and
+    returns a function that sets it back: each forward pass that calls it
+    first draws the noise of the pass that followed the read (docs/family.md,
+    "One noise draw per step"). A no-op without `share_noise`."""
+    if not model.regularizer.share_noise:
+        return lambda: None
+    variables = model.non_trainable_variables
+    states = [variables[i] for i in _keras_compat.layer_seed_positions(model)]
+    saved = [tf.identity(v.value) for v in states]
+
+    def replay():
+        for variable, value in zip(states, saved):
+            variable.assign(value)
+
+    return replay
 
 
 # Keras's TF samplers use the "auto_select" algorithm, which XLA on CPU

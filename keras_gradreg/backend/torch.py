@@ -5,7 +5,7 @@ import keras
 import torch
 from keras import ops
 
-from keras_gradreg import inputs, objective
+from keras_gradreg import _keras_compat, inputs, objective
 from keras_gradreg.backend.common import call_model, train_logs
 
 
@@ -92,6 +92,8 @@ def train_step(model, data):
     second_order = objective.needs_second_order(reg)
 
     model.zero_grad()
+    # The passes over the regularized rows draw the noise of their first pass.
+    replay = _noise_replay(model, leaves) if unlabeled is None else None
     y_pred = call_model(model, x)
     clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
     # Layer losses come from the forward pass the weights are differentiated
@@ -125,11 +127,13 @@ def train_step(model, data):
         target = objective.virtual_target(model, y_pred)
     else:  # the label-free member's own rows
         with torch.no_grad():
+            replay = _noise_replay(model, leaves)
             target = objective.virtual_target(model, call_model(model, unlabeled))
 
     def perturbed_loss(deltas, target=None):
         nonlocal layer_losses
         x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
+        replay()
         y_adv = call_model(model, x_adv)
         if not record_clean:
             layer_losses = model.losses
@@ -139,6 +143,7 @@ def train_step(model, data):
         # The multistep form's ascent: first derivatives, weights fixed.
         leaves = inputs.perturbed_leaves(moved, deltas, reg.input_range)
         leaves = [t.detach().requires_grad_(True) for t in leaves]
+        replay()
         y_adv = call_model(model, moved.rebuild(moved_x, leaves))
         summed = objective.ascent_loss(model, y, y_adv, target)
         steps = torch.autograd.grad(objective.scale_summed_loss(summed, scale), leaves)
@@ -174,6 +179,33 @@ def train_step(model, data):
                 )
             model.optimizer.apply(gradients, weights)
     return train_logs(model, terms, total.detach(), x, y, y_pred, sample_weight)
+
+
+def _noise_replay(model, tensors):
+    """Reads the state of the layers' random generators and of torch's
+    global one, and returns a function that sets both back: each forward
+    pass that calls it first draws the noise of the pass that followed the
+    read (docs/family.md, "One noise draw per step"). Keras's dropout draws
+    from the global generator when its layer has no seed, from the layer's
+    `SeedGenerator` otherwise. A no-op without `share_noise`."""
+    if not model.regularizer.share_noise:
+        return lambda: None
+    variables = model.non_trainable_variables
+    states = [variables[i] for i in _keras_compat.layer_seed_positions(model)]
+    saved = [v.value.clone() for v in states]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    cuda = device.type == "cuda"
+    generator = torch.cuda.get_rng_state(device) if cuda else torch.get_rng_state()
+
+    def replay():
+        for variable, value in zip(states, saved):
+            variable.assign(value)
+        if cuda:
+            torch.cuda.set_rng_state(generator, device)
+        else:
+            torch.set_rng_state(generator)
+
+    return replay
 
 
 def values_and_input_gradient(fn, x):

@@ -65,6 +65,8 @@ class GradRegModel(keras.Model):
             (virtual adversarial) member; see `GradientRegularizer`.
         labeled_rows: separate passes for the labeled and unlabeled rows
             of semi-supervised batches; see `GradientRegularizer`.
+        share_noise: whether the passes of a step draw the clean pass's
+            dropout masks (default True); see `GradientRegularizer`.
         regularizer: a `GradientRegularizer` (or its config dict) instead of
             the separate arguments above.
         **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -119,6 +121,7 @@ class GradRegModel(keras.Model):
         power_iterations=None,
         virtual_weight=None,
         labeled_rows=None,
+        share_noise=None,
         regularizer=None,
         **kwargs,
     ):
@@ -140,6 +143,7 @@ class GradRegModel(keras.Model):
             "power_iterations": power_iterations,
             "virtual_weight": virtual_weight,
             "labeled_rows": labeled_rows,
+            "share_noise": share_noise,
         }
         separate = {k: v for k, v in separate.items() if v is not None}
         if regularizer is not None and separate:
