@@ -33,7 +33,8 @@ Usage:
 
 from __future__ import annotations
 
-from reproduce_paper import Study, main
+from paper_study import Study
+from reproduce_paper import main
 
 ABLATIONS = Study(
     members={

@@ -43,8 +43,8 @@ import math
 from pathlib import Path
 
 import keras
+from paper_study import draw_runs, keep_histories
 from reproduce_mnist import cached, refuse_mismatched_resume, refuse_non_positive
-from reproduce_paper import draw_runs, keep_histories
 
 import keras_gradreg as kg
 from keras_gradreg.callbacks import EpochTimer
