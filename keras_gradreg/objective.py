@@ -394,6 +394,14 @@ def random_start(model, selection):
     return multistep.random_unit_start(selection.leaves, norm, model.perturbation_seed)
 
 
+def replays_noise(regularizer: GradientRegularizer) -> bool:
+    """True when the step's later passes replay the random draws (dropout
+    masks) of the clean pass: with `share_noise`, in every form that makes
+    more than one pass, which is every form but the penalty (docs/family.md,
+    "One noise draw per step")."""
+    return regularizer.share_noise and regularizer.form != "penalty"
+
+
 def needs_second_order(regularizer: GradientRegularizer) -> bool:
     """True for the penalty form, which backpropagates through dL/dx."""
     return regularizer.active and regularizer.form == "penalty"

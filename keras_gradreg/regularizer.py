@@ -205,21 +205,14 @@ class GradientRegularizer:
                     "step_size", self.step_size, low=0.0, low_inclusive=False
                 ),
             )
-        if not isinstance(self.random_start, bool):
-            raise ValueError(
-                "Argument `random_start` must be True or False. "
-                f"Received: random_start={self.random_start!r}"
-            )
+        _check_bool("random_start", self.random_start)
         set_(
             self,
             "l1_sparsity",
             _check_number("l1_sparsity", self.l1_sparsity, low=0.0, high=1.0),
         )
         set_(self, "feature_mask", _check_feature_mask(self.feature_mask))
-        if not isinstance(self.virtual, bool):
-            raise ValueError(
-                f"Argument `virtual` must be True or False. Received: virtual={self.virtual!r}"
-            )
+        _check_bool("virtual", self.virtual)
         if self.virtual and self.form != "perturb":
             raise ValueError(
                 "The label-free member (virtual=True) trains with form='perturb': "
@@ -252,12 +245,7 @@ class GradientRegularizer:
                 "Argument `labeled_rows` must be None or an integer >= 1. "
                 f"Received: labeled_rows={rows!r}"
             )
-
-        if not isinstance(self.share_noise, bool):
-            raise ValueError(
-                "Argument `share_noise` must be True or False. "
-                f"Received: share_noise={self.share_noise!r}"
-            )
+        _check_bool("share_noise", self.share_noise)
         if not self.share_noise and (self.form == "finite_difference" or self.virtual):
             raise ValueError(
                 "share_noise=False applies to the perturb and multistep forms: the "
@@ -301,6 +289,13 @@ class GradientRegularizer:
                 f"Received unknown keys: {unknown}"
             )
         return cls(**config)
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Argument `{name}` must be True or False. Received: {name}={value!r}"
+        )
 
 
 def _check_input_range(input_range):

@@ -78,11 +78,11 @@ class _NoiseReplay:
     non-trainable state list, to put back into a later one: a forward pass
     run on `replayed(state)` draws the noise of the pass that started from
     the list given here (docs/family.md, "One noise draw per step"). It
-    replays nothing without `share_noise`."""
+    replays nothing where `objective.replays_noise` says no pass needs it."""
 
     def __init__(self, model, non_trainable):
-        share = model.regularizer.share_noise
-        self.positions = _keras_compat.layer_seed_positions(model) if share else []
+        replays = objective.replays_noise(model.regularizer)
+        self.positions = _keras_compat.layer_seed_positions(model) if replays else []
         self.states = [non_trainable[i] for i in self.positions]
 
     def replayed(self, non_trainable):

@@ -133,8 +133,9 @@ def _noise_replay(model):
     """Reads the state of the layers' random generators (dropout masks) and
     returns a function that sets it back: each forward pass that calls it
     first draws the noise of the pass that followed the read (docs/family.md,
-    "One noise draw per step"). A no-op without `share_noise`."""
-    if not model.regularizer.share_noise:
+    "One noise draw per step"). A no-op where `objective.replays_noise` says
+    no pass needs it."""
+    if not objective.replays_noise(model.regularizer):
         return lambda: None
     variables = model.non_trainable_variables
     states = [variables[i] for i in _keras_compat.layer_seed_positions(model)]

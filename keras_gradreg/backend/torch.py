@@ -187,8 +187,9 @@ def _noise_replay(model, tensors):
     pass that calls it first draws the noise of the pass that followed the
     read (docs/family.md, "One noise draw per step"). Keras's dropout draws
     from the global generator when its layer has no seed, from the layer's
-    `SeedGenerator` otherwise. A no-op without `share_noise`."""
-    if not model.regularizer.share_noise:
+    `SeedGenerator` otherwise. A no-op where `objective.replays_noise` says
+    no pass needs it (then nothing is read on the eager step's hot path)."""
+    if not objective.replays_noise(model.regularizer):
         return lambda: None
     variables = model.non_trainable_variables
     states = [variables[i] for i in _keras_compat.layer_seed_positions(model)]
