@@ -88,8 +88,14 @@ def loss_tracker(model):
 
 
 def call_has_training_arg(model) -> bool:
-    """Whether `model.call` takes `training` (public: its signature; read
-    once per `call` function, since torch runs the train step eagerly)."""
+    """Whether `model.call` takes `training`. Keras records it when the
+    layer is built (`Layer._call_has_training_arg`); reading that keeps
+    `inspect.signature` out of the traced step, where torch.compile broke
+    its graph and warned about the cache. Without it, the public signature,
+    read once per `call` function."""
+    known = getattr(model, "_call_has_training_arg", None)
+    if isinstance(known, bool):
+        return known
     return _takes_training(getattr(type(model), "call", None) or model.call)
 
 

@@ -450,6 +450,32 @@ def test_subclassed_input_without_differentiable_path_is_refused_at_run_time():
         model.fit(x, np.arange(8) % 2, verbose=0)
 
 
+def test_call_gets_training_only_when_it_takes_it():
+    seen = []
+
+    class WithTraining(kg.GradRegModel):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.dense = keras.layers.Dense(2, activation="softmax")
+
+        def call(self, x, training=None):
+            seen.append(training)
+            return self.dense(x)
+
+    class WithoutTraining(WithTraining):
+        def call(self, x):
+            return self.dense(x)
+
+    x = np.random.default_rng(0).random((8, 3)).astype("float32")
+    regularizer = dict(sigma=0.1, form="perturb")
+    for model in (WithTraining(**regularizer), WithoutTraining(**regularizer)):
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        history = model.fit(x, np.arange(8) % 2, batch_size=8, verbose=0).history
+        assert np.isfinite(history["loss"][0])
+    # Two passes (clean, perturbed) per step, each told it is training.
+    assert seen and all(flag is True for flag in seen[-2:])
+
+
 def test_missing_loss_and_unknown_regularizer_keys_are_clear_errors():
     inputs = keras.Input((3,))
     model = kg.GradRegModel(inputs, keras.layers.Dense(2, "softmax")(inputs))
