@@ -18,7 +18,7 @@ from keras_gradreg.norms import canonical_norm
 class EpochTimer(keras.callbacks.Callback):
     """Records the wall time of every training epoch, in seconds.
 
-    Example:
+    Examples:
         >>> timer = EpochTimer()
         >>> # model.fit(x, y, epochs=3, callbacks=[timer]); timer.median
     """
@@ -56,7 +56,7 @@ class SigmaSchedule(keras.callbacks.Callback):
             the epoch), e.g. `CosineDecay`, `PiecewiseConstantDecay`.
             `SigmaSchedule.linear` and `SigmaSchedule.cosine` build ramps.
 
-    Example:
+    Examples:
         >>> warmup = SigmaSchedule.linear(0.3, epochs=5)
         >>> [round(warmup.value(e), 2) for e in range(7)]
         [0.06, 0.12, 0.18, 0.24, 0.3, 0.3, 0.3]
@@ -144,7 +144,7 @@ class RobustAccuracy(keras.callbacks.Callback):
         name: the log key.
         seed: seed of the subset and of the random starts.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> x, y = np.zeros((8, 4), "float32"), np.zeros(8, "int32")
         >>> callback = RobustAccuracy((x, y), eps=0.1, subset_size=4)

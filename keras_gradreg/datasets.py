@@ -310,7 +310,7 @@ def global_contrast_normalize(
     Returns:
         float32 array shaped like `x`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> out = global_contrast_normalize(np.arange(8.0).reshape(2, 4), 1.0, 0.0)
         >>> np.round(out.std(axis=1), 6).tolist()
@@ -336,7 +336,7 @@ class ZCAWhitening:
     Args:
         epsilon: added to the eigenvalues (regularizes small ones).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> x = np.random.default_rng(0).normal(size=(500, 3)) @ [[2, 1, 0], [0, 1, 0], [0, 0, 3]]
         >>> white = ZCAWhitening(epsilon=0.0).fit(x).transform(x)

@@ -51,7 +51,7 @@ def project_l1(delta, eps):
     with the threshold theta that makes the l1 norm exactly `eps`; rows
     already inside are returned unchanged.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> r = project_l1(np.array([[3.0, -1.0, 0.0]], "float32"), 2.0)
         >>> np.asarray(r).round(3).tolist()
@@ -118,7 +118,7 @@ def l1_coordinates(l1_sparsity: float, size: int) -> int:
     """How many of `size` coordinates an l1 step moves: those whose |g| is
     above the `l1_sparsity` quantile, at least one.
 
-    Example:
+    Examples:
         >>> l1_coordinates(0.95, 784)
         39
     """

@@ -127,7 +127,7 @@ class Maxout(_MaxoutBase):
 
     Input shape: `(batch, ..., input_dim)`. Output shape: `(batch, ..., units)`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> layer = Maxout(units=2, pieces=3)
         >>> tuple(layer(np.ones((4, 5), "float32")).shape)
@@ -209,7 +209,7 @@ class MaxoutConv2D(_MaxoutBase):
         **kwargs: initializers, regularizers, constraints and base-layer
             arguments, as in `Maxout`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> layer = MaxoutConv2D(filters=4, pieces=2, kernel_size=3)
         >>> tuple(layer(np.ones((1, 8, 8, 1), "float32")).shape)
@@ -369,7 +369,7 @@ class ScaledDropout(keras.layers.Layer):
         seed: optional seed of the dropout mask.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> layer = ScaledDropout(0.2, scale=1.0, seed=0)
         >>> x = np.ones((2, 1000), "float32")

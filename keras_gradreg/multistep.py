@@ -118,7 +118,7 @@ def maximize(
         sigma-ball and with `x + r_k` inside `input_range`; it carries no
         gradient.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from keras_gradreg import GradientRegularizer
         >>> w = np.array([[1.0, -2.0]], "float32")  # L(x) = w . x

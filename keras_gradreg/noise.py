@@ -74,7 +74,7 @@ def noise_accuracy(
         ValueError: for a negative or non-finite `std`, a bad `draws` or
             `clip`, or mismatched `x` and `y`.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
         >>> model.set_weights([np.eye(2, dtype="float32"), np.zeros(2, "float32")])

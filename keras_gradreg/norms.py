@@ -48,7 +48,7 @@ def canonical_norm(norm: Norm) -> Union[str, float]:
     Raises:
         ValueError: if `norm` is an unknown name, not a number, NaN or p < 1.
 
-    Example:
+    Examples:
         >>> canonical_norm(2.0)
         'l2'
         >>> canonical_norm(3)
@@ -80,7 +80,7 @@ def canonical_norm(norm: Norm) -> Union[str, float]:
 def norm_exponent(norm: Norm) -> float:
     """Returns the exponent p of a perturbation norm (`math.inf` for linf).
 
-    Example:
+    Examples:
         >>> norm_exponent("linf")
         inf
     """
@@ -98,7 +98,7 @@ def dual_exponent(norm: Norm) -> float:
         `1.0` for "linf", `2.0` for "l2", `math.inf` for "l1", `p / (p - 1)`
         otherwise.
 
-    Example:
+    Examples:
         >>> dual_exponent("linf"), dual_exponent(3.0)
         (1.0, 1.5)
     """
@@ -170,7 +170,7 @@ def per_example_norm(gradients, order: float):
     Returns:
         A tensor of shape (batch,).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> g = np.array([[3.0, -4.0], [0.0, 0.0]], "float32")
         >>> np.asarray(per_example_norm(g, 2.0)).tolist()
@@ -209,7 +209,7 @@ def worst_case_perturbation(gradients, norm: Norm, sigma: float):
     Returns:
         A tensor (or list of tensors) shaped like `gradients`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> g = np.array([[0.5, -2.0, 1.0]], "float32")
         >>> np.asarray(worst_case_perturbation(g, "linf", 0.1), "float64").round(3).tolist()

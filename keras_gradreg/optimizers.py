@@ -41,7 +41,7 @@ class FlooredExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
         decay_factor: the divisor applied at every update, >= 1.
         min_learning_rate: the floor, in [0, initial_learning_rate].
 
-    Example:
+    Examples:
         >>> schedule = FlooredExponentialDecay(0.1, 1.000004, 1e-6)
         >>> round(float(schedule(121_500)), 4)
         0.0615
@@ -96,7 +96,7 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         saturate: the epoch the decay ends, > `start`.
         decay_factor: the final rate over the initial one, in [0, 1].
 
-    Example:
+    Examples:
         >>> schedule = LinearDecay(0.17, steps_per_epoch=10, saturate=500)
         >>> round(float(schedule(4990)), 5)  # epoch 500 on: 0.17 * 0.01
         0.0017
@@ -160,7 +160,7 @@ class MomentumSGD(keras.optimizers.SGD):
         name: optimizer name.
         **kwargs: the other `keras.optimizers.Optimizer` arguments.
 
-    Example:
+    Examples:
         >>> optimizer = MomentumSGD(0.1, momentum=0.5)
         >>> optimizer.momentum
         0.5

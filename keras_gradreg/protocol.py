@@ -57,7 +57,7 @@ class MomentumSchedule(keras.callbacks.Callback):
         start: the epoch the ramp starts from, >= 1.
         saturate: the epoch it reaches `final`, > `start`.
 
-    Example:
+    Examples:
         >>> MomentumSchedule(0.5, 0.7, start=1, saturate=250).value(250)
         0.7
     """

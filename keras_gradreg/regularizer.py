@@ -144,7 +144,7 @@ class GradientRegularizer:
             (Neural Structured Learning, most FGSM training loops): the
             perturb and multistep forms only.
 
-    Example:
+    Examples:
         >>> reg = GradientRegularizer(norm="l2", sigma=0.1)
         >>> reg.dual_order
         2.0

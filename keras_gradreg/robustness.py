@@ -178,7 +178,7 @@ def evaluate_robustness(
     Raises:
         ValueError: for an unknown attack or norm, or missing radii.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> x = np.random.default_rng(0).uniform(size=(32, 4)).astype("float32")

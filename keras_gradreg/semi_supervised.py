@@ -54,7 +54,7 @@ def balanced_labels(y, per_class: int, seed: int = 0) -> np.ndarray:
     Raises:
         ValueError: if `per_class < 1` or a class has fewer examples.
 
-    Example:
+    Examples:
         >>> balanced_labels(np.array([0, 1, 0, 1, 0, 1]), per_class=1).shape
         (2,)
     """

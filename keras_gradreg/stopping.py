@@ -70,7 +70,7 @@ def noisy_loss(model: keras.Model, x, y, batch_size: int = 1000) -> float:
     Returns:
         The mean loss as a Python float.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dropout(0.5),
         ...                           keras.layers.Dense(2)])

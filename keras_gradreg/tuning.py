@@ -63,7 +63,7 @@ def objective(name: str) -> keras_tuner.Objective:
     Raises:
         ValueError: for an unknown name.
 
-    Example:
+    Examples:
         >>> objective("val_robust_score").direction
         'max'
     """
@@ -89,7 +89,7 @@ def default_sigma_range(
     Returns:
         `(min_value, max_value)`.
 
-    Example:
+    Examples:
         >>> default_sigma_range("l2")
         (0.03, 3.0)
     """
@@ -167,7 +167,7 @@ class GradRegHyperModel(keras_tuner.HyperModel):
         robust_objective: add the robust callbacks in `fit` (needed for the
             robust objectives; requires `validation_data`).
 
-    Example:
+    Examples:
         >>> import keras_gradreg as kg
         >>> hypermodel = GradRegHyperModel(
         ...     lambda hp: kg.models.mnist_maxout_mlp(units=16, pieces=2),
@@ -370,7 +370,7 @@ def describe_trial(trial) -> dict:
     """One leaderboard row of a finished `keras_tuner` trial: its id, the
     regularizer's values and the last validation metrics.
 
-    Example:
+    Examples:
         >>> # [describe_trial(t) for t in tuner.oracle.get_best_trials(10)]
     """
     values = trial.hyperparameters.values

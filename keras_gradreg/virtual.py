@@ -42,7 +42,7 @@ def kl_divergence(p_clean, p_moved, epsilon: float = 1e-7):
     Returns:
         A tensor of shape (batch,).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> p = np.array([[0.5, 0.5]], "float32")
         >>> np.asarray(kl_divergence(p, p)).tolist()

@@ -14,7 +14,7 @@ saturated float32 softmax has exactly zero gradient and would mask the
 model's weakness. Other models' outputs are taken as logits, or as
 probabilities when they look like them (non-negative rows summing to 1).
 
-Example:
+Examples:
     >>> import keras, numpy as np
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     >>> x = np.full((2, 4), 0.5, "float32")

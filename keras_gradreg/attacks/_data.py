@@ -134,7 +134,7 @@ def _check_labels(y, num_classes):
 def classification_accuracy(model, x, y, batch_size: int = 500) -> float:
     """Fraction of `x` whose arg-max prediction equals the integer label.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
         >>> model.set_weights([np.eye(2, dtype="float32"), np.zeros(2, "float32")])

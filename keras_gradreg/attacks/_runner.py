@@ -83,7 +83,7 @@ def _padded_size(n, batch_size, smallest=32):
     Small remainders do not pay for a full batch, and each program compiles
     for a handful of shapes only.
 
-    Example:
+    Examples:
         >>> [_padded_size(n, 500) for n in (500, 300, 250, 100, 1)]
         [500, 500, 250, 125, 32]
     """

@@ -42,7 +42,7 @@ def checkpoints(steps: int) -> tuple[list[int], list[int]]:
     one is `size_decr = max(int(0.03 * steps), 1)` shorter, but never below
     `max(int(0.06 * steps), 1)`.
 
-    Example:
+    Examples:
         >>> checkpoints(100)[0][:4]
         [21, 40, 56, 69]
     """
@@ -332,7 +332,7 @@ def apgd(
     Returns:
         Adversarial inputs shaped like `x`.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> x = np.full((8, 4), 0.5, "float32")
@@ -368,12 +368,12 @@ def apgd_targeted(
     still classified correctly (as AutoAttack does); an example counts as
     broken once any run makes it misclassified. Per example the first
     fooling point is returned, else the last run's highest-loss point.
+    The other arguments are `apgd`'s.
 
     Args:
         target_classes: how many runner-up classes to target, at most
             classes - 1; default all of them up to 9 (AutoAttack's 9 on a
             10-class problem).
-        Others: as in `apgd`.
 
     Returns:
         Adversarial inputs shaped like `x`.
@@ -420,7 +420,7 @@ class APGD:
     `APGD(targeted=True)` its APGD-T (targeted DLR, 9 target classes);
     `APGD(loss="dlr")` the untargeted DLR variant.
 
-    Example:
+    Examples:
         >>> APGD().name, APGD(targeted=True).name
         ('APGD-CE', 'APGD-T')
     """

@@ -78,7 +78,7 @@ def fgm(
         ValueError: for eps < 0, an unknown norm or loss, mismatched x/y
             lengths, labels out of range, or x outside `input_range`.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
         >>> x = np.full((3, 4), 0.5, "float32")
@@ -145,7 +145,7 @@ class FGM:
     """The fast gradient method as a configured attack (see `fgm`): one
     worst-case step; FGSM for linf.
 
-    Example:
+    Examples:
         >>> FGM().name
         'FGM'
     """

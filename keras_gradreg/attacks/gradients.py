@@ -41,7 +41,7 @@ def input_gradients(
     Returns:
         A NumPy array shaped like `x`.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
         >>> input_gradients(model, np.zeros((4, 3), "float32"), [0, 1, 0, 1]).shape

@@ -144,7 +144,7 @@ def pgd(
             norm other than linf/l2/l1, mismatched x/y, labels out of range,
             or x outside `input_range`.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> x = np.random.default_rng(0).uniform(size=(8, 4)).astype("float32")
@@ -219,7 +219,7 @@ class PGD:
     Defaults: 20 steps of `2.5 * eps / steps` from one random start, the
     cross-entropy of the logits.
 
-    Example:
+    Examples:
         >>> PGD(steps=40, restarts=2).name
         'PGD-40x2'
     """

@@ -27,7 +27,7 @@ def p_selection(p_init: float, iteration: int, queries: int) -> float:
     halved at iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000
     of a 10,000-query budget (rescaled to `queries`), as in the reference.
 
-    Example:
+    Examples:
         >>> p_selection(0.8, 0, 5000), p_selection(0.8, 15, 5000)
         (0.8, 0.4)
     """
@@ -148,7 +148,7 @@ def square(
     Returns:
         Adversarial inputs shaped like `x`.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> model = keras.Sequential([keras.Input((4, 4)), keras.layers.Flatten(),
         ...                           keras.layers.Dense(3)])
@@ -289,7 +289,7 @@ class Square:
     """The Square attack as a configured attack (see `square`); defaults are
     AutoAttack's: 5000 queries, `p_init=0.8`.
 
-    Example:
+    Examples:
         >>> Square(queries=1000).name
         'Square-1000'
     """

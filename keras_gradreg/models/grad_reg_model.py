@@ -55,14 +55,21 @@ class GradRegModel(keras.Model):
         input_range: optional `(low, high)` to which `x + r*` is clipped.
         inputs_to_regularize: optional list of dict keys or list positions
             of the inputs to differentiate (default: all floating inputs).
-        steps, step_size, random_start, l1_sparsity: the multistep form's
-            ascent (default 7 steps of `2.5 * sigma / steps` from a random
-            start).
+        steps: the multistep form's ascent steps (default 7).
+        step_size: the length of one ascent step (default
+            `2.5 * sigma / steps`).
+        random_start: whether the ascent starts at a random point of the
+            ball (default True).
+        l1_sparsity: the sparse l1 step's quantile; see
+            `GradientRegularizer`.
         feature_mask: optional weights on the input coordinates (0 freezes
             a feature; a number per input of a dict is a per-input radius
             `w * sigma`); see `GradientRegularizer`.
-        virtual, xi, power_iterations, virtual_weight: the label-free
-            (virtual adversarial) member; see `GradientRegularizer`.
+        virtual: whether to train the label-free (virtual adversarial)
+            member; see `GradientRegularizer`.
+        xi: its power iteration's finite-difference radius.
+        power_iterations: its power-iteration steps.
+        virtual_weight: the weight of its divergence term.
         labeled_rows: separate passes for the labeled and unlabeled rows
             of semi-supervised batches; see `GradientRegularizer`.
         share_noise: whether the passes of a step draw the clean pass's
@@ -75,7 +82,7 @@ class GradRegModel(keras.Model):
         ValueError: on any invalid regularizer argument, naming it and the
             value received.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> inputs = keras.Input((4,))
         >>> outputs = keras.layers.Dense(3, activation="softmax")(inputs)
