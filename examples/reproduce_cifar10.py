@@ -167,7 +167,7 @@ def main(argv=None):
             *train50, batch_size=protocol.batch_size, epochs=protocol.retrain_epochs,
             verbose=args.verbose,
             callbacks=[
-                keras.callbacks.BackupAndRestore(str(folder / "backup")),
+                kg.callbacks.BackupAndRestore(str(folder / "backup")),
                 protocol.momentum_schedule(), timer,
                 keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
             ],

@@ -85,7 +85,7 @@ def train(regularizer, x, y, epochs, batch_size, seed, backup_dir, verbose=2):
     )
     timer = EpochTimer()
     # An interrupted run resumes from its last finished epoch.
-    backup = keras.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True)
+    backup = kg.callbacks.BackupAndRestore(str(backup_dir), delete_checkpoint=True)
     model.fit(
         x, y, batch_size=batch_size, epochs=epochs, verbose=verbose,
         callbacks=[backup, timer],

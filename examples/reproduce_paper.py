@@ -208,7 +208,7 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
                     epochs=short.max_epochs, validation_data=(x_val, y_val),
                     verbose=args.verbose,
                     callbacks=[
-                        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+                        kg.callbacks.BackupAndRestore(str(folder / "backup")),
                         short.momentum_schedule(), stop,
                     ],
                 )  # fmt: skip

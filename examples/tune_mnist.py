@@ -146,7 +146,7 @@ def main(argv=None):
     best_hp = tuner.get_best_hyperparameters(1)[0]
     model = hypermodel.build(best_hp)
     print(f"\nRetraining the best configuration: {model.regularizer}")
-    backup = keras.callbacks.BackupAndRestore(
+    backup = kg.callbacks.BackupAndRestore(
         str(out / "final_backup"), delete_checkpoint=True
     )
     model.fit(

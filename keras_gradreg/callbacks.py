@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
 import keras
 import numpy as np
 
-from keras_gradreg import attacks
+from keras_gradreg import _keras_compat, attacks
+from keras_gradreg import backend as _backend
 from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.norms import canonical_norm
@@ -38,6 +40,97 @@ class EpochTimer(keras.callbacks.Callback):
     def median(self) -> float:
         """The median epoch time, or NaN before the first epoch ends."""
         return statistics.median(self.times) if self.times else float("nan")
+
+
+@keras_gradreg_export("keras_gradreg.callbacks.BackupAndRestore")
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's `BackupAndRestore`, restoring the random state as well.
+
+    Keras's callback backs up the weights, the optimizer and the epoch
+    after every epoch, but not the random state. A restarted process that
+    sets its seed again then draws every dropout mask it drew from the
+    first epoch on, and `fit(shuffle=True)` on NumPy arrays repeats the
+    first epoch's batch order: the resumed epochs replay the first ones'
+    batches and masks. This callback also backs up, with each epoch, the
+    states of the model's `SeedGenerator`s (dropout and noise layers, the
+    multistep form's random starts) and of the global generators that
+    order the batches and draw unseeded masks (NumPy's; torch's), and sets
+    them back on restore. On JAX and torch a resumed run then trains
+    exactly as an uninterrupted one. TensorFlow shuffles with its op-level
+    seeds, which cannot be set back: there the masks resume, the batch
+    order does not.
+
+    Args:
+        backup_dir: the folder of the backup, as in Keras.
+        double_checkpoint: keep the previous epoch's backup too, as in
+            Keras.
+        delete_checkpoint: delete the backup when training ends, as in
+            Keras.
+
+    Examples:
+        >>> backup = BackupAndRestore("/tmp/run/backup")
+        >>> # model.fit(x, y, epochs=100, callbacks=[backup]); a rerun resumes
+    """
+
+    def __init__(self, backup_dir, double_checkpoint=False, delete_checkpoint=True):
+        super().__init__(
+            backup_dir,
+            save_freq="epoch",
+            double_checkpoint=double_checkpoint,
+            delete_checkpoint=delete_checkpoint,
+        )
+        self._random_state_path = os.path.join(backup_dir, "random_state.npz")
+
+    def _seed_states(self):
+        model = self.model
+        variables = model.non_trainable_variables
+        states = [variables[i] for i in _keras_compat.layer_seed_positions(model)]
+        seed = getattr(model, "perturbation_seed", None)
+        return states + ([seed.state] if seed is not None else [])
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not os.path.exists(self._random_state_path):
+            return  # a fresh run, or a backup made by Keras's callback
+        with np.load(self._random_state_path) as saved:
+            states = self._seed_states()
+            if len(states) != int(saved["seed_count"]):
+                raise ValueError(
+                    f"The backup in {self.backup_dir} holds "
+                    f"{int(saved['seed_count'])} random generator states and "
+                    f"this model has {len(states)}: it was made for another "
+                    "model. Delete the folder to start afresh. Received: "
+                    f"backup_dir={self.backup_dir!r}"
+                )
+            for i, state in enumerate(states):
+                state.assign(saved[f"seed_{i}"])
+            np.random.set_state(
+                (str(saved["numpy_kind"]), saved["numpy_keys"],
+                 int(saved["numpy_pos"]), int(saved["numpy_has_gauss"]),
+                 float(saved["numpy_gauss"]))
+            )  # fmt: skip
+            if "global" in saved:
+                _backend.set_global_random_state(saved["global"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        arrays = {
+            "seed_count": np.asarray(len(self._seed_states())),
+            **{
+                f"seed_{i}": keras.ops.convert_to_numpy(state)
+                for i, state in enumerate(self._seed_states())
+            },
+            "numpy_kind": np.asarray(kind), "numpy_keys": keys,
+            "numpy_pos": np.asarray(pos), "numpy_has_gauss": np.asarray(has_gauss),
+            "numpy_gauss": np.asarray(gauss),
+        }  # fmt: skip
+        generator = _backend.global_random_state()
+        if generator is not None:
+            arrays["global"] = generator
+        partial = self._random_state_path + ".partial.npz"
+        np.savez(partial, **arrays)
+        os.replace(partial, self._random_state_path)
 
 
 @keras_gradreg_export("keras_gradreg.callbacks.SigmaSchedule")

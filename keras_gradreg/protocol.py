@@ -29,6 +29,7 @@ import numpy as np
 
 from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.callbacks import BackupAndRestore
 from keras_gradreg.optimizers import FlooredExponentialDecay, LinearDecay, MomentumSGD
 from keras_gradreg.stopping import (
     ContinueUntilMatched,
@@ -284,7 +285,7 @@ def train_then_continue(
                 x, y, batch_size=protocol.batch_size, epochs=protocol.max_epochs,
                 validation_data=(x_val, y_val), verbose=verbose,
                 callbacks=[
-                    keras.callbacks.BackupAndRestore(str(stage1 / "backup")),
+                    BackupAndRestore(str(stage1 / "backup")),
                     protocol.momentum_schedule(), stop,
                     keras.callbacks.CSVLogger(str(stage1 / "history.csv"), append=True),
                     *callbacks,
@@ -329,7 +330,7 @@ def train_then_continue(
         epochs=first + protocol.continue_max_epochs,
         validation_data=(x_val, y_val), verbose=verbose,
         callbacks=[
-            keras.callbacks.BackupAndRestore(str(stage2 / "backup")),
+            BackupAndRestore(str(stage2 / "backup")),
             *([NoisyLoss(x_val, y_val)] if noisy else []), matcher,
             keras.callbacks.CSVLogger(str(stage2 / "history.csv"), append=True),
             *callbacks,

@@ -127,7 +127,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
     whole model (weights and optimizer state) to `directory/best.keras`.
     Training stops once `patience` epochs pass without one. Its state (best
     value and epoch, epochs waited) lives in `directory/early_stopping.json`,
-    so with `keras.callbacks.BackupAndRestore` an interrupted `fit` resumes
+    so with `callbacks.BackupAndRestore` an interrupted `fit` resumes
     with its patience and best model intact, which Keras's `EarlyStopping`
     does not.
 

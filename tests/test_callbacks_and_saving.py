@@ -132,6 +132,54 @@ def test_backup_and_restore_resumes_from_the_saved_epoch(tmp_path, classificatio
     assert not np.allclose(saved[0], resumed.get_weights()[0])  # it trained on
 
 
+def _dropout_run(backup_dir, callbacks=(), rates=(0.2, 0.5)):
+    """Three epochs of a dropout network with momentum, shuffled; the
+    process's seed set afresh, as a restarted script does."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    h = keras.layers.Dropout(rates[0])(inputs) if rates else inputs
+    h = kg.layers.Maxout(4, 2)(h)
+    h = keras.layers.Dropout(rates[1])(h) if rates else h
+    outputs = keras.layers.Dense(3, activation="softmax")(h)
+    model = kg.GradRegModel(
+        inputs, outputs, norm="l2", sigma=0.1, form="multistep", steps=2
+    )
+    model.compile(
+        keras.optimizers.SGD(0.05, momentum=0.5), "sparse_categorical_crossentropy"
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 6)).astype("float32")
+    y = rng.integers(0, 3, 60)
+    backup = kg.callbacks.BackupAndRestore(str(backup_dir))
+    model.fit(x, y, epochs=3, batch_size=10, verbose=0, callbacks=[backup, *callbacks])
+    return model.get_weights()
+
+
+def test_backup_and_restore_resumes_the_random_state_exactly(tmp_path):
+    straight = _dropout_run(tmp_path / "straight")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _dropout_run(tmp_path / "backup", [_Interrupt(2)])
+    resumed = _dropout_run(tmp_path / "backup")
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+    # Without the random state (Keras's own callback) the resumed epoch
+    # replays the first epoch's masks, random starts and batch order.
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _dropout_run(tmp_path / "keras", [_Interrupt(2)])
+    (tmp_path / "keras" / "random_state.npz").unlink()
+    replayed = _dropout_run(tmp_path / "keras")
+    assert not all(np.array_equal(a, b) for a, b in zip(straight, replayed))
+
+
+def test_backup_and_restore_refuses_another_models_backup(tmp_path):
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _dropout_run(tmp_path, [_Interrupt(2)])
+    # The same weights without the dropout layers: Keras loads the weights,
+    # the random state does not fit.
+    with pytest.raises(ValueError, match="another model"):
+        _dropout_run(tmp_path, rates=())
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorBoard event files need TF")
 def test_tensorboard_logs_the_family_terms(tmp_path, classification_data):
     import tensorflow as tf

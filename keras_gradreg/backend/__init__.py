@@ -4,8 +4,10 @@ Each module exposes `train_step` (the `GradRegModel.train_step` for that
 backend; JAX's takes and returns the stateless training state),
 `check_distribution()` (raises for a distributed setup the backend cannot
 train correctly), and `values_and_input_gradient(fn, x)` and
-`compile_attack(model, fn)` for the attacks, and `train_function(model,
-function)`, which adapts the train function Keras built (torch.compile). These modules are the only
+`compile_attack(model, fn)` for the attacks, `train_function(model,
+function)`, which adapts the train function Keras built (torch.compile),
+and `global_random_state()` / `set_global_random_state(state)` for the
+framework's global generator (torch's; None elsewhere). These modules are the only
 files of the library that import tensorflow, jax or torch.
 """
 
@@ -14,7 +16,12 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
-    from keras_gradreg.backend.common import check_distribution, train_function
+    from keras_gradreg.backend.common import (
+        check_distribution,
+        global_random_state,
+        set_global_random_state,
+        train_function,
+    )
     from keras_gradreg.backend.tensorflow import (
         compile_attack,
         first_local_batch,
@@ -26,7 +33,9 @@ elif _BACKEND == "jax":
     from keras_gradreg.backend.common import (
         check_distribution,
         first_local_batch,
+        global_random_state,
         multi_worker_logs,
+        set_global_random_state,
         train_function,
     )
     from keras_gradreg.backend.jax import (
@@ -39,6 +48,8 @@ elif _BACKEND == "torch":
     from keras_gradreg.backend.torch import (
         check_distribution,
         compile_attack,
+        global_random_state,
+        set_global_random_state,
         train_function,
         train_step,
         values_and_input_gradient,
@@ -53,7 +64,9 @@ __all__ = [
     "check_distribution",
     "compile_attack",
     "first_local_batch",
+    "global_random_state",
     "multi_worker_logs",
+    "set_global_random_state",
     "train_function",
     "train_step",
     "values_and_input_gradient",

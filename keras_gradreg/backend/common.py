@@ -15,6 +15,17 @@ def train_function(model, function):
     return function
 
 
+def global_random_state():
+    """None: TensorFlow's and JAX's Keras layers draw from their own
+    `SeedGenerator`s only (see the torch backend's)."""
+    return None
+
+
+def set_global_random_state(state):
+    """Nothing to set back (see `global_random_state`)."""
+    del state
+
+
 def call_model(model, x, training=True):
     """`model(x, training=...)`, omitting `training` when `call` lacks it."""
     if _keras_compat.call_has_training_arg(model):

@@ -2,6 +2,7 @@
 forward pass."""
 
 import keras
+import numpy as np
 import torch
 from keras import ops
 
@@ -207,6 +208,17 @@ def _noise_replay(model, tensors):
             torch.set_rng_state(generator)
 
     return replay
+
+
+def global_random_state():
+    """torch's global generator state as a NumPy array: Keras's unseeded
+    dropout draws from it (see `_noise_replay`)."""
+    return torch.get_rng_state().numpy()
+
+
+def set_global_random_state(state):
+    """Sets torch's global generator back to `global_random_state()`'s."""
+    torch.set_rng_state(torch.from_numpy(np.asarray(state, dtype=np.uint8)))
 
 
 def values_and_input_gradient(fn, x):
