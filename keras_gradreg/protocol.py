@@ -269,6 +269,11 @@ def train_then_continue(
         A dict: `best_epoch` (1-based), `best` (the monitored value),
         `target`, `stage1_epochs`, `continue_epochs`, `matched` (whether
         stage 2 reached the target) and `model_path` (`directory/final.keras`).
+
+    Raises:
+        ValueError: if the best model of stage 1 was saved with another
+            regularizer than `model`'s (stage 2 would train another
+            objective), or the run's target was made under another `match`.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -319,7 +324,16 @@ def train_then_continue(
         )
     stage2 = directory / "stage2"
     stage2.mkdir(exist_ok=True)
+    given = getattr(model, "regularizer", None)
     model = keras.saving.load_model(stop.best_path)
+    if given is not None and getattr(model, "regularizer", None) != given:
+        raise ValueError(
+            f"{stop.best_path} was saved with the regularizer "
+            f"{model.regularizer}, and stage 2 would train it with that one "
+            f"rather than this run's. Resume with the model the run was "
+            f"started with, or delete {directory} to start afresh. Received: "
+            f"model.regularizer={given}"
+        )
     noisy = protocol.match == "noisy"
     monitored = "val_noisy_loss" if noisy else "val_loss"
     matcher = ContinueUntilMatched(stage1_summary["target"], monitored)

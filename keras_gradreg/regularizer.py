@@ -291,6 +291,27 @@ class GradientRegularizer:
         return cls(**config)
 
 
+def saved_config(config: dict) -> dict:
+    """A saved regularizer config as today's `GradientRegularizer` reads it.
+
+    Models saved before `share_noise` existed trained their perturbed and
+    multistep passes with fresh noise draws, which is `share_noise=False`;
+    read without the key, they would silently take today's default (True)
+    and train another objective when training goes on (a stage 2, a
+    resumed search). Forms where fresh draws are refused keep the default.
+
+    Args:
+        config: a `GradRegModel` or `GradientRegularizer` config from a file.
+
+    Returns:
+        The config, with `share_noise` added where it was missing.
+    """
+    fresh_before = config.get("form") in ("perturb", "multistep")
+    if "share_noise" in config or not fresh_before or config.get("virtual"):
+        return config
+    return {**config, "share_noise": False}
+
+
 def _check_bool(name, value):
     if not isinstance(value, bool):
         raise ValueError(

@@ -132,6 +132,29 @@ def test_backup_and_restore_resumes_from_the_saved_epoch(tmp_path, classificatio
     assert not np.allclose(saved[0], resumed.get_weights()[0])  # it trained on
 
 
+@pytest.mark.parametrize(
+    "form, share_noise",
+    [
+        ("perturb", False),
+        ("multistep", False),
+        ("penalty", True),
+        ("finite_difference", True),
+    ],
+)
+def test_a_config_saved_before_share_noise_keeps_its_fresh_draws(form, share_noise):
+    # Models saved before `share_noise` existed drew fresh noise in every
+    # pass: loaded without the key they keep doing so where the form allows.
+    model = mlp(norm="l2", sigma=0.1, form=form)
+    config = model.get_config()
+    assert config.pop("share_noise") is True
+    loaded = kg.GradRegModel.from_config(config)
+    assert loaded.regularizer.share_noise is share_noise
+    assert loaded.regularizer.replace(share_noise=True) == model.regularizer
+    # A config that names it is read as written.
+    explicit = kg.GradRegModel.from_config(model.get_config())
+    assert explicit.regularizer == model.regularizer
+
+
 def _dropout_run(backup_dir, callbacks=(), rates=(0.2, 0.5)):
     """Three epochs of a dropout network with momentum, shuffled; the
     process's seed set afresh, as a restarted script does."""

@@ -339,6 +339,23 @@ def test_train_then_continue_runs_both_stages_and_resumes(tmp_path):
     assert rerun["best_epoch"] == summary["best_epoch"]
 
 
+def test_stage_two_refuses_a_best_model_with_another_regularizer(tmp_path):
+    train, val = _protocol_data()
+    model, protocol = _protocol_model()
+    protocol = protocol.replace(patience=1, max_epochs=2, continue_max_epochs=1)
+    train_then_continue(model, train, val, tmp_path, protocol, verbose=0)
+    (tmp_path / "protocol.json").unlink()
+    shutil.rmtree(tmp_path / "stage2")
+    other, _ = _protocol_model()
+    other.regularizer = other.regularizer.replace(sigma=0.5)
+    with pytest.raises(ValueError, match="saved with the regularizer"):
+        train_then_continue(other, train, val, tmp_path, protocol, verbose=0)
+    # The run's own model goes on.
+    again, _ = _protocol_model()
+    summary = train_then_continue(again, train, val, tmp_path, protocol, verbose=0)
+    assert summary["continue_epochs"] >= 1
+
+
 def test_maxout_protocol_refuses_an_unknown_match():
     with pytest.raises(ValueError, match="match='dropout'"):
         MaxoutProtocol(match="dropout")

@@ -16,7 +16,11 @@ from keras_gradreg._keras_compat import (
     functional_init_arguments,
 )
 from keras_gradreg.api_export import keras_gradreg_export
-from keras_gradreg.regularizer import REGULARIZER_ARGUMENTS, GradientRegularizer
+from keras_gradreg.regularizer import (
+    REGULARIZER_ARGUMENTS,
+    GradientRegularizer,
+    saved_config,
+)
 
 _SUPPORTED_REDUCTIONS = ("sum_over_batch_size",)
 
@@ -259,6 +263,12 @@ class GradRegModel(keras.Model):
         config.pop("regularizer", None)
         config.update(self.regularizer.get_config())
         return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # Files saved before an argument existed keep the behaviour they
+        # were trained with (`regularizer.saved_config`).
+        return super().from_config(saved_config(config), custom_objects)
 
 
 @keras_gradreg_export("keras_gradreg.models.FunctionalGradRegModel")
