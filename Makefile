@@ -34,7 +34,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED := 1
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: install test test-keras-range lint format docs demo bench bench-legacy-setup clean
+.PHONY: install test test-keras-range lint format docs demo bench bench-legacy bench-legacy-setup clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -111,6 +111,11 @@ bench-legacy-setup: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps --target .bench-legacy \
 	  "tf-keras==$$($(BIN)/python -c 'import tensorflow as t; print(t.__version__)')" \
 	  neural-structured-learning==1.4.0
+
+# The comparison with NSL as docs/performance.md records it (MNIST from
+# $$KERAS_GRADREG_DATA; pause other jobs: it times throughput).
+bench-legacy: bench-legacy-setup
+	$(BIN)/python benchmarks/vs_legacy_adversarial.py --rounds 7 --train-limit 19200 --with-plain
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache site
