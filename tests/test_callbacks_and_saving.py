@@ -194,6 +194,16 @@ def test_backup_and_restore_resumes_the_random_state_exactly(tmp_path):
     assert not all(np.array_equal(a, b) for a, b in zip(straight, replayed))
 
 
+def test_backup_and_restore_skips_a_random_state_of_another_epoch(tmp_path):
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _dropout_run(tmp_path, [_Interrupt(2)])
+    saved = dict(np.load(tmp_path / "random_state.npz"))
+    saved["epoch"] = np.asarray(1)  # as if the process died between writes
+    np.savez(tmp_path / "random_state.npz", **saved)
+    with pytest.warns(UserWarning, match="resumes at epoch 2"):
+        _dropout_run(tmp_path)
+
+
 def test_backup_and_restore_refuses_another_models_backup(tmp_path):
     with pytest.raises(RuntimeError, match="interrupted"):
         _dropout_run(tmp_path, [_Interrupt(2)])
