@@ -55,11 +55,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     batches and masks. This callback also backs up, with each epoch, the
     states of the model's `SeedGenerator`s (dropout and noise layers, the
     multistep form's random starts) and of the global generators that
-    order the batches and draw unseeded masks (NumPy's; torch's), and sets
-    them back when the resumed epoch begins (a random state saved for
+    order the batches and draw unseeded masks (NumPy's; torch's, on the
+    CPU and every CUDA device), and sets them back when the resumed epoch begins (a random state saved for
     another epoch is left out, with a warning). A resumed run then trains
     exactly as an uninterrupted one, on all three backends (tested with
-    `fit` on NumPy arrays). A `tf.data.Dataset` of your own shuffles with
+    `fit` on NumPy arrays). A backup holding a CUDA generator resumes only
+    where that device exists. A `tf.data.Dataset` of your own shuffles with
     its own seeds, which this callback does not see.
 
     Args:
@@ -126,8 +127,15 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                  int(saved["numpy_pos"]), int(saved["numpy_has_gauss"]),
                  float(saved["numpy_gauss"]))
             )  # fmt: skip
-            if "global" in saved:
-                _backend.set_global_random_state(saved["global"])
+            generators = {
+                key.removeprefix("global_"): saved[key]
+                for key in saved.files
+                if key.startswith("global_")
+            }
+            if "global" in saved:  # written before session 29: the CPU's only
+                generators["cpu"] = saved["global"]
+            if generators:
+                _backend.set_global_random_state(generators)
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
@@ -140,9 +148,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             "numpy_pos": np.asarray(pos), "numpy_has_gauss": np.asarray(has_gauss),
             "numpy_gauss": np.asarray(gauss),
         }  # fmt: skip
-        generator = _backend.global_random_state()
-        if generator is not None:
-            arrays["global"] = generator
+        generators = _backend.global_random_state() or {}
+        arrays.update({f"global_{k}": v for k, v in generators.items()})
         partial = self._random_state_path + ".partial.npz"
         np.savez(partial, **arrays)
         os.replace(partial, self._random_state_path)

@@ -213,6 +213,37 @@ def test_backup_and_restore_refuses_another_models_backup(tmp_path):
         _dropout_run(tmp_path, rates=())
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="torch's global generators")
+def test_backup_and_restore_reads_a_backup_of_the_cpu_generator_only(tmp_path):
+    # Before session 29 the torch backend saved its CPU generator as
+    # "global"; such a backup still resumes exactly.
+    straight = _dropout_run(tmp_path / "straight")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _dropout_run(tmp_path / "backup", [_Interrupt(2)])
+    saved = dict(np.load(tmp_path / "backup" / "random_state.npz"))
+    assert sorted(k for k in saved if k.startswith("global")) == ["global_cpu"]
+    saved["global"] = saved.pop("global_cpu")
+    np.savez(tmp_path / "backup" / "random_state.npz", **saved)
+    resumed = _dropout_run(tmp_path / "backup")
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch's global generators")
+def test_global_random_state_round_trips_and_refuses_a_missing_device():
+    import torch
+
+    from keras_gradreg import backend
+
+    states = backend.global_random_state()
+    first = torch.rand(5)
+    backend.set_global_random_state(states)
+    np.testing.assert_array_equal(first.numpy(), torch.rand(5).numpy())
+    absent = f"cuda{torch.cuda.device_count()}"
+    with pytest.raises(ValueError, match=absent):
+        backend.set_global_random_state({**states, absent: states["cpu"]})
+
+
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorBoard event files need TF")
 def test_tensorboard_logs_the_family_terms(tmp_path, classification_data):
     import tensorflow as tf

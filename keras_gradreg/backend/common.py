@@ -17,7 +17,8 @@ def train_function(model, function):
 
 def global_random_state():
     """None: TensorFlow's and JAX's Keras layers draw from their own
-    `SeedGenerator`s only (see the torch backend's)."""
+    `SeedGenerator`s only (see the torch backend's, a dict of NumPy arrays
+    by device name)."""
     return None
 
 

@@ -196,29 +196,68 @@ def _noise_replay(model, tensors):
     states = [variables[i] for i in _keras_compat.layer_seed_positions(model)]
     saved = [v.value.clone() for v in states]
     device = tensors[0].device if tensors else torch.device("cpu")
-    cuda = device.type == "cuda"
-    generator = torch.cuda.get_rng_state(device) if cuda else torch.get_rng_state()
+    generator = _generator_state(device)
 
     def replay():
         for variable, value in zip(states, saved):
             variable.assign(value)
-        if cuda:
-            torch.cuda.set_rng_state(generator, device)
-        else:
-            torch.set_rng_state(generator)
+        _set_generator_state(generator, device)
 
     return replay
 
 
+def _generator_state(device):
+    """The state of torch's default generator on `device` (CPU or CUDA)."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    return torch.get_rng_state()
+
+
+def _set_generator_state(state, device):
+    """Sets `device`'s default generator back to `_generator_state(device)`."""
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
+def _generator_devices():
+    """The CPU and every visible CUDA device by name (`"cpu"`, `"cuda0"`,
+    ...): each has its own default generator, and Keras's unseeded dropout
+    draws from the one of the device its tensors live on."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cuda = {f"cuda{i}": torch.device("cuda", i) for i in range(count)}
+    return {"cpu": torch.device("cpu"), **cuda}
+
+
 def global_random_state():
-    """torch's global generator state as a NumPy array: Keras's unseeded
-    dropout draws from it (see `_noise_replay`)."""
-    return torch.get_rng_state().numpy()
+    """torch's default generators' states, one NumPy array per device, keyed
+    `"cpu"`, `"cuda0"`, ...: Keras's unseeded dropout draws from them (see
+    `_noise_replay`)."""
+    return {
+        name: _generator_state(device).cpu().numpy()
+        for name, device in _generator_devices().items()
+    }
 
 
-def set_global_random_state(state):
-    """Sets torch's global generator back to `global_random_state()`'s."""
-    torch.set_rng_state(torch.from_numpy(np.asarray(state, dtype=np.uint8)))
+def set_global_random_state(states):
+    """Sets torch's default generators back to `global_random_state()`'s.
+
+    Raises:
+        ValueError: for a CUDA state where this machine has no such device
+            (a backup made on another machine cannot resume its draws here).
+    """
+    devices = _generator_devices()
+    missing = sorted(set(states) - set(devices))
+    if missing:
+        raise ValueError(
+            f"The saved random state holds generators for {missing}, which this "
+            f"machine does not have (it has {sorted(devices)}). Received: "
+            f"states with keys {sorted(states)}"
+        )
+    for name, state in states.items():
+        tensor = torch.from_numpy(np.asarray(state, dtype=np.uint8))
+        _set_generator_state(tensor, devices[name])
 
 
 def values_and_input_gradient(fn, x):
