@@ -352,29 +352,37 @@ def shares_clean_backward(regularizer: GradientRegularizer, sample_weight, scale
     )
 
 
-def add_scaled(gradients, coefficient, more):
-    """`g_k + coefficient * m_k` for each pair (a None counts as zero):
+def add_scaled(gradients, coefficient, summed_gradients, x):
+    """`g_k + (coefficient / B) * m_k` for each pair (a None counts as zero):
     the weight gradient of an objective with the clean loss entered as a
     separate input, `coefficient` being the objective's derivative with
-    respect to it and `more` the clean loss's weight gradient (see
-    `shares_clean_backward`)."""
+    respect to it and `m_k` the weight gradient of `sum_i L_i` over the B
+    rows of `x`, so `m_k / B` is the clean loss's (see
+    `shares_clean_backward`). The scalar is divided, not the weight-sized
+    gradients: one multiply-add per weight.
+
+    Args:
+        gradients: the objective's weight gradients, the clean loss held
+            constant.
+        coefficient: d objective / d clean loss (a scalar), or None when the
+            objective does not reach the clean loss.
+        summed_gradients: the weight gradients of `sum_i L_i`.
+        x: the batch's inputs (for B).
+
+    Returns:
+        The objective's weight gradients, a list.
+    """
     if coefficient is None:  # the objective does not reach the clean loss
         return list(gradients)
+    scale = coefficient / ops.cast(batch_size(x), coefficient.dtype)
     out = []
-    for g, m in zip(gradients, more):
+    for g, m in zip(gradients, summed_gradients):
         if m is None:
             out.append(g)
             continue
-        m = ops.cast(coefficient, m.dtype) * m
+        m = ops.cast(scale, m.dtype) * m
         out.append(m if g is None else g + ops.cast(m, g.dtype))
     return out
-
-
-def clean_weight_gradients(gradients, x):
-    """The clean loss's weight gradient from that of `sum_i L_i` (divided by
-    B; see `shares_clean_backward`)."""
-    size = batch_size(x)
-    return [None if g is None else g / ops.cast(size, g.dtype) for g in gradients]
 
 
 def needs_random_start(regularizer: GradientRegularizer) -> bool:

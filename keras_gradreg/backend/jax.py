@@ -146,7 +146,6 @@ def train_step(model, state, data):
         if aux[3]:
             return None
         weight_gradients, gradients = backward(jax.numpy.ones_like(summed))
-        weight_gradients = objective.clean_weight_gradients(weight_gradients, x)
         return list(gradients), aux, weight_gradients
 
     def loss_fn(trainable, clean_value, non_trainable, precomputed):
@@ -240,7 +239,7 @@ def train_step(model, state, data):
         if precomputed and precomputed[2] is not None:
             # d objective / d weights through the clean loss, from its
             # weight gradient and d objective / d clean loss.
-            grads = objective.add_scaled(grads, coefficient, precomputed[2])
+            grads = objective.add_scaled(grads, coefficient, precomputed[2], x)
     trainable, optimizer_vars = model.optimizer.stateless_apply(
         optimizer_vars, grads, trainable
     )

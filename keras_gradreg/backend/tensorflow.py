@@ -66,7 +66,6 @@ def _train_step(model, data):
                 )
                 gradients = objective.unscale_input_gradients(gradients, scale)
             if share:  # one backward for both (shares_clean_backward)
-                weight_gradients = objective.clean_weight_gradients(weight_gradients, x)
                 clean_loss = tf.stop_gradient(clean_loss)
                 tape.watch(clean_loss)  # differentiated on its own
             if not second_order:
@@ -122,7 +121,7 @@ def _train_step(model, data):
     gradients = tape.gradient(loss, [*weights, *([clean_loss] if share else [])])
     if share:
         gradients = objective.add_scaled(
-            gradients[:-1], gradients[-1], weight_gradients
+            gradients[:-1], gradients[-1], weight_gradients, x
         )
     model.optimizer.apply_gradients(zip(gradients, weights))
     logs = train_logs(model, terms, total, x, y, y_pred, sample_weight)
