@@ -1,0 +1,178 @@
+"""Where TensorFlow's time goes without XLA: keras_gradreg against NSL, op
+by op.
+
+Runs the adversarial-training job of `vs_legacy_adversarial.py` (the
+maxout MLP with dropout, linf or l2 perturbations, loss `L + L_adv`, batch
+128, the same cached `tf.data` pipeline) for keras_gradreg on Keras 3 and
+for Neural Structured Learning on legacy tf.keras, each in its own process
+and without XLA (`jit_compile=False`, TensorFlow's graph executor). After
+an untimed epoch, each times `--epochs` epochs of `--steps` steps (median
+wall time per step), then traces one more under `tf.profiler` and sums the
+CPU time of every op kernel on TensorFlow's compute threads by op type.
+The table shows, per step, each op type's time and count, the kernels'
+total, and how busy they kept the compute threads (the kernels' total over
+threads × the profiled wall time).
+
+Setup: `make bench-legacy-setup` (NSL into `.bench-legacy/`).
+
+Usage (pause other work on the machine first):
+
+    KERAS_GRADREG_DATA=../shared/data python benchmarks/tf_op_profile.py --norm linf
+    KERAS_GRADREG_DATA=../shared/data python benchmarks/tf_op_profile.py --plain
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import vs_legacy_adversarial as legacy
+
+#: Profiler events on the compute threads that are not kernels.
+BOOKKEEPING = {"Process", "StartRegion", "StopRegion", "Record", "MemoryAllocation",
+               "MemoryDeallocation", "ExecutorDoneCallback", "Start"}  # fmt: skip
+
+
+def worker(impl: str, norm: str, steps: int, epochs: int) -> dict:
+    import numpy as np
+
+    spec = {"impl": impl, "jit": False, "norm": norm, "sigma": legacy.NORMS[norm],
+            "dropout": (0.2, 0.5), "seed": 0}  # fmt: skip
+    if impl in ("nsl", "legacy-plain"):
+        tf, model, _ = legacy._nsl_model(spec)
+    else:
+        import keras
+
+        keras.utils.set_random_seed(0)
+        tf, model, _ = legacy._ours_model(spec)
+    with np.load(os.path.join(os.environ["KERAS_GRADREG_DATA"], "mnist.npz")) as d:
+        x = d["x_train"][: 128 * steps].reshape(-1, 784) / 255.0
+        y = d["y_train"][: 128 * steps].astype("int32")
+    data = legacy._pipeline(tf, x.astype("float32"), y, 128, as_dict=impl == "nsl")
+
+    def epoch():
+        began = time.perf_counter()
+        model.fit(data, epochs=1, verbose=0, shuffle=False)
+        return time.perf_counter() - began
+
+    epoch()  # tracing
+    wall = statistics.median(epoch() for _ in range(epochs)) / steps
+    trace = tempfile.mkdtemp()
+    tf.profiler.experimental.start(trace)
+    profiled = epoch() / steps
+    tf.profiler.experimental.stop()
+    import jax  # its reader of TensorFlow's profile files
+
+    (path,) = glob.glob(f"{trace}/**/*.xplane.pb", recursive=True)
+    seconds, counts, threads = collections.Counter(), collections.Counter(), set()
+    for plane in jax.profiler.ProfileData.from_file(path).planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            threads.add(line.name)
+            for event in line.events:
+                op = event.name.split(":")[-1]
+                if op not in BOOKKEEPING:
+                    seconds[op] += event.duration_ns / 1e9 / steps
+                    counts[op] += 1 / steps
+    return {"wall": wall, "profiled_wall": profiled, "threads": len(threads),
+            "seconds": seconds, "counts": counts}  # fmt: skip
+
+
+def table(results: dict) -> str:
+    names = list(results)
+    ops = sorted(
+        {op for r in results.values() for op in r["seconds"]},
+        key=lambda op: -max(r["seconds"].get(op, 0.0) for r in results.values()),
+    )
+    lines = [
+        "| op (ms per step, count) | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for op in ops:
+        cells = [
+            f"{1e3 * r['seconds'][op]:.2f} ({r['counts'][op]:.0f})"
+            if op in r["seconds"] else "—"
+            for r in results.values()
+        ]  # fmt: skip
+        lines.append(f"| {op} | " + " | ".join(cells) + " |")
+    total = {n: sum(r["seconds"].values()) for n, r in results.items()}
+    lines.append(
+        "| **all kernels** | " + " | ".join(f"**{1e3 * t:.2f}**" for t in total.values())
+        + " |"
+    )  # fmt: skip
+    lines.append(
+        "| wall per step (median) | "
+        + " | ".join(f"{1e3 * r['wall']:.2f}" for r in results.values()) + " |"
+    )  # fmt: skip
+    lines.append(
+        "| compute threads busy | "
+        + " | ".join(
+            f"{total[n] / (r['threads'] * r['profiled_wall']):.0%} of {r['threads']}"
+            for n, r in results.items()
+        ) + " |"
+    )  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--norm", choices=list(legacy.NORMS), default="linf")
+    parser.add_argument("--steps", type=int, default=60, help="steps per epoch")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs")
+    parser.add_argument(
+        "--plain", action="store_true",
+        help="also profile plain training of the same network in both frameworks",
+    )  # fmt: skip
+    parser.add_argument("--output", help="also write the results as JSON here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("steps", "epochs"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1. Received: {getattr(args, name)}")
+    if args.worker:
+        print(
+            "RESULT "
+            + json.dumps(worker(args.worker, args.norm, args.steps, args.epochs))
+        )
+        return {}
+    if not legacy.LEGACY.exists():
+        parser.error(
+            f"NSL is not installed in {legacy.LEGACY}: run make bench-legacy-setup"
+        )
+    results = {}
+    runs = [("keras_gradreg (Keras 3)", "ours"), ("NSL (legacy tf.keras)", "nsl")]
+    if args.plain:
+        runs += [
+            ("plain Keras 3", "keras-plain"),
+            ("plain legacy tf.keras", "legacy-plain"),
+        ]
+    for name, impl in runs:
+        legacy_keras = impl in ("nsl", "legacy-plain")
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_USE_LEGACY_KERAS": "1" if legacy_keras else "0"}  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, __file__, "--worker", impl, "--norm", args.norm,
+             "--steps", str(args.steps), "--epochs", str(args.epochs)],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
+        results[name] = json.loads(line[len("RESULT ") :])
+    print(f"TensorFlow without XLA, {args.norm} (sigma {legacy.NORMS[args.norm]}):\n")
+    print(table(results))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()
