@@ -31,7 +31,8 @@ def count(kind: str, dump: str) -> None:
     import pass_count
     import vs_legacy_adversarial as legacy
 
-    spec = {"impl": kind, "jit": True, "sigma": 0.1, "norm": "linf"}
+    spec = {"impl": kind, "jit": True, "sigma": 0.1, "norm": "linf",
+            "dropout": legacy.DROPOUT}  # fmt: skip
     tf, model, _ = legacy._nsl_model(spec)
     rng = np.random.default_rng(0)
     x = rng.random((128 * 4, 784), dtype=np.float32)

@@ -45,7 +45,7 @@ def worker(impl: str, norm: str, steps: int, epochs: int) -> dict:
     import numpy as np
 
     spec = {"impl": impl, "jit": False, "norm": norm, "sigma": legacy.NORMS[norm],
-            "dropout": (0.2, 0.5), "seed": 0}  # fmt: skip
+            "dropout": legacy.DROPOUT, "seed": 0}  # fmt: skip
     if impl in ("nsl", "legacy-plain"):
         tf, model, _ = legacy._nsl_model(spec)
     else:

@@ -54,6 +54,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LEGACY = ROOT / ".bench-legacy"
 MAX_NORM = 1.9365
+#: Dropout rates of the input and of the hidden layers (the paper's).
+DROPOUT = (0.2, 0.5)
 #: (name, implementation, backend, jit_compile)
 JAX_CPU_FLAGS = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=individual_dot"}
 CONFIGS = [
@@ -308,7 +310,7 @@ def run_norm(norm: str, args, data_path: str) -> dict:
         "train_limit": args.train_limit,
         "seed": args.seed,
         "data": data_path,
-        "dropout": (0.0, 0.0) if args.no_dropout else (0.2, 0.5),
+        "dropout": (0.0, 0.0) if args.no_dropout else DROPOUT,
     }
     configs = CONFIGS + (PLAIN if args.with_plain else [])
     workers = [
