@@ -1,5 +1,4 @@
-"""Where TensorFlow's time goes without XLA: keras_gradreg against NSL, op
-by op.
+"""Where TensorFlow's time goes: keras_gradreg against NSL, op by op.
 
 Runs the adversarial-training job of `vs_legacy_adversarial.py` (the
 maxout MLP with dropout, linf or l2 perturbations, loss `L + L_adv`, batch
@@ -11,7 +10,11 @@ wall time per step), then traces one more under `tf.profiler` and sums the
 CPU time of every op kernel on TensorFlow's compute threads by op type.
 The table shows, per step, each op type's time and count, the kernels'
 total, and how busy they kept the compute threads (the kernels' total over
-threads × the profiled wall time).
+threads × the profiled wall time). With `--xla` both compile the step
+(`jit_compile=True`) and the rows are the compiled program's thunks by
+kind, read against the optimized HLO that XLA dumps: matrix products, the
+random draws (the dropout masks' computations) and the rest, with the
+draws' time that ran while a product ran on the other thread.
 
 Setup: `make bench-legacy-setup` (NSL into `.bench-legacy/`).
 
@@ -19,6 +22,7 @@ Usage (pause other work on the machine first):
 
     KERAS_GRADREG_DATA=../shared/data python benchmarks/tf_op_profile.py --norm linf
     KERAS_GRADREG_DATA=../shared/data python benchmarks/tf_op_profile.py --plain
+    KERAS_GRADREG_DATA=../shared/data python benchmarks/tf_op_profile.py --xla
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ import collections
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import vs_legacy_adversarial as legacy
 
@@ -41,11 +47,11 @@ BOOKKEEPING = {"Process", "StartRegion", "StopRegion", "Record", "MemoryAllocati
                "MemoryDeallocation", "ExecutorDoneCallback", "Start"}  # fmt: skip
 
 
-def worker(impl: str, norm: str, steps: int, epochs: int) -> dict:
+def worker(impl: str, norm: str, steps: int, epochs: int, dump: str | None) -> dict:
     import numpy as np
 
-    spec = {"impl": impl, "jit": False, "norm": norm, "sigma": legacy.NORMS[norm],
-            "dropout": legacy.DROPOUT, "seed": 0}  # fmt: skip
+    spec = {"impl": impl, "jit": dump is not None, "norm": norm,
+            "sigma": legacy.NORMS[norm], "dropout": legacy.DROPOUT, "seed": 0}  # fmt: skip
     if impl in ("nsl", "legacy-plain"):
         tf, model, _ = legacy._nsl_model(spec)
     else:
@@ -69,22 +75,82 @@ def worker(impl: str, norm: str, steps: int, epochs: int) -> dict:
     tf.profiler.experimental.start(trace)
     profiled = epoch() / steps
     tf.profiler.experimental.stop()
+    (path,) = glob.glob(f"{trace}/**/*.xplane.pb", recursive=True)
+    times = _kernel_times(path) if dump is None else _thunk_times(path, dump)
+    seconds, counts, threads, concurrent = times
+    return {"wall": wall, "profiled_wall": profiled, "threads": threads,
+            "seconds": {k: v / steps for k, v in seconds.items()},
+            "counts": {k: v / steps for k, v in counts.items()},
+            "draws_concurrent": concurrent / steps}  # fmt: skip
+
+
+def _events(path: str, thread):
+    """(thread, name, start, end) of the profile's events, in seconds, on
+    the threads `thread(name)` accepts."""
     import jax  # its reader of TensorFlow's profile files
 
-    (path,) = glob.glob(f"{trace}/**/*.xplane.pb", recursive=True)
-    seconds, counts, threads = collections.Counter(), collections.Counter(), set()
     for plane in jax.profiler.ProfileData.from_file(path).planes:
         for line in plane.lines:
-            if not line.name.startswith("tf_Compute"):
-                continue
-            threads.add(line.name)
-            for event in line.events:
-                op = event.name.split(":")[-1]
-                if op not in BOOKKEEPING:
-                    seconds[op] += event.duration_ns / 1e9 / steps
-                    counts[op] += 1 / steps
-    return {"wall": wall, "profiled_wall": profiled, "threads": len(threads),
-            "seconds": seconds, "counts": counts}  # fmt: skip
+            if thread(line.name):
+                for e in line.events:
+                    start = e.start_ns / 1e9
+                    yield line.name, e.name, start, start + e.duration_ns / 1e9
+
+
+def _kernel_times(path: str):
+    """Without XLA: each op kernel's CPU time on TensorFlow's compute
+    threads, by op type."""
+    seconds, counts, threads = collections.Counter(), collections.Counter(), set()
+    for thread, name, start, end in _events(path, lambda t: t.startswith("tf_Compute")):
+        threads.add(thread)
+        op = name.split(":")[-1]
+        if op not in BOOKKEEPING:
+            seconds[op] += end - start
+            counts[op] += 1
+    return seconds, counts, len(threads), 0.0
+
+
+def _thunk_times(path: str, dump: str):
+    """With XLA: the compiled step's thunks by kind (matrix products, the
+    random draws' computations, the rest), read against the optimized HLO
+    that XLA dumped, and the draws' time concurrent with a product on
+    another thread."""
+    import pass_count
+
+    hlo = Path(max(glob.glob(f"{dump}/*after_optimizations.txt"), key=os.path.getsize))
+    text = hlo.read_text()
+    products = pass_count.hlo_matmuls(text)[2]
+    draws, calls, computation = set(), set(), None
+    for line in text.splitlines():
+        header = pass_count.COMPUTATION.match(line)
+        computation = header.group(1) if header else computation
+        name = re.match(r"^\s*(?:ROOT )?%([\w.\-]+) = ", line)
+        if name and computation and computation.startswith("rng"):
+            draws.add(name.group(1))
+        if name and "to_apply=%rng" in line:
+            calls.add(name.group(1))  # the wrapper around a draw's thunks
+    seconds, counts, threads, spans = (
+        collections.Counter(),
+        collections.Counter(),
+        set(),
+        [],
+    )
+    xla = lambda t: "Eigen" in t or t.startswith("tf_XLA")  # noqa: E731
+    for thread, name, start, end in _events(path, xla):
+        if name.startswith(("ThunkExecutor", "H2D", "D2H")) or name in calls:
+            continue
+        threads.add(thread)
+        kind = ("matrix products" if name in products
+                else "random draws" if name in draws else "other thunks")  # fmt: skip
+        seconds[kind] += end - start
+        counts[kind] += 1
+        spans.append((thread, kind, start, end))
+    concurrent = sum(
+        max(0.0, min(end, e2) - max(start, s2))
+        for thread, kind, start, end in spans if kind == "random draws"
+        for t2, k2, s2, e2 in spans if k2 == "matrix products" and t2 != thread
+    )  # fmt: skip
+    return seconds, counts, len(threads), concurrent
 
 
 def table(results: dict) -> str:
@@ -120,6 +186,12 @@ def table(results: dict) -> str:
             for n, r in results.items()
         ) + " |"
     )  # fmt: skip
+    if any(r["draws_concurrent"] for r in results.values()) or "random draws" in ops:
+        lines.append(
+            "| random draws concurrent with a product on another thread | "
+            + " | ".join(f"{1e3 * r['draws_concurrent']:.2f}" for r in results.values())
+            + " |"
+        )  # fmt: skip
     return "\n".join(lines)
 
 
@@ -132,8 +204,13 @@ def main(argv=None) -> dict:
         "--plain", action="store_true",
         help="also profile plain training of the same network in both frameworks",
     )  # fmt: skip
+    parser.add_argument(
+        "--xla", action="store_true",
+        help="compile with XLA (jit_compile=True) and report its thunks by kind",
+    )  # fmt: skip
     parser.add_argument("--output", help="also write the results as JSON here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--dump", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for name in ("steps", "epochs"):
         if getattr(args, name) < 1:
@@ -141,7 +218,9 @@ def main(argv=None) -> dict:
     if args.worker:
         print(
             "RESULT "
-            + json.dumps(worker(args.worker, args.norm, args.steps, args.epochs))
+            + json.dumps(
+                worker(args.worker, args.norm, args.steps, args.epochs, args.dump)
+            )
         )
         return {}
     if not legacy.LEGACY.exists():
@@ -159,14 +238,19 @@ def main(argv=None) -> dict:
         legacy_keras = impl in ("nsl", "legacy-plain")
         env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
                "TF_USE_LEGACY_KERAS": "1" if legacy_keras else "0"}  # fmt: skip
-        done = subprocess.run(
-            [sys.executable, __file__, "--worker", impl, "--norm", args.norm,
-             "--steps", str(args.steps), "--epochs", str(args.epochs)],
-            env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
+        command = [sys.executable, __file__, "--worker", impl, "--norm", args.norm,
+                   "--steps", str(args.steps), "--epochs", str(args.epochs)]  # fmt: skip
+        with tempfile.TemporaryDirectory() as dump:
+            if args.xla:
+                env["XLA_FLAGS"] = f"--xla_dump_to={dump} --xla_dump_hlo_as_text"
+                command += ["--dump", dump]
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"{name}: the worker failed:\n{done.stderr[-3000:]}")
         line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
         results[name] = json.loads(line[len("RESULT ") :])
-    print(f"TensorFlow without XLA, {args.norm} (sigma {legacy.NORMS[args.norm]}):\n")
+    mode = "with XLA" if args.xla else "without XLA"
+    print(f"TensorFlow {mode}, {args.norm} (sigma {legacy.NORMS[args.norm]}):\n")
     print(table(results))
     if args.output:
         with open(args.output, "w") as f:
