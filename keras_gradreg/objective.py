@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple
 import keras
 from keras import ops
 
-from keras_gradreg import _keras_compat, inputs, multistep, virtual
+from keras_gradreg import _keras_compat, crossentropy, inputs, multistep, virtual
 from keras_gradreg._keras_compat import (
     scale_loss_for_distribution,  # noqa: F401 - used by the backends
     unscale_loss_for_distribution,
@@ -41,10 +41,30 @@ def batch_size(x):
 
 def compiled_loss(model, y, y_pred, sample_weight):
     """The model's compiled loss, undoing tf.distribute's replica scaling so
-    that every term of the objective is a per-replica batch mean."""
-    return unscale_loss_for_distribution(
+    that every term of the objective is a per-replica batch mean.
+
+    A cross-entropy of softmax probabilities is differentiated past Keras's
+    clip, so that a confidently classified example keeps its input
+    gradient (`crossentropy.through_the_clip`)."""
+    value = unscale_loss_for_distribution(
         _keras_compat.compiled_loss(model, y, y_pred, sample_weight)
     )
+    sparse = _clipped_crossentropy(model, y_pred, sample_weight)
+    if sparse is None:
+        return value
+    return crossentropy.through_the_clip(value, sparse, y, y_pred, sample_weight)
+
+
+def _clipped_crossentropy(model, y_pred, sample_weight):
+    """`crossentropy.probability_crossentropy` of the compiled loss for one
+    `(B, classes)` output with per-example weights or none; None otherwise."""
+    if not ops.is_tensor(y_pred):
+        return None
+    if len(ops.shape(y_pred)) != 2:
+        return None
+    if sample_weight is not None and len(ops.shape(sample_weight)) > 1:
+        return None
+    return crossentropy.probability_crossentropy(getattr(model, "loss", None))
 
 
 def clean_losses(model, y, y_pred, sample_weight):
