@@ -91,7 +91,12 @@ def through_the_clip(value, sparse: bool, y, y_pred, sample_weight=None):
         >>> bool(through_the_clip(value, True, y, p) == value)  # Keras's value
         True
     """
-    tiny = float(np.finfo(keras.backend.standardize_dtype(y_pred.dtype)).tiny)
+    # At least float32: float16's smallest normal number (6e-5) would floor
+    # the very probabilities whose gradient this keeps.
+    wide = keras.backend.standardize_dtype(y_pred.dtype) == "float64"
+    dtype = "float64" if wide else "float32"
+    tiny = float(np.finfo(dtype).tiny)
+    y_pred = ops.cast(y_pred, dtype)
     p = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
     logits = ops.log(ops.maximum(p, tiny))
     if sparse:
