@@ -33,6 +33,11 @@ _CROSSENTROPIES = {
     "sparse_categorical_crossentropy": True,
     "categorical_crossentropy": False,
 }
+#: The names of their classes, which `compile()` accepts as well.
+_CLASS_NAMES = {
+    "SparseCategoricalCrossentropy": True,
+    "CategoricalCrossentropy": False,
+}
 _CLASSES = {
     keras.losses.SparseCategoricalCrossentropy: True,
     keras.losses.CategoricalCrossentropy: False,
@@ -46,7 +51,7 @@ def probability_crossentropy(loss) -> bool | None:
     (logits, label smoothing, `ignore_class`, another reduction or axis,
     several outputs)."""
     if isinstance(loss, str):
-        return _CROSSENTROPIES.get(loss)
+        return _CROSSENTROPIES.get(loss, _CLASS_NAMES.get(loss))
     if callable(loss) and getattr(loss, "__name__", None) in _CROSSENTROPIES:
         if loss is getattr(keras.losses, loss.__name__):
             return _CROSSENTROPIES[loss.__name__]

@@ -109,6 +109,8 @@ def test_which_losses_are_probability_crossentropies():
 
     assert probability_crossentropy("sparse_categorical_crossentropy") is True
     assert probability_crossentropy("categorical_crossentropy") is False
+    assert probability_crossentropy("SparseCategoricalCrossentropy") is True
+    assert probability_crossentropy("CategoricalCrossentropy") is False
     assert probability_crossentropy(keras.losses.sparse_categorical_crossentropy)
     assert probability_crossentropy(keras.losses.SparseCategoricalCrossentropy())
     assert probability_crossentropy(keras.losses.CategoricalCrossentropy()) is False
