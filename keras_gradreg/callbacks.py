@@ -56,8 +56,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     states of the model's `SeedGenerator`s (dropout and noise layers, the
     multistep form's random starts) and of the global generators that
     order the batches and draw unseeded masks (NumPy's; torch's, on the
-    CPU and every CUDA device), and sets them back when the resumed epoch begins (a random state saved for
-    another epoch is left out, with a warning). A resumed run then trains
+    CPU and every CUDA device), and sets them back when the resumed epoch
+    begins (a random state saved for another epoch is left out, with a
+    warning). A resumed run then trains
     exactly as an uninterrupted one, on all three backends (tested with
     `fit` on NumPy arrays). A backup holding a CUDA generator resumes only
     where that device exists. A `tf.data.Dataset` of your own shuffles with
