@@ -372,7 +372,7 @@ def shares_clean_backward(regularizer: GradientRegularizer, sample_weight, scale
     )
 
 
-def add_scaled(gradients, coefficient, summed_gradients, x):
+def add_scaled(gradients, coefficient, summed_gradients, x, multiply_add=None):
     """`g_k + (coefficient / B) * m_k` for each pair (a None counts as zero):
     the weight gradient of an objective with the clean loss entered as a
     separate input, `coefficient` being the objective's derivative with
@@ -388,6 +388,9 @@ def add_scaled(gradients, coefficient, summed_gradients, x):
             objective does not reach the clean loss.
         summed_gradients: the weight gradients of `sum_i L_i`.
         x: the batch's inputs (for B).
+        multiply_add: `(g, m, scale) -> g + scale * m` for one pair with `m`
+            not None (`g` may be None); out of place by default, the torch
+            step passes an in-place one.
 
     Returns:
         The objective's weight gradients, a list.
@@ -395,14 +398,16 @@ def add_scaled(gradients, coefficient, summed_gradients, x):
     if coefficient is None:  # the objective does not reach the clean loss
         return list(gradients)
     scale = coefficient / ops.cast(batch_size(x), coefficient.dtype)
-    out = []
-    for g, m in zip(gradients, summed_gradients):
-        if m is None:
-            out.append(g)
-            continue
-        m = ops.cast(scale, m.dtype) * m
-        out.append(m if g is None else g + ops.cast(m, g.dtype))
-    return out
+    multiply_add = multiply_add or _multiply_add
+    return [
+        g if m is None else multiply_add(g, m, scale)
+        for g, m in zip(gradients, summed_gradients)
+    ]
+
+
+def _multiply_add(g, m, scale):
+    m = ops.cast(scale, m.dtype) * m
+    return m if g is None else g + ops.cast(m, g.dtype)
 
 
 def needs_random_start(regularizer: GradientRegularizer) -> bool:

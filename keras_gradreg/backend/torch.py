@@ -175,30 +175,22 @@ def train_step(model, data):
         with torch.no_grad():
             gradients = [v.value.grad for v in weights]
             if share:
-                gradients = _add_scaled_(
-                    gradients, clean_loss.grad, weight_gradients, x
+                gradients = objective.add_scaled(
+                    gradients, clean_loss.grad, weight_gradients, x, _multiply_add_
                 )
             model.optimizer.apply(gradients, weights)
     return train_logs(model, terms, total.detach(), x, y, y_pred, sample_weight)
 
 
-def _add_scaled_(gradients, coefficient, summed_gradients, x):
-    """`objective.add_scaled`, in place: one `addcmul_` per weight into the
-    fresh gradients autograd returned. In eager mode each elementwise op is
-    a pass over the weights with an allocation of its own, and the three of
-    the out-of-place form cost more than the clean pass's backward saved."""
-    if coefficient is None:  # the objective does not reach the clean loss
-        return list(gradients)
-    scale = coefficient / objective.batch_size(x)
-    out = []
-    for g, m in zip(gradients, summed_gradients):
-        if m is None:
-            out.append(g)
-        elif g is None:
-            out.append(m.mul_(scale.to(m.dtype)))
-        else:
-            out.append(g.addcmul_(m.to(g.dtype), scale.to(g.dtype)))
-    return out
+def _multiply_add_(g, m, scale):
+    """`objective.add_scaled`'s `g + scale * m`, in place: one `addcmul_`
+    into the fresh gradients autograd returned. In eager mode each
+    elementwise op is a pass over the weights with an allocation of its
+    own, and the three of the out-of-place form cost more than the clean
+    pass's backward saved."""
+    if g is None:
+        return m.mul_(scale.to(m.dtype))
+    return g.addcmul_(m.to(g.dtype), scale.to(g.dtype))
 
 
 def _noise_replay(model, tensors):
