@@ -12,9 +12,10 @@ so its test error compares with Table I's seed 0 (plain 1.05%, l2 1.07%):
   exact penalty; sigma chosen on the validation split among 0.3, 1 and 3.
   The perturbed pass draws the clean pass's dropout masks (the library's
   default, `share_noise=True`).
-- `l2-perturb-fresh` (form, noise): the same with fresh masks in the
-  perturbed pass (`share_noise=False`), as Table I's FGSM row trained and
-  as training code that calls the model twice does.
+- `l2-perturb-fresh` (form, noise): the same, at the sigma chosen for
+  `l2-perturb`, with fresh masks in the perturbed pass
+  (`share_noise=False`), as Table I's FGSM row trained and as training
+  code that calls the model twice does.
 - `l2-sigma-0.1` (sigma): the l2 penalty at the other end of the
   candidates Table I's selection could not separate (0.1 against 0.3).
 - `plain-glorot` (init): Glorot-uniform kernels instead of pylearn2's
@@ -49,7 +50,8 @@ ABLATIONS = Study(
         "plain-glorot": {"sigma": 0.0},
         "plain-scaled-input-dropout": {"sigma": 0.0},
     },
-    grids={"l2-perturb": (0.3, 1.0, 3.0), "l2-perturb-fresh": (0.3, 1.0, 3.0)},
+    grids={"l2-perturb": (0.3, 1.0, 3.0)},
+    shared_sigma={"l2-perturb-fresh": "l2-perturb"},
     labels={
         "l2-perturb": "l2 member, perturbed-input form (alpha 0.5)",
         "l2-perturb-fresh": "l2 member, perturbed-input form, fresh dropout masks",

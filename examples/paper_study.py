@@ -48,6 +48,9 @@ class Study:
             protocol's (`kernel_initializer`, `input_dropout_scale`, ...).
         every_seed: the members run for every seed, first; the others run
             for the first seed only, in `members`' order.
+        shared_sigma: member name -> the member of `grids` whose chosen
+            sigma it trains with (an ablation that changes one thing of
+            that member, not its sigma).
     """
 
     members: dict
@@ -55,10 +58,34 @@ class Study:
     labels: dict
     networks: dict = dataclasses.field(default_factory=dict)
     every_seed: tuple = ()
+    shared_sigma: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        for member, source in self.shared_sigma.items():
+            if member in self.grids or source not in self.grids:
+                raise ValueError(
+                    "shared_sigma maps a member without a sigma grid to a member "
+                    f"with one. Received: {member!r} -> {source!r} with grids for "
+                    f"{sorted(self.grids)}"
+                )
+
+    def sigma_source(self, member):
+        """The member whose sigma selection `member` trains with, or None
+        when its sigma is fixed by `members`."""
+        source = self.shared_sigma.get(member, member)
+        return source if source in self.grids else None
 
     def settings(self):
-        """The part of `settings.json` that this study fixes."""
-        extra = {"networks": self.networks} if self.networks else {}
+        """The part of `settings.json` that this study fixes (keys left
+        empty are left out, so that older folders resume)."""
+        extra = {
+            name: value
+            for name, value in (
+                ("networks", self.networks),
+                ("shared_sigma", self.shared_sigma),
+            )
+            if value
+        }
         return {"grids": self.grids, "members": self.members, **extra}
 
 

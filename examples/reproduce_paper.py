@@ -241,11 +241,12 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
     rows = []
     for member, seed in plan(args.seeds, args.members, study):
         regularizer = dict(study.members[member])
-        if member in study.grids:
-            selection[member] = cached(
-                record / "select" / f"{member}.json", lambda m=member: select(m)
+        source = study.sigma_source(member)
+        if source is not None:
+            selection[source] = cached(
+                record / "select" / f"{source}.json", lambda m=source: select(m)
             )
-            regularizer["sigma"] = selection[member]["chosen"]
+            regularizer["sigma"] = selection[source]["chosen"]
         row = cached(
             record / "results" / f"{member}-seed{seed}.json",
             lambda m=member, s=seed, r=regularizer: final(m, s, r),

@@ -192,7 +192,16 @@ def test_ablations_change_one_thing_of_table_i_each():
     ]
     # Table I's folders resume: its settings keep their keys and values.
     assert set(reproduce_paper.PAPER_STUDY.settings()) == {"grids", "members"}
-    assert set(ablations.settings()) == {"grids", "members", "networks"}
+    assert set(ablations.settings()) == {
+        "grids", "members", "networks", "shared_sigma",
+    }  # fmt: skip
+    # The noise ablation trains at the form ablation's sigma, chosen once.
+    assert ablations.sigma_source("l2-perturb-fresh") == "l2-perturb"
+    assert ablations.sigma_source("l2-perturb") == "l2-perturb"
+    assert ablations.sigma_source("plain-glorot") is None
+    study = import_example("paper_study").Study
+    with pytest.raises(ValueError, match="'a' -> 'b'"):
+        study(members={}, grids={"a": (0.1,)}, labels={}, shared_sigma={"a": "b"})
 
 
 @pytest.mark.slow
