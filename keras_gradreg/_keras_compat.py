@@ -31,6 +31,14 @@ from keras.src.utils.python_utils import default  # noqa: F401
 BackendTrainer = keras.Model.__bases__[0]
 
 
+def softmax_logits(y_pred):
+    """The logits Keras's TensorFlow backend keeps on a softmax's output
+    (`_keras_logits`, which its own cross-entropies differentiate instead
+    of the probabilities), or None on the other backends and for any
+    other tensor."""
+    return getattr(y_pred, "_keras_logits", None)
+
+
 def _compile_loss(model):
     loss = getattr(model, "_compile_loss", None)
     if loss is None:

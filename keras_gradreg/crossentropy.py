@@ -16,17 +16,30 @@ softmax's output, so there it never vanished; the library now takes the
 same gradient on every backend.
 
 `through_the_clip` gives the loss Keras computes, with the gradient of
-`-log softmax(log p)_y`: the same function of the logits without the clip,
-whose derivative with respect to the logits is `p - e_y` up to rounding
-(the probabilities are floored at the smallest normal number so that a
-probability that underflowed to 0 cannot make it NaN).
+`-log softmax(log max(p, floor))_y`: the same function of the logits
+without the clip, whose derivative with respect to the logits is `p - e_y`
+up to rounding wherever `p_y >= floor`.
+
+Only the probabilities reach the loss, so its logit gradient passes
+through `d log p / dp = 1 / p`, and a second derivative (the penalty form
+differentiates `dL/dx` again) through `-1 / p^2`. The floor keeps both
+finite in float32: `FIRST_ORDER_FLOOR` (1e-30) leaves room for a mixed
+precision loss scale on `1 / p`, `SECOND_ORDER_FLOOR` (1e-15) for `1 / p^2`,
+which overflows float32 below about 1e-19 (a penalty step on a softmax
+that put `p_y = 1e-20` on the true class made every weight NaN). Below the
+floor the true class's share of the gradient is lost, as it is below
+Keras's clip (1e-7): an example misclassified by a logit margin of more
+than 69 (first order) or 34 (penalty). On TensorFlow, where Keras keeps the
+softmax's logits on its output, the logits themselves are differentiated,
+with no floor.
 """
 
 from __future__ import annotations
 
 import keras
-import numpy as np
 from keras import ops
+
+from keras_gradreg import _keras_compat
 
 #: The compiled losses this applies to, by name: whether labels are sparse.
 _CROSSENTROPIES = {
@@ -38,6 +51,10 @@ _CLASS_NAMES = {
     "SparseCategoricalCrossentropy": True,
     "CategoricalCrossentropy": False,
 }
+#: Probability floors (see the module's docstring): 1/p stays finite under
+#: any loss scale below 3e8, and 1/p^2 leaves the same room.
+FIRST_ORDER_FLOOR = 1e-30
+SECOND_ORDER_FLOOR = 1e-15
 _CLASSES = {
     keras.losses.SparseCategoricalCrossentropy: True,
     keras.losses.CategoricalCrossentropy: False,
@@ -70,14 +87,16 @@ def probability_crossentropy(loss) -> bool | None:
     return sparse if plain else None
 
 
-def through_the_clip(value, sparse: bool, y, y_pred, sample_weight=None):
+def through_the_clip(
+    value, sparse: bool, y, y_pred, sample_weight=None, floor=FIRST_ORDER_FLOOR
+):
     """`value` (Keras's cross-entropy of `y_pred`), differentiated as the
     unclipped cross-entropy of the logits `log p`.
 
     Returns `u + stop_gradient(value - u)` with `u = (1/B) sum_i w_i
-    (-log softmax(log p_i)_{y_i})`: the value is Keras's, the gradient is
-    that of the cross-entropy without the clip, equal to Keras's wherever
-    the clip does not bind.
+    (-log softmax(log max(p_i, floor))_{y_i})`: the value is Keras's, the
+    gradient is that of the cross-entropy without the clip, equal to
+    Keras's wherever the clip does not bind.
 
     Args:
         value: the compiled loss of `y_pred`.
@@ -85,6 +104,8 @@ def through_the_clip(value, sparse: bool, y, y_pred, sample_weight=None):
         y: the labels.
         y_pred: the probabilities, shape `(B, classes)`.
         sample_weight: None, or one weight per example.
+        floor: the smallest probability differentiated; `SECOND_ORDER_FLOOR`
+            where the gradient is differentiated again.
 
     Returns:
         A scalar equal to `value`.
@@ -96,14 +117,17 @@ def through_the_clip(value, sparse: bool, y, y_pred, sample_weight=None):
         >>> bool(through_the_clip(value, True, y, p) == value)  # Keras's value
         True
     """
-    # At least float32: float16's smallest normal number (6e-5) would floor
-    # the very probabilities whose gradient this keeps.
+    # At least float32: float16's range would floor the very probabilities
+    # whose gradient this keeps.
     wide = keras.backend.standardize_dtype(y_pred.dtype) == "float64"
     dtype = "float64" if wide else "float32"
-    tiny = float(np.finfo(dtype).tiny)
-    y_pred = ops.cast(y_pred, dtype)
-    p = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
-    logits = ops.log(ops.maximum(p, tiny))
+    logits = _keras_compat.softmax_logits(y_pred)
+    if logits is not None:
+        logits = ops.cast(logits, dtype)
+    else:
+        y_pred = ops.cast(y_pred, dtype)
+        p = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
+        logits = ops.log(ops.maximum(p, floor))
     if sparse:
         per_example = keras.losses.sparse_categorical_crossentropy(
             y, logits, from_logits=True

@@ -45,14 +45,22 @@ def compiled_loss(model, y, y_pred, sample_weight):
 
     A cross-entropy of softmax probabilities is differentiated past Keras's
     clip, so that a confidently classified example keeps its input
-    gradient (`crossentropy.through_the_clip`)."""
+    gradient (`crossentropy.through_the_clip`; with the higher probability
+    floor where the penalty form differentiates that gradient again)."""
     value = unscale_loss_for_distribution(
         _keras_compat.compiled_loss(model, y, y_pred, sample_weight)
     )
     sparse = _clipped_crossentropy(model, y_pred, sample_weight)
     if sparse is None:
         return value
-    return crossentropy.through_the_clip(value, sparse, y, y_pred, sample_weight)
+    regularizer = getattr(model, "regularizer", None)
+    twice = isinstance(regularizer, GradientRegularizer) and needs_second_order(
+        regularizer
+    )
+    floor = crossentropy.SECOND_ORDER_FLOOR if twice else crossentropy.FIRST_ORDER_FLOOR
+    return crossentropy.through_the_clip(
+        value, sparse, y, y_pred, sample_weight, floor=floor
+    )
 
 
 def _clipped_crossentropy(model, y_pred, sample_weight):

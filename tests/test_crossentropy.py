@@ -103,6 +103,72 @@ def test_perturbed_form_moves_a_confidently_classified_image():
     assert logs["adv_loss"] > 100 * logs["clean_loss"]
 
 
+def _penalty_step(margin):
+    """One SGD step (learning rate 1) of the linf penalty, sigma 0.1, on a
+    float32 linear softmax that gives the true class 0 a logit about
+    `margin` below class 1's; returns the kernel's change and the logs."""
+    # Small entries elsewhere keep every dL/dx_i away from 0, where |.| has
+    # no derivative (JAX and torch take different subgradients there).
+    kernel = np.array(
+        [[0.3, 0.0, -0.2], [-0.4, 0.1, 0.2], [0.1, -0.3, 0.4], [0.2, 0.3, -0.1]],
+        "float32",
+    )
+    kernel[0, 1] += margin
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(3, activation="softmax")(inputs)
+    model = kg.GradRegModel(inputs, outputs, norm="linf", sigma=0.1, form="penalty")
+    model.compile(
+        optimizer=keras.optimizers.SGD(1.0), loss="sparse_categorical_crossentropy"
+    )
+    model.set_weights([kernel, np.zeros(3, "float32")])
+    x = np.array([[1.0, 0.5, -0.5, 0.2]], "float32")
+    logs = model.train_on_batch(x, np.array([0]), return_dict=True)
+    return model.get_weights()[0] - kernel, kernel, x[0].astype("float64"), logs
+
+
+def _log_p(kernel, x):
+    z = x @ kernel
+    return z - z.max() - np.log(np.exp(z - z.max()).sum())
+
+
+def _gradient_l1_norm(kernel, x):
+    """`||dL/dx||_1` of the linear softmax for the true class 0, in float64."""
+    return np.abs(kernel @ (np.exp(_log_p(kernel, x)) - np.eye(3)[0])).sum()
+
+
+def _penalty_objective(kernel, x, sigma=0.1):
+    """`-log p_0 + sigma ||dL/dx||_1` of the linear softmax, in float64."""
+    return -_log_p(kernel, x)[0] + sigma * _gradient_l1_norm(kernel, x)
+
+
+@pytest.mark.parametrize("margin", [46.0, 60.0])
+def test_a_penalty_step_on_a_grossly_misclassified_example_stays_finite(margin):
+    # p_0 = e^-margin: the second derivative of log p, 1/p^2, overflowed
+    # float32 (1e40 at margin 46) and made every weight NaN on all backends.
+    change, kernel, x, logs = _penalty_step(margin)
+    assert np.all(np.isfinite(change)) and np.isfinite(logs["loss"])
+    if keras.backend.backend() == "tensorflow":  # the logits Keras keeps: exact
+        norm = _gradient_l1_norm(kernel.astype("float64"), x)
+        assert logs["grad_norm"] == pytest.approx(norm, rel=1e-5)
+
+
+def test_penalty_step_near_the_floor_is_the_finite_difference_gradient():
+    # Margin about 30: p_0 near 1e-13, above the second-order floor, far
+    # below the clip.
+    change, kernel, x, logs = _penalty_step(30.0)
+    kernel = kernel.astype("float64")
+    expected = np.zeros_like(kernel)
+    h = 1e-6
+    for index in np.ndindex(kernel.shape):
+        step = np.zeros_like(kernel)
+        step[index] = h
+        expected[index] = -(
+            _penalty_objective(kernel + step, x) - _penalty_objective(kernel - step, x)
+        ) / (2 * h)
+    np.testing.assert_allclose(change, expected, rtol=1e-4, atol=1e-4)
+    assert logs["grad_norm"] == pytest.approx(_gradient_l1_norm(kernel, x), rel=1e-5)
+
+
 def test_which_losses_are_probability_crossentropies():
     def sparse_categorical_crossentropy(y, p):  # a namesake, not Keras's
         return keras.losses.sparse_categorical_crossentropy(y, p)
