@@ -51,14 +51,14 @@ _CLASS_NAMES = {
     "SparseCategoricalCrossentropy": True,
     "CategoricalCrossentropy": False,
 }
-#: Probability floors (see the module's docstring): 1/p stays finite under
-#: any loss scale below 3e8, and 1/p^2 leaves the same room.
-FIRST_ORDER_FLOOR = 1e-30
-SECOND_ORDER_FLOOR = 1e-15
 _CLASSES = {
     keras.losses.SparseCategoricalCrossentropy: True,
     keras.losses.CategoricalCrossentropy: False,
 }
+#: Probability floors (see the module's docstring): 1/p stays finite under
+#: any loss scale below 3e8, and 1/p^2 leaves the same room.
+FIRST_ORDER_FLOOR = 1e-30
+SECOND_ORDER_FLOOR = 1e-15
 
 
 def probability_crossentropy(loss) -> bool | None:
