@@ -213,7 +213,14 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
         "--limit", "256", "--output", str(tmp_path), "--verbose", "0",
         "--square-queries", "50", "--apgd-steps", "10", "--standard-points", "32",
     ]  # fmt: skip
+    # One member first, as a second process would run it side by side...
+    assert [r["model"] for r in reproduce_mnist.main([*argv, "--members", "l1"])] == [
+        "l1 penalty"
+    ]
+    capsys.readouterr()
     rows = reproduce_mnist.main(argv)
+    # ...and the whole table reads it back instead of training it again.
+    assert "'norm': 'l1'" not in capsys.readouterr().out
     assert [r["model"] for r in rows][:2] == [
         "maxout + dropout",
         "FGSM adv. training (linf, perturb, alpha 0.5, sigma 0.25)",
@@ -236,6 +243,13 @@ def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, cap
         reproduce_mnist.main([*argv, "--final-epochs", "2"])
     assert exit_info.value.code == 2
     assert "final_epochs: 1 -> 2" in capsys.readouterr().err
+
+
+def test_reproduction_refuses_an_unknown_member(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        import_example("reproduce_mnist").main(["--members", "plain", "sigmoid"])
+    assert exit_info.value.code == 2
+    assert "--members: invalid choice: 'sigmoid'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
