@@ -79,31 +79,14 @@ PUBLISHED = [
 ]
 
 
-#: The command line's short name of each model of the table, in its order.
+#: Each model of the table by its command-line name, in the table's order.
 MEMBERS = {
-    "maxout + dropout": "plain",
-    "FGSM adv. training (linf, perturb, alpha 0.5, sigma 0.25)": "fgsm",
-    "linf penalty": "linf",
-    "l2 penalty": "l2",
-    "l1 penalty": "l1",
+    "plain": "maxout + dropout",
+    "fgsm": "FGSM adv. training (linf, perturb, alpha 0.5, sigma 0.25)",
+    "linf": "linf penalty",
+    "l2": "l2 penalty",
+    "l1": "l1 penalty",
 }
-
-
-def candidate_options(grids):
-    """The regularizers each model of the table is chosen among, by label
-    (the penalties' one per sigma of `grids`, the others' one)."""
-    return {
-        "maxout + dropout": [{"sigma": 0.0}],
-        "FGSM adv. training (linf, perturb, alpha 0.5, sigma 0.25)": [
-            {"norm": "linf", "form": "perturb", "alpha": 0.5, "sigma": 0.25}
-        ],
-        **{
-            f"{norm} penalty": [
-                {"norm": norm, "form": "penalty", "sigma": s} for s in grid
-            ]
-            for norm, grid in grids.items()
-        },
-    }
 
 
 def train(regularizer, x, y, epochs, batch_size, seed, backup_dir, verbose=2):
@@ -306,8 +289,7 @@ def main(argv=None):
         help="first N training/test images (smoke runs)",
     )
     parser.add_argument(
-        "--members", nargs="+", choices=tuple(MEMBERS.values()),
-        default=list(MEMBERS.values()),
+        "--members", nargs="+", choices=tuple(MEMBERS), default=list(MEMBERS),
         help="the models to train and tabulate (default: all); processes "
         "given disjoint members can share one --output side by side",
     )  # fmt: skip
@@ -355,10 +337,18 @@ def main(argv=None):
             y_test[: args.limit],
         )
 
+    by_member = {
+        "plain": [{"sigma": 0.0}],
+        "fgsm": [{"norm": "linf", "form": "perturb", "alpha": 0.5, "sigma": 0.25}],
+        **{
+            norm: [{"norm": norm, "form": "penalty", "sigma": s} for s in grid]
+            for norm, grid in budget["grids"].items()
+        },
+    }
     candidates = {
-        label: options
-        for label, options in candidate_options(budget["grids"]).items()
-        if MEMBERS[label] in args.members
+        label: by_member[member]
+        for member, label in MEMBERS.items()
+        if member in args.members
     }
 
     def key(option):
