@@ -227,7 +227,10 @@ def plot_protocol_runs(runs: dict, path) -> Path:
     marked (early stopping keeps that model), and stage 2's loss on the
     former validation images falling to the target (the best model's
     training loss), where the run stops: `val_noisy_loss` (dropout on) when
-    the history has it, otherwise `val_loss`.
+    the history has it, otherwise `val_loss`. Stage 1's axis reaches three
+    times the lowest best error (at least one point above it), so the
+    plateaus the runs differ on are not squashed by the first epochs; one
+    legend under both panels names the runs.
 
     Args:
         runs: label -> `{"stage1": history, "stage2": history, "target":
@@ -240,33 +243,44 @@ def plot_protocol_runs(runs: dict, path) -> Path:
     Returns:
         The path of the PNG.
     """
-    fig, axes = _subplots(1, 2, figsize=(10, 3.8))
+    # One legend for both panels, below them, so it hides no curve.
+    legend_rows = -(-len(runs) // 2)
+    legend_height = 0.16 * legend_rows + 0.05
+    fig, axes = _subplots(1, 2, figsize=(10, 3.8 + legend_height))
     first, second = axes[0]
     noisy = False
+    bests = []
     for color, (label, run) in enumerate(runs.items()):
         style = {"color": f"C{color}", "linewidth": 1}
         error = 100.0 * (1.0 - np.asarray(run["stage1"]["val_accuracy"], float))
         epochs = np.arange(1, len(error) + 1)
         first.plot(epochs, error, label=label, **style)
         best = int(np.argmin(error))
+        bests.append(error[best])
         first.plot(epochs[best], error[best], "o", color=f"C{color}")
         stage2 = run["stage2"]
         key = "val_noisy_loss" if "val_noisy_loss" in stage2 else "val_loss"
         noisy |= key == "val_noisy_loss"
         loss = np.asarray(stage2.get(key, []), float)
-        second.plot(np.arange(1, len(loss) + 1), loss, label=label, **style)
+        second.plot(np.arange(1, len(loss) + 1), loss, **style)
         if run.get("target") is not None:
             second.axhline(run["target"], linestyle="--", **style)
     first.set_title("stage 1: validation error (dot: best epoch)", fontsize=10)
     first.set_xlabel("epoch")
     first.set_ylabel("validation error (%)")
-    first.set_ylim(0.0, min(5.0, first.get_ylim()[1]))
+    if bests:
+        # The first epochs' errors would squash the plateau the runs differ on.
+        lowest = min(bests)
+        first.set_ylim(0.0, min(first.get_ylim()[1], max(3.0 * lowest, lowest + 1.0)))
     second.set_title("stage 2: loss on the former validation images", fontsize=10)
     second.set_xlabel("epoch of stage 2")
     second.set_ylabel(("dropout-on " if noisy else "") + "loss (dashed: target)")
     second.set_yscale("log")
     for ax in (first, second):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(
+        *first.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7,
+        frameon=False,
+    )  # fmt: skip
+    fig.tight_layout(rect=(0.0, legend_height / (3.8 + legend_height), 1.0, 1.0))
     return _save(fig, path)

@@ -37,6 +37,35 @@ def test_protocol_runs_mark_the_best_epoch_and_the_target(tmp_path, monkeypatch)
     assert list(target.get_ydata()) == [0.01, 0.01]  # the target line
 
 
+def test_protocol_runs_scale_stage1_to_the_plateau_and_share_one_legend(
+    tmp_path, monkeypatch
+):
+    saved = {}
+    save = plots._save
+    monkeypatch.setattr(
+        plots,
+        "_save",
+        lambda fig, path: saved.setdefault("fig", fig) and save(fig, path),
+    )
+    runs = {  # CIFAR-like errors: 90% at first, 14% at best
+        f"run {i}": {
+            "stage1": {"val_accuracy": [0.1, 0.5, 0.86 - i / 100, 0.85]},
+            "stage2": {"val_loss": [0.5, 0.4]},
+            "target": None,
+        }
+        for i in range(3)
+    }
+    kg.plots.plot_protocol_runs(runs, tmp_path / "runs.png")
+    fig = saved["fig"]
+    first, second = fig.axes
+    # Three times the lowest best error (14%): the best epochs show, the
+    # first epoch's 90% is cut.
+    assert first.get_ylim() == pytest.approx((0.0, 42.0))
+    assert first.get_legend() is None and second.get_legend() is None
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == list(runs)
+
+
 def test_protocol_runs_prefer_the_dropout_on_stage2_loss(tmp_path, monkeypatch):
     saved = {}
     save = plots._save
