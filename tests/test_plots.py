@@ -7,15 +7,21 @@ import keras_gradreg as kg
 from keras_gradreg import plots
 
 
-def test_protocol_runs_mark_the_best_epoch_and_the_target(tmp_path, monkeypatch):
-    saved = {}
+@pytest.fixture
+def saved(monkeypatch):
+    """The figure each plot saves, kept (under "fig") for its checks."""
+    kept = {}
     save = plots._save
 
     def keep(fig, path):
-        saved["fig"] = fig
+        kept["fig"] = fig
         return save(fig, path)
 
     monkeypatch.setattr(plots, "_save", keep)
+    return kept
+
+
+def test_protocol_runs_mark_the_best_epoch_and_the_target(tmp_path, saved):
     path = kg.plots.plot_protocol_runs(
         {
             "plain, seed 0": {
@@ -38,15 +44,8 @@ def test_protocol_runs_mark_the_best_epoch_and_the_target(tmp_path, monkeypatch)
 
 
 def test_protocol_runs_scale_stage1_to_the_plateau_and_share_one_legend(
-    tmp_path, monkeypatch
+    tmp_path, saved
 ):
-    saved = {}
-    save = plots._save
-    monkeypatch.setattr(
-        plots,
-        "_save",
-        lambda fig, path: saved.setdefault("fig", fig) and save(fig, path),
-    )
     runs = {  # CIFAR-like errors: 90% at first, 14% at best
         f"run {i}": {
             "stage1": {"val_accuracy": [0.1, 0.5, 0.86 - i / 100, 0.85]},
@@ -66,14 +65,7 @@ def test_protocol_runs_scale_stage1_to_the_plateau_and_share_one_legend(
     assert [t.get_text() for t in legend.get_texts()] == list(runs)
 
 
-def test_protocol_runs_prefer_the_dropout_on_stage2_loss(tmp_path, monkeypatch):
-    saved = {}
-    save = plots._save
-    monkeypatch.setattr(
-        plots,
-        "_save",
-        lambda fig, path: saved.setdefault("fig", fig) and save(fig, path),
-    )
+def test_protocol_runs_prefer_the_dropout_on_stage2_loss(tmp_path, saved):
     stage2 = {"val_loss": [0.004, 0.003], "val_noisy_loss": [0.05, 0.02]}
     kg.plots.plot_protocol_runs(
         {"l2": {"stage1": {"val_accuracy": [0.99]}, "stage2": stage2, "target": 0.03}},
