@@ -28,3 +28,25 @@ def check_integer(name, value, minimum=1, *, allow_none=False, types=(int,)):
             f"Argument `{name}` must be {accepted}. Received: {name}={value!r}"
         )
     return value
+
+
+def check_number(name, value, minimum=0.0, *, exclusive=False):
+    """Returns `value` as a float if it is a real number >= `minimum` (>
+    `minimum` when `exclusive`).
+
+    Args:
+        name: the argument's name, for the error.
+        value: the value received.
+        minimum: the bound.
+        exclusive: whether `minimum` itself is refused.
+
+    Raises:
+        ValueError: naming the argument and the value received.
+    """
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or value < minimum or (exclusive and value == minimum):
+        bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
+        raise ValueError(
+            f"Argument `{name}` must be a number {bound}. Received: {name}={value!r}"
+        )
+    return float(value)
