@@ -5,6 +5,7 @@ import json
 import os
 
 import keras
+import numpy as np
 import pytest
 
 from keras_gradreg import datasets
@@ -424,6 +425,27 @@ def test_end_to_end_benchmark_times_both_checkouts(tmp_path):
         [*command[:2], "--rounds", "0"], capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "--rounds must be >= 1. Received: 0" in bad.stderr
+
+
+def test_table_iii_width_init_restores_the_full_networks_scale():
+    """`--width-init` divides the paper's init range (0.005) by sqrt(width)
+    on every layer whose fan-in the width shrinks, and only there."""
+    cifar = import_example("reproduce_cifar10")
+    protocol = cifar.MAXOUT_PROTOCOLS["cifar10"]
+    ranges = {}
+    for width_init in (False, True):
+        model = cifar.build({"sigma": 0.0}, protocol, 0.25, 10, width_init)
+        ranges[width_init] = {
+            layer.name: float(np.abs(keras.ops.convert_to_numpy(layer.kernel)).max())
+            for layer in model.layers
+            if hasattr(layer, "kernel")
+        }
+    assert set(cifar.WIDER_FAN_IN) < set(ranges[True])
+    for name, paper in ranges[False].items():
+        assert 0.004 < paper <= 0.005, name  # uniform in +-0.005
+        expected = 2.0 if name in cifar.WIDER_FAN_IN else 1.0  # 1 / sqrt(0.25)
+        assert ranges[True][name] / 0.005 == pytest.approx(expected, rel=0.2), name
+        assert ranges[True][name] <= 0.005 * expected + 1e-9, name
 
 
 @pytest.mark.slow
