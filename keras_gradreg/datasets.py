@@ -297,6 +297,7 @@ def global_contrast_normalize(
     x,
     scale: float = 55.0,
     sqrt_bias: float = 0.0,
+    *,
     use_std: bool = False,
     epsilon: float = 1e-8,
 ):
