@@ -3,6 +3,10 @@ the value received, as Keras's do)."""
 
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
+
 
 def check_integer(name, value, minimum=1, *, allow_none=False, types=(int,)):
     """Returns `value` if it is an integer >= `minimum` (or None when
@@ -31,8 +35,8 @@ def check_integer(name, value, minimum=1, *, allow_none=False, types=(int,)):
 
 
 def check_number(name, value, minimum=0.0, *, exclusive=False):
-    """Returns `value` as a float if it is a real number >= `minimum` (>
-    `minimum` when `exclusive`).
+    """Returns `value` as a float if it is a real number (NumPy's too)
+    >= `minimum` (> `minimum` when `exclusive`). Booleans are refused.
 
     Args:
         name: the argument's name, for the error.
@@ -43,7 +47,7 @@ def check_number(name, value, minimum=0.0, *, exclusive=False):
     Raises:
         ValueError: naming the argument and the value received.
     """
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
     if not number or value < minimum or (exclusive and value == minimum):
         bound = f"> {minimum:g}" if exclusive else f">= {minimum:g}"
         raise ValueError(

@@ -306,8 +306,8 @@ def global_contrast_normalize(
 
     `x_i <- (x_i - mean(x_i)) / d_i` with
     `d_i = sqrt(sqrt_bias + ||x_i - mean(x_i)||^2) / scale`, or with
-    `use_std=True` `d_i = sqrt(sqrt_bias + var(x_i)) / scale` (`var` with
-    one degree of freedom, as pylearn2 and Coates et al.'s MATLAB code);
+    `use_std=True` `d_i = sqrt(sqrt_bias + var(x_i)) / scale` (the sample
+    variance, over n - 1, as pylearn2 and Coates et al.'s MATLAB code);
     an image whose `d_i < epsilon` is centered but not divided.
 
     The defaults are the maxout papers' CIFAR-10 setup, pylearn2's

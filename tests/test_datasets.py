@@ -187,6 +187,10 @@ def test_global_contrast_normalization_is_pylearn2s():
     np.testing.assert_allclose(
         coates.reshape(6, -1), _pylearn2_gcn(x, 55.0, 10.0, True), rtol=1e-5
     )
+    # NumPy scalars are numbers too.
+    np.testing.assert_allclose(
+        datasets.global_contrast_normalize(x, scale=np.float32(55.0)), out
+    )
     constant = datasets.global_contrast_normalize(np.ones((1, 5)))
     assert np.all(np.isfinite(constant)) and np.all(constant == 0.0)
 
