@@ -1,8 +1,39 @@
+import os
+import shutil
+import tempfile
+
 import keras
 import numpy as np
 import pytest
 
 BACKEND = keras.backend.backend()
+
+
+def pytest_configure(config):
+    """On JAX, one session's compiled programs are shared through JAX's
+    persistent compilation cache, in a folder of the session's own (so every
+    run starts cold, as CI does). Models of the same architecture compile to
+    the same XLA program, whatever their weights: the example scripts'
+    members, seeds and attacks then compile once (a third of JAX's suite time
+    goes to XLA). Subprocesses inherit the folder through the environment."""
+    if BACKEND != "jax":
+        return
+    import jax
+
+    config._jax_cache = tempfile.mkdtemp(prefix="keras-gradreg-jax-cache-")
+    settings = {
+        "jax_compilation_cache_dir": config._jax_cache,
+        "jax_persistent_cache_min_compile_time_secs": 0,
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    for name, value in settings.items():
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value)
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_jax_cache", None):
+        shutil.rmtree(config._jax_cache, ignore_errors=True)
 
 
 @pytest.fixture

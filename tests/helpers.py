@@ -4,7 +4,9 @@ import importlib
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +23,18 @@ def write_fake_mnist(folder, n=64, n_test=None):
         y_train=rng.integers(0, 10, n).astype(np.uint8),
         x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
         y_test=rng.integers(0, 10, n_test).astype(np.uint8),
+    )
+
+
+def on_one_backend(tested_elsewhere, backend="jax"):
+    """Marks an end-to-end test of a backend-agnostic script, run on one
+    backend only (JAX by default: the paper runs' backend, and the cheapest
+    to compile there since the session shares its compiled programs).
+    `tested_elsewhere` names where the library code the script calls is
+    tested on every backend."""
+    return pytest.mark.skipif(
+        keras.backend.backend() != backend,
+        reason=f"a backend-agnostic script, run on {backend}: {tested_elsewhere}",
     )
 
 

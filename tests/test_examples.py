@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_gradreg import datasets
-from tests.helpers import ROOT, import_example
+from tests.helpers import ROOT, import_example, on_one_backend
 
 HAS_MNIST = datasets.find_dataset_file("mnist.npz") is not None
 requires_mnist = pytest.mark.skipif(
@@ -85,6 +85,7 @@ def test_public_api_is_flat_documented_and_registered():
 
 @pytest.mark.slow
 @requires_mnist
+@on_one_backend("the protocol in test_protocol.py, the noise in test_noise.py")
 def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, capsys):
     reproduce_paper = import_example("reproduce_paper")
     argv = [
@@ -122,12 +123,7 @@ def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, caps
 
 @pytest.mark.slow
 @requires_mnist
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="a backend-agnostic script; the Table I smoke test runs it on every "
-    "backend and the convolutional network is tested on every backend in "
-    "test_networks.py, so one backend runs Table II",
-)
+@on_one_backend("the convolutional network in test_networks.py")
 def test_table_ii_records_finished_runs_apart_from_checkpoints(tmp_path, capsys):
     """Table II's convolutional network trains through the same script, and
     the finished runs' records (`--record`, the folder the repository keeps)
@@ -207,6 +203,7 @@ def test_ablations_change_one_thing_of_table_i_each():
 
 @pytest.mark.slow
 @requires_mnist
+@on_one_backend("training in test_models.py, the attacks in test_attacks.py")
 def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, capsys):
     reproduce_mnist = import_example("reproduce_mnist")
     argv = [
@@ -255,11 +252,7 @@ def test_reproduction_refuses_an_unknown_member(capsys):
 
 @pytest.mark.slow
 @requires_mnist
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="a backend-agnostic script (about a minute); its forms are tested on "
-    "every backend in test_multistep.py, so one backend runs it",
-)
+@on_one_backend("its forms in test_multistep.py")
 def test_inner_max_comparison_writes_its_table_and_resumes(tmp_path, capsys):
     compare = import_example("compare_inner_max")
     argv = [
@@ -285,6 +278,7 @@ def test_inner_max_comparison_writes_its_table_and_resumes(tmp_path, capsys):
 
 @pytest.mark.slow
 @requires_mnist
+@on_one_backend("test_semi_supervised.py and test_virtual.py")
 def test_semi_supervised_example_trains_both_runs_and_resumes(tmp_path, capsys):
     semi = import_example("semi_supervised_mnist")
     argv = [
@@ -395,11 +389,7 @@ def test_scaling_benchmark_runs_one_cell(tmp_path):
 
 
 @requires_mnist
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="a backend-agnostic script (its jobs are the library's, tested on "
-    "every backend elsewhere)",
-)
+@on_one_backend("its jobs are the library's, tested in the other files")
 def test_end_to_end_benchmark_times_both_checkouts(tmp_path):
     """`benchmarks/end_to_end.py` on tiny jobs, this checkout against itself
     as `--source` (no timing threshold: only that it measures and reports)."""
@@ -449,11 +439,7 @@ def test_table_iii_width_init_restores_the_full_networks_scale():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    keras.backend.backend() != "jax",
-    reason="a backend-agnostic script; the network and the protocol's pieces are "
-    "tested on every backend in test_networks.py and test_protocol.py",
-)
+@on_one_backend("the network in test_networks.py, the protocol in test_protocol.py")
 def test_table_iii_picks_sigma_on_validation_and_retrains(
     tmp_path, monkeypatch, capsys
 ):
