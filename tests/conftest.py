@@ -14,8 +14,9 @@ def pytest_configure(config):
     persistent compilation cache, in a folder of the session's own (so every
     run starts cold, as CI does). Models of the same architecture compile to
     the same XLA program, whatever their weights: the example scripts'
-    members, seeds and attacks then compile once (a third of JAX's suite time
-    goes to XLA). Subprocesses inherit the folder through the environment."""
+    members, seeds and attacks then compile once (JAX's suite alone took
+    1,805 s without it, 1,019 s with it). Subprocesses inherit the folder
+    through the environment."""
     if BACKEND != "jax":
         return
     import jax
