@@ -69,9 +69,9 @@ docs: $(STAMP)
 # docstring examples run once, on DOCTEST_BACKEND. TEST_JOBS processes run
 # at once (much of a test's time is single-threaded tracing, so two share
 # two cores well); each backend's output is printed whole when it ends.
-# Longest first: on 2 cores JAX's suite (about 22 min, the example scripts
-# end to end) runs beside TensorFlow's (11) and then torch's (9) and the
-# Keras-floor job (5), about 25 min in all.
+# Longest first: on 2 cores JAX's suite (22-25 min, the example scripts
+# end to end) runs beside TensorFlow's (11-13) and then torch's (9-10) and the
+# Keras-floor job (5-6): 26-30 min of tests in all, measured.
 TEST_JOBS ?= 2
 test: lint docs
 	@mkdir -p .test-logs; rm -f .test-logs/*; \
