@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import statistics
 import time
 import warnings
@@ -43,6 +45,12 @@ class EpochTimer(keras.callbacks.Callback):
         return statistics.median(self.times) if self.times else float("nan")
 
 
+def _saved_epoch(path: str) -> int:
+    """The epoch before which the random state in `path` was saved."""
+    with np.load(path) as saved:
+        return int(saved["epoch"])
+
+
 @keras_gradreg_export("keras_gradreg.callbacks.BackupAndRestore")
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras's `BackupAndRestore`, restoring the random state as well.
@@ -64,10 +72,18 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     where that device exists. A `tf.data.Dataset` of your own shuffles with
     its own seeds, which this callback does not see.
 
+    Keras writes the weights in place, so a process killed while writing
+    them (at a job's time limit, say) leaves a backup no resume can read.
+    Here the previous epoch's backup is kept by default
+    (`double_checkpoint=True`, Keras's own fallback): such a run resumes
+    from the epoch before, with that epoch's random state, and trains as
+    an uninterrupted run would. A backup that cannot be read at all raises
+    a `ValueError` that names the folder.
+
     Args:
         backup_dir: the folder of the backup, as in Keras.
-        double_checkpoint: keep the previous epoch's backup too, as in
-            Keras.
+        double_checkpoint: keep the previous epoch's backup too (Keras's
+            default is False).
         delete_checkpoint: delete the backup when training ends, as in
             Keras.
 
@@ -76,7 +92,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         >>> # model.fit(x, y, epochs=100, callbacks=[backup]); a rerun resumes
     """
 
-    def __init__(self, backup_dir, double_checkpoint=False, delete_checkpoint=True):
+    def __init__(self, backup_dir, double_checkpoint=True, delete_checkpoint=True):
         super().__init__(
             backup_dir,
             save_freq="epoch",
@@ -84,6 +100,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             delete_checkpoint=delete_checkpoint,
         )
         self._random_state_path = os.path.join(backup_dir, "random_state.npz")
+        self._prev_random_state_path = os.path.join(backup_dir, "random_state.prev.npz")
 
     def _seed_states(self):
         model = self.model
@@ -93,7 +110,16 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         return states + ([seed.state] if seed is not None else [])
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
+        try:
+            # Keras falls back on the previous epoch's backup by itself.
+            super().on_train_begin(logs)
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(
+                f"The backup in {self.backup_dir} cannot be read ({error}): "
+                "was the process that wrote it killed while writing? Delete the "
+                "folder to start this training afresh. "
+                f"Received: backup_dir={self.backup_dir!r}"
+            ) from error
         # Set back when the resumed epoch begins, once its number is known.
         self._restore_pending = os.path.exists(self._random_state_path)
 
@@ -101,17 +127,23 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if not getattr(self, "_restore_pending", False):
             return  # a fresh run, or a backup made by Keras's callback
         self._restore_pending = False
-        with np.load(self._random_state_path) as saved:
-            if int(saved["epoch"]) != epoch:
-                warnings.warn(
-                    f"{self._random_state_path} holds the random state before "
-                    f"epoch {int(saved['epoch'])}, and training resumes at "
-                    f"epoch {epoch} (interrupted between two writes of the "
-                    "backup?): this run resumes without it, drawing the first "
-                    "epochs' dropout masks and batch order again.",
-                    stacklevel=2,
-                )
-                return
+        # The latest random state, or the previous one where Keras resumed
+        # from the previous epoch's backup.
+        paths = (self._random_state_path, self._prev_random_state_path)
+        path = next(
+            (p for p in paths if os.path.exists(p) and _saved_epoch(p) == epoch), None
+        )
+        if path is None:
+            warnings.warn(
+                f"{self._random_state_path} holds the random state before "
+                f"epoch {_saved_epoch(self._random_state_path)}, and training "
+                f"resumes at epoch {epoch} (interrupted between two writes of "
+                "the backup?): this run resumes without it, drawing the first "
+                "epochs' dropout masks and batch order again.",
+                stacklevel=2,
+            )
+            return
+        with np.load(path) as saved:
             states = self._seed_states()
             if len(states) != int(saved["seed_count"]):
                 raise ValueError(
@@ -151,6 +183,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         }  # fmt: skip
         generators = _backend.global_random_state() or {}
         arrays.update({f"global_{k}": v for k, v in generators.items()})
+        if self.double_checkpoint and os.path.exists(self._random_state_path):
+            shutil.copyfile(self._random_state_path, self._prev_random_state_path)
         partial = self._random_state_path + ".partial.npz"
         np.savez(partial, **arrays)
         os.replace(partial, self._random_state_path)

@@ -35,6 +35,7 @@ from keras_gradreg.stopping import (
     ContinueUntilMatched,
     NoisyLoss,
     ResumableEarlyStopping,
+    _save_model,
     _write_json,
     noisy_loss,
 )
@@ -351,7 +352,7 @@ def train_then_continue(
         ],
     )  # fmt: skip
     model_path = directory / "final.keras"
-    model.save(model_path)
+    _save_model(model, model_path)
     last_epoch = history.epoch[-1] if history.epoch else first - 1
     val_losses = history.history.get(monitored, [])
     summary = {

@@ -43,6 +43,14 @@ def _write_json(path: Path, value) -> None:
     os.replace(tmp, path)
 
 
+def _save_model(model: keras.Model, path: Path) -> None:
+    """Saves `model` atomically, like `_write_json`: a process killed while
+    writing leaves the old file, not a half-written one."""
+    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+    model.save(partial)
+    os.replace(partial, path)
+
+
 @keras_gradreg_export("keras_gradreg.protocol.noisy_loss")
 def noisy_loss(model: keras.Model, x, y, batch_size: int = 1000) -> float:
     """The model's compiled loss on `(x, y)` with its noise on: the mean over
@@ -211,7 +219,7 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             self.best_logs = {k: float(v) for k, v in logs.items()}
-            self.model.save(self.best_path)
+            _save_model(self.model, self.best_path)
         elif epoch > self.last_epoch:  # a resumed epoch is not counted twice
             self.wait += 1
         self.last_epoch = max(self.last_epoch, epoch)

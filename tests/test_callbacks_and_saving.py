@@ -1,6 +1,7 @@
 """Standard Keras callbacks in `fit`, and `.keras` save/load round trips."""
 
 import csv
+import warnings
 
 import keras
 import numpy as np
@@ -192,6 +193,42 @@ def test_backup_and_restore_resumes_the_random_state_exactly(tmp_path):
     (tmp_path / "keras" / "random_state.npz").unlink()
     replayed = _dropout_run(tmp_path / "keras")
     assert not all(np.array_equal(a, b) for a, b in zip(straight, replayed))
+
+
+class _Epochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.begun = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begun.append(epoch)
+
+
+def test_backup_and_restore_resumes_from_the_epoch_before_a_torn_write(tmp_path):
+    # A process killed while Keras wrote the weights leaves them unreadable:
+    # the run resumes from the previous epoch's backup, with that epoch's
+    # random state, and trains as an uninterrupted one.
+    straight = _dropout_run(tmp_path / "straight")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _dropout_run(tmp_path / "backup", [_Interrupt(2)])
+    (tmp_path / "backup" / "latest.weights.h5").write_bytes(b"half-written")
+    epochs = _Epochs()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resumed = _dropout_run(tmp_path / "backup", [epochs])
+    assert not [w for w in caught if "resumes without it" in str(w.message)]
+    assert epochs.begun == [1, 2]
+    for a, b in zip(straight, resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_backup_and_restore_names_a_backup_it_cannot_read(tmp_path):
+    with pytest.raises(RuntimeError, match="interrupted"):
+        _dropout_run(tmp_path, [_Interrupt(2)])
+    for path in tmp_path.glob("*weights*"):  # the latest and the previous
+        path.write_bytes(b"half-written")
+    with pytest.raises(ValueError, match=f"cannot be read.*{tmp_path.name}"):
+        _dropout_run(tmp_path)
 
 
 def test_backup_and_restore_skips_a_random_state_of_another_epoch(tmp_path):

@@ -209,6 +209,30 @@ def test_resumable_early_stopping_does_not_count_a_resumed_epoch_twice(tmp_path)
     assert again.wait == 2
 
 
+def test_resumable_early_stopping_keeps_the_best_model_through_a_dying_save(
+    tmp_path, monkeypatch
+):
+    model = _tiny_model("sgd")
+    model.stop_training = False
+    callback = ResumableEarlyStopping(tmp_path, patience=5, restore_best_weights=False)
+    _drive(callback, model, [0.5])
+    saved = keras.saving.load_model(tmp_path / "best.keras").get_weights()
+
+    def dying_save(self, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:  # as a process killed while writing
+            f.write(b"half-written")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save", dying_save)
+    model.set_weights([w + 1.0 for w in model.get_weights()])
+    with pytest.raises(KeyboardInterrupt):
+        _drive(callback, model, [0.6], start=1)
+    monkeypatch.undo()
+    kept = keras.saving.load_model(tmp_path / "best.keras").get_weights()
+    for a, b in zip(saved, kept):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_continue_until_matched_stops_at_the_target():
     model = _tiny_model("sgd")
     model.stop_training = False
