@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_gradreg import datasets
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -24,6 +26,14 @@ def write_fake_mnist(folder, n=64, n_test=None):
         x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
         y_test=rng.integers(0, 10, n_test).astype(np.uint8),
     )
+
+
+#: Skips a test that needs the real MNIST: `mnist.npz` where the loaders look
+#: (`$KERAS_GRADREG_DATA` first; CI points it at the shared copy).
+requires_mnist = pytest.mark.skipif(
+    datasets.find_dataset_file("mnist.npz") is None,
+    reason="no local mnist.npz (set $KERAS_GRADREG_DATA)",
+)
 
 
 def on_one_backend(tested_elsewhere, backend="jax"):

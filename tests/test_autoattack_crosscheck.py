@@ -2,24 +2,18 @@
 same network: on the torch backend a Keras model is a `torch.nn.Module`, so
 torchattacks attacks exactly the model ours does."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
 
 import keras_gradreg as kg
 from tests.conftest import BACKEND
+from tests.helpers import requires_mnist
 
 torchattacks = pytest.importorskip("torchattacks") if BACKEND == "torch" else None
 pytestmark = [
     pytest.mark.skipif(BACKEND != "torch", reason="torchattacks runs on torch"),
-    pytest.mark.skipif(
-        not os.path.exists(
-            os.path.join(os.environ.get("KERAS_GRADREG_DATA", ""), "mnist.npz")
-        ),
-        reason="needs the local MNIST copy ($KERAS_GRADREG_DATA)",
-    ),
+    requires_mnist,
 ]
 
 

@@ -1,11 +1,10 @@
 """The offline MNIST loader: lookup order, scaling, and the error offline."""
 
-import os
-
 import numpy as np
 import pytest
 
 from keras_gradreg import datasets
+from tests.helpers import requires_mnist
 
 
 def _write_fake_mnist(folder, value):
@@ -67,13 +66,7 @@ def test_a_corrupt_npz_is_named(tmp_path):
         datasets.load_mnist(data_dir=tmp_path)
 
 
-@pytest.mark.skipif(
-    not os.environ.get(datasets.DATA_ENV)
-    or not os.path.exists(
-        os.path.join(os.environ.get(datasets.DATA_ENV, ""), "mnist.npz")
-    ),
-    reason="the shared MNIST copy is not available",
-)
+@requires_mnist
 def test_real_mnist_from_the_shared_folder():
     (x, y), (xt, yt) = datasets.load_mnist()
     assert x.shape == (60000, 28, 28) and xt.shape == (10000, 28, 28)

@@ -8,13 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_gradreg import datasets
-from tests.helpers import ROOT, import_example, on_one_backend
-
-HAS_MNIST = datasets.find_dataset_file("mnist.npz") is not None
-requires_mnist = pytest.mark.skipif(
-    not HAS_MNIST, reason="no local mnist.npz (set $KERAS_GRADREG_DATA)"
-)
+from tests.helpers import ROOT, import_example, on_one_backend, requires_mnist
 
 
 def assert_resumes(main, argv, rows, trained_marker, capsys):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import keras_gradreg as kg
-from keras_gradreg import datasets, tuning
-from tests.helpers import import_example, on_one_backend
+from keras_gradreg import tuning
+from tests.helpers import import_example, on_one_backend, requires_mnist
 
 
 def _small_model(hp):
@@ -176,10 +176,7 @@ def test_robust_objective_without_validation_data_is_a_clear_error(classificatio
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    datasets.find_dataset_file("mnist.npz") is None,
-    reason="no local mnist.npz (set $KERAS_GRADREG_DATA)",
-)
+@requires_mnist
 @on_one_backend("the hypermodel and a two-trial search, above")
 def test_tune_mnist_runs_end_to_end_and_resumes(tmp_path, capsys):
     tune_mnist = import_example("tune_mnist")
