@@ -183,8 +183,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         }  # fmt: skip
         generators = _backend.global_random_state() or {}
         arrays.update({f"global_{k}": v for k, v in generators.items()})
+        # Each file is written beside its place and renamed over it: a
+        # process killed while writing leaves the old file, not half a new.
         if self.double_checkpoint and os.path.exists(self._random_state_path):
-            shutil.copyfile(self._random_state_path, self._prev_random_state_path)
+            partial = self._prev_random_state_path + ".partial.npz"
+            shutil.copyfile(self._random_state_path, partial)
+            os.replace(partial, self._prev_random_state_path)
         partial = self._random_state_path + ".partial.npz"
         np.savez(partial, **arrays)
         os.replace(partial, self._random_state_path)
