@@ -411,25 +411,34 @@ def test_end_to_end_benchmark_times_both_checkouts(tmp_path):
     assert bad.returncode == 2 and "--rounds must be >= 1. Received: 0" in bad.stderr
 
 
-def test_table_iii_width_init_restores_the_full_networks_scale():
-    """`--width-init` divides the paper's init range (0.005) by sqrt(width)
-    on every layer whose fan-in the width shrinks, and only there."""
+def test_table_iii_inits():
+    """`--init paper-width` divides the paper's init range (0.005) by
+    sqrt(width) on every layer whose fan-in the width shrinks, and only
+    there; `--init glorot` is Keras's Glorot uniform (range sqrt(6 / (fan_in
+    + fan_out))); another name is refused by name."""
     cifar = import_example("reproduce_cifar10")
     protocol = cifar.MAXOUT_PROTOCOLS["cifar10"]
     ranges = {}
-    for width_init in (False, True):
-        model = cifar.build({"sigma": 0.0}, protocol, 0.25, 10, width_init)
-        ranges[width_init] = {
+    for init in cifar.INITS:
+        model = cifar.build({"sigma": 0.0}, protocol, 0.25, 10, init)
+        ranges[init] = {
             layer.name: float(np.abs(keras.ops.convert_to_numpy(layer.kernel)).max())
             for layer in model.layers
             if hasattr(layer, "kernel")
         }
-    assert set(cifar.WIDER_FAN_IN) < set(ranges[True])
-    for name, paper in ranges[False].items():
+    assert set(cifar.WIDER_FAN_IN) < set(ranges["paper-width"])
+    for name, paper in ranges["paper"].items():
         assert 0.004 < paper <= 0.005, name  # uniform in +-0.005
         expected = 2.0 if name in cifar.WIDER_FAN_IN else 1.0  # 1 / sqrt(0.25)
-        assert ranges[True][name] / 0.005 == pytest.approx(expected, rel=0.2), name
-        assert ranges[True][name] <= 0.005 * expected + 1e-9, name
+        widened = ranges["paper-width"][name]
+        assert widened / 0.005 == pytest.approx(expected, rel=0.2), name
+        assert widened <= 0.005 * expected + 1e-9, name
+    softmax = model.get_layer("softmax").kernel.shape  # (fan_in, 10)
+    glorot = np.sqrt(6.0 / (softmax[0] + softmax[1]))
+    assert ranges["glorot"]["softmax"] == pytest.approx(glorot, rel=0.2)
+    assert ranges["glorot"]["softmax"] <= glorot
+    with pytest.raises(ValueError, match="Received: init='he'"):
+        cifar.build({"sigma": 0.0}, protocol, 0.25, 10, "he")
 
 
 @pytest.mark.slow
@@ -449,8 +458,14 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
         "--output", str(tmp_path / "runs"), "--record", str(tmp_path / "record"),
         "--width", "0.05", "--max-epochs", "2", "--patience", "1",
         "--retrain-epochs", "1", "--sigmas", "0.3", "1.0", "--verbose", "0",
+        "--init", "glorot", "--conv-lr-scale", "0.3",
     ]  # fmt: skip
+    first = cifar.main([*argv, "--members", "l2", "--sigmas", "0.3", "--only-40k"])
+    assert first["l2"]["50k"] is None and len(first["l2"]["candidates"]) == 1
+    assert "| — |" in (tmp_path / "record" / "results.md").read_text()
+    capsys.readouterr()
     rows = cifar.main(argv)
+    assert "== 40K l2 sigma=0.3" not in capsys.readouterr().out  # read back
     assert list(rows) == ["plain", "l2"]
     candidates = rows["l2"]["candidates"]
     assert [r["sigma"] for r in candidates] == [0.3, 1.0]
@@ -459,6 +474,8 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
     table = (tmp_path / "record" / "results.md").read_text()
     assert "CIFAR-10 (JPEG copy)" in table and "13.26%" in table and "12.28%" in table
     assert "Validation accuracy of the l2 40K runs by sigma" in table
+    assert "Glorot uniform init" in table and "learning rate x0.3" in table
     assert (tmp_path / "record" / "curves.png").exists() and "(curves.png)" in table
     assert_resumes(cifar.main, argv, rows, "== 40K", capsys)
     assert_refuses(cifar.main, [*argv, "--width", "0.1"])
+    assert_refuses(cifar.main, [*argv, "--conv-lr-scale", "0.05"])
