@@ -15,6 +15,7 @@ import numpy as np
 from keras_gradreg import _keras_compat, attacks
 from keras_gradreg import backend as _backend
 from keras_gradreg._checks import check_integer
+from keras_gradreg._files import atomic_path
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.norms import canonical_norm
 
@@ -186,12 +187,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         # Each file is written beside its place and renamed over it: a
         # process killed while writing leaves the old file, not half a new.
         if self.double_checkpoint and os.path.exists(self._random_state_path):
-            partial = self._prev_random_state_path + ".partial.npz"
-            shutil.copyfile(self._random_state_path, partial)
-            os.replace(partial, self._prev_random_state_path)
-        partial = self._random_state_path + ".partial.npz"
-        np.savez(partial, **arrays)
-        os.replace(partial, self._random_state_path)
+            with atomic_path(self._prev_random_state_path) as partial:
+                shutil.copyfile(self._random_state_path, partial)
+        with atomic_path(self._random_state_path) as partial:
+            np.savez(partial, **arrays)
 
 
 @keras_gradreg_export("keras_gradreg.callbacks.SigmaSchedule")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import keras
 
 from keras_gradreg import objective
 from keras_gradreg._checks import check_integer
+from keras_gradreg._files import atomic_path
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.backend.common import call_model
 
@@ -38,17 +38,15 @@ def _monitored(callback, logs) -> float:
 
 def _write_json(path: Path, value) -> None:
     """Writes JSON atomically (a crash leaves the old file or the new one)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
+    with atomic_path(path) as partial:
+        partial.write_text(json.dumps(value, indent=2))
 
 
 def _save_model(model: keras.Model, path: Path) -> None:
     """Saves `model` atomically, like `_write_json`: a process killed while
     writing leaves the old file, not a half-written one."""
-    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
-    model.save(partial)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        model.save(partial)
 
 
 @keras_gradreg_export("keras_gradreg.protocol.noisy_loss")

@@ -1,0 +1,29 @@
+import os
+
+import pytest
+
+from keras_gradreg._files import atomic_path
+
+
+def test_atomic_path_replaces_the_file_only_once_written(tmp_path):
+    path = tmp_path / "best.keras"
+    path.write_text("old")
+    with atomic_path(path) as partial:
+        assert partial == tmp_path / "best.partial.keras"  # the suffix kept
+        partial.write_text("new")
+        assert path.read_text() == "old"
+    assert path.read_text() == "new"
+    assert os.listdir(tmp_path) == ["best.keras"]
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "state.npz"
+    path.write_text("old")
+    with pytest.raises(RuntimeError, match="killed"):
+        with atomic_path(str(path)) as partial:
+            assert isinstance(partial, str) and partial.endswith(".partial.npz")
+            with open(partial, "w") as f:
+                f.write("half")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["state.npz"]
