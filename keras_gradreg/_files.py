@@ -24,8 +24,12 @@ def atomic_path(path):
         The partial path, of `path`'s type.
 
     Examples:
-        >>> with atomic_path(tmp / "run.json") as partial:  # doctest: +SKIP
-        ...     partial.write_text("{}")
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "run.json"
+        >>> with atomic_path(path) as partial:
+        ...     _ = partial.write_text("{}")
+        >>> path.read_text(), partial.exists()
+        ('{}', False)
     """
     full = Path(path)
     partial = full.with_name(f"{full.stem}.partial{full.suffix}")
