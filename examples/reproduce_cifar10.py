@@ -268,7 +268,7 @@ def write_table(out, rows, args, protocol, source):
         f"Table III: {source}, convolutional maxout at width {args.width:g}, "
         f"{INIT_LABELS[args.init]}, the convolutions' learning rate "
         f"x{dict(protocol.learning_rate_scales)['conv_maxout_1']:g} "
-        f"(test error, {args.seed=}; 40K: early stopping, at most "
+        f"(test error, seed {args.seed}; 40K: early stopping, at most "
         f"{protocol.max_epochs} epochs, patience {protocol.patience}; 50K: "
         f"{protocol.retrain_epochs} epochs).",
         "",

@@ -475,6 +475,7 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
     assert "CIFAR-10 (JPEG copy)" in table and "13.26%" in table and "12.28%" in table
     assert "Validation accuracy of the l2 40K runs by sigma" in table
     assert "Glorot uniform init" in table and "learning rate x0.3" in table
+    assert "(test error, seed 0;" in table
     assert (tmp_path / "record" / "curves.png").exists() and "(curves.png)" in table
     assert_resumes(cifar.main, argv, rows, "== 40K", capsys)
     assert_refuses(cifar.main, [*argv, "--width", "0.1"])
