@@ -38,6 +38,8 @@ import sys
 import tempfile
 import time
 
+from _workers import report, run_worker
+
 EPS = {"linf": 0.1, "l2": 1.0, "l1": 10.0}
 
 
@@ -155,7 +157,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         rows = measure(args.worker, args.suites, args.norms, args.points, args.steps)
-        print(json.dumps(rows))
+        report(rows)
         return
     if "torchattacks" in args.suites and args.backends != ["torch"]:
         parser.error(
@@ -172,19 +174,13 @@ def main(argv=None):
             cwd=os.path.dirname(os.path.abspath(__file__)),
         )  # fmt: skip
         for backend in args.backends:
-            env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-            command = [
-                sys.executable, __file__, "--worker", path, "--steps", str(args.steps),
-                "--points", str(args.points), "--suites", *args.suites,
-                "--norms", *args.norms,
-            ]  # fmt: skip
-            result = subprocess.run(
-                command, env=env, capture_output=True, text=True, check=False
-            )
-            if result.returncode:
-                sys.exit(f"The {backend} worker failed:\n{result.stderr[-3000:]}")
-            for row in json.loads(result.stdout.strip().splitlines()[-1]):
-                results.append({"backend": backend, **row})
+            rows = run_worker(
+                __file__,
+                [path, "--steps", args.steps, "--points", args.points,
+                 "--suites", *args.suites, "--norms", *args.norms],
+                label=backend, env={"KERAS_BACKEND": backend},
+            )  # fmt: skip
+            results.extend({"backend": backend, **row} for row in rows)
     print("| backend | suite | norm | eps | points | seconds | robust accuracy |")
     print("|---|---|---|---:|---:|---:|---:|")
     for r in results:

@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _workers import report, run_worker
+
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ("demo", "tune_trial", "pgd", "epoch")
 
@@ -79,12 +81,8 @@ def run(job: str, source: Path, limit: int | None = None) -> float:
     (`limit` caps the images of `pgd` and `epoch`, for smoke runs)."""
     env = {**os.environ, "PYTHONPATH": str(source), "MPLBACKEND": "Agg"}
     if job in ("pgd", "epoch"):
-        command = [sys.executable, __file__, "--worker", job]
-        command += [] if limit is None else ["--limit", str(limit)]
-        done = subprocess.run(
-            command, env=env, cwd=source, check=True, capture_output=True, text=True
-        )
-        return float(done.stdout.strip().splitlines()[-1])
+        worker_args = [job, *([] if limit is None else ["--limit", limit])]
+        return run_worker(__file__, worker_args, label=job, env=env, cwd=source)
     with tempfile.TemporaryDirectory() as folder:
         if job == "demo":
             command = [sys.executable, "examples/demo_mnist.py", "--verbose", "0"]
@@ -111,7 +109,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--worker", choices=("pgd", "epoch"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(_timed_job(args.worker, args.limit))
+        report(_timed_job(args.worker, args.limit))
         return {}
     if not os.environ.get("KERAS_GRADREG_DATA"):
         parser.error("set $KERAS_GRADREG_DATA to the folder holding mnist.npz")

@@ -25,14 +25,12 @@ from __future__ import annotations
 import argparse
 import collections
 import glob
-import json
-import os
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from _workers import report, run_worker
 from step_cost import build, selected
 
 DEFINITION = re.compile(r"%([\w.\-]+) = \w+\[([\d,]*)\]")
@@ -202,23 +200,20 @@ def main(argv=None):
     if args.steps < 1:
         parser.error(f"--steps must be >= 1. Received: {args.steps}")
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps, args.dump)))
+        report(worker(args.worker, args.steps, args.dump))
         return None
     results = {}
     for name, _ in selected(args.only):
         with tempfile.TemporaryDirectory() as dump:
             env = {
-                **os.environ,
                 "KERAS_BACKEND": args.backend,
                 "XLA_FLAGS": f"--xla_dump_to={dump} --xla_dump_hlo_as_text "
                 f"--xla_dump_hlo_module_re=.*{MODULES[args.backend]}.*",
             }
-            done = subprocess.run(
-                [sys.executable, __file__, "--worker", name, "--dump", dump,
-                 "--steps", str(args.steps)],
-                env=env, capture_output=True, text=True, check=True,
+            results[name] = run_worker(
+                __file__, [name, "--dump", dump, "--steps", args.steps],
+                label=name, env=env,
             )  # fmt: skip
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"  {name}: {results[name]}", file=sys.stderr)
     plain = results["plain"]
     print(

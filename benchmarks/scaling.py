@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
+from _workers import report, run_worker
 from step_cost import fit_data
 
 FORMS = {
@@ -194,7 +193,7 @@ def main(argv=None):
         result = run_cell(
             network, int(batch), form, args.rounds, args.steps, args.width
         )
-        print(json.dumps(result))
+        report(result)
         return
 
     results = []
@@ -208,18 +207,13 @@ def main(argv=None):
         print(
             f"[{i}/{len(todo)}] {backend} {network} b={batch} {form}", file=sys.stderr
         )
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        command = [
-            sys.executable, __file__, "--worker", network, str(batch), form,
-            "--rounds", str(args.rounds), "--steps", str(args.steps),
-            "--width", str(args.width),
+        worker_args = [
+            network, batch, form, "--rounds", args.rounds, "--steps", args.steps,
+            "--width", args.width,
         ]  # fmt: skip
-        out = subprocess.run(command, env=env, capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(
-                f"{backend} {network} {batch} {form} failed:\n{out.stderr[-4000:]}"
-            )
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        label = f"{backend} {network} {batch} {form}"
+        env = {"KERAS_BACKEND": backend}
+        results.append(run_worker(__file__, worker_args, label=label, env=env))
 
     print(
         "| backend | network | batch | form | plain ms/step | form ms/step "

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
+
+from _workers import report, run_worker
 
 CONFIGS = [
     ("plain", None),
@@ -182,23 +182,22 @@ def main(argv=None):
         result = run_backend(
             args.rounds, args.steps, args.batch_size, args.only, args.torch_compile
         )
-        print(json.dumps(result))
+        report(result)
         return
 
     runs = []
     for backend in args.backends:
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        command = [
-            sys.executable, __file__, "--worker",
-            "--rounds", str(args.rounds), "--steps", str(args.steps),
-            "--batch-size", str(args.batch_size), *(["--only", *args.only] if args.only else []),
+        worker_args = [
+            "--rounds", args.rounds, "--steps", args.steps,
+            "--batch-size", args.batch_size, *(["--only", *args.only] if args.only else []),
             *(["--torch-compile"] if args.torch_compile else []),
         ]  # fmt: skip
         print(f"timing {backend} ...", file=sys.stderr)
-        out = subprocess.run(command, env=env, capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(f"{backend} worker failed:\n{out.stderr[-4000:]}")
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        runs.append(
+            run_worker(
+                __file__, worker_args, label=backend, env={"KERAS_BACKEND": backend}
+            )
+        )
 
     header = "| configuration | " + " | ".join(
         f"{r['backend']} ({_compiler(r)}) ex/s | ratio" for r in runs

@@ -34,13 +34,12 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import vs_legacy_adversarial as legacy
+from _workers import report, run_worker
 
 #: Profiler events on the compute threads that are not kernels.
 BOOKKEEPING = {"Process", "StartRegion", "StopRegion", "Record", "MemoryAllocation",
@@ -216,12 +215,7 @@ def main(argv=None) -> dict:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1. Received: {getattr(args, name)}")
     if args.worker:
-        print(
-            "RESULT "
-            + json.dumps(
-                worker(args.worker, args.norm, args.steps, args.epochs, args.dump)
-            )
-        )
+        report(worker(args.worker, args.norm, args.steps, args.epochs, args.dump))
         return {}
     if not legacy.LEGACY.exists():
         parser.error(
@@ -236,19 +230,15 @@ def main(argv=None) -> dict:
         ]
     for name, impl in runs:
         legacy_keras = impl in ("nsl", "legacy-plain")
-        env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2",
+        env = {"KERAS_BACKEND": "tensorflow",
                "TF_USE_LEGACY_KERAS": "1" if legacy_keras else "0"}  # fmt: skip
-        command = [sys.executable, __file__, "--worker", impl, "--norm", args.norm,
-                   "--steps", str(args.steps), "--epochs", str(args.epochs)]  # fmt: skip
+        worker_args = [impl, "--norm", args.norm, "--steps", args.steps,
+                       "--epochs", args.epochs]  # fmt: skip
         with tempfile.TemporaryDirectory() as dump:
             if args.xla:
                 env["XLA_FLAGS"] = f"--xla_dump_to={dump} --xla_dump_hlo_as_text"
-                command += ["--dump", dump]
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode:
-            sys.exit(f"{name}: the worker failed:\n{done.stderr[-3000:]}")
-        line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")][-1]
-        results[name] = json.loads(line[len("RESULT ") :])
+                worker_args += ["--dump", dump]
+            results[name] = run_worker(__file__, worker_args, label=name, env=env)
     mode = "with XLA" if args.xla else "without XLA"
     print(f"TensorFlow {mode}, {args.norm} (sigma {legacy.NORMS[args.norm]}):\n")
     print(table(results))
