@@ -23,6 +23,7 @@ PYTEST_ARGS ?= --durations=15
 BIN := $(VENV)/bin
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+FLOOR_STAMP := .keras-floor/.installed-$(KERAS_FLOOR)
 
 # Real datasets live beside the project, never inside it.
 ifeq ($(origin KERAS_GRADREG_DATA),undefined)
@@ -68,20 +69,22 @@ docs: $(STAMP)
 # One pytest process per backend: Keras fixes its backend at import. The
 # docstring examples run once, on DOCTEST_BACKEND. TEST_JOBS processes run
 # at once (much of a test's time is single-threaded tracing, so two share
-# two cores well); each backend's output is printed whole when it ends.
-# Longest first: on 2 cores JAX's suite (22-25 min, the example scripts
-# end to end) runs beside TensorFlow's (11-13) and then torch's (9-10) and the
-# Keras-floor job (5-6): 26-30 min of tests in all, measured.
+# two cores well); each run's output is printed whole when it ends.
+# Longest first: on 2 cores JAX's suite (23-27 min, the example scripts
+# end to end) runs beside TensorFlow's (12-14) and then torch's (10-12);
+# the two Keras-floor runs (3 min each) go to whichever finishes first.
 TEST_JOBS ?= 2
-test: lint docs
+TEST_RUNS := $(BACKENDS) $(addprefix floor-,$(FLOOR_BACKENDS))
+test: lint docs $(FLOOR_STAMP)
 	@mkdir -p .test-logs; rm -f .test-logs/*; \
-	printf '%s\n' $(BACKENDS) floor | xargs -P $(TEST_JOBS) -I{} sh -c '\
-	  if [ {} = floor ]; then $(MAKE) --no-print-directory test-keras-range; else \
-	    doctests=""; [ {} = "$(DOCTEST_BACKEND)" ] && doctests="--doctest-modules keras_gradreg"; \
-	    KERAS_BACKEND={} $(BIN)/python -m pytest -q tests $$doctests $(PYTEST_ARGS); fi \
-	  > .test-logs/{}.log 2>&1; rc=$$?; echo $$rc > .test-logs/{}.rc; \
-	  echo "=== {} (exit $$rc) ==="; cat .test-logs/{}.log'; \
-	status=0; for run in $(BACKENDS) floor; do \
+	printf '%s\n' $(TEST_RUNS) | xargs -P $(TEST_JOBS) -I{} sh -c '\
+	  case {} in \
+	    floor-*) $(MAKE) --no-print-directory test-keras-range FLOOR_BACKENDS=$${0#floor-} ;; \
+	    *) doctests=""; [ {} = "$(DOCTEST_BACKEND)" ] && doctests="--doctest-modules keras_gradreg"; \
+	       KERAS_BACKEND={} $(BIN)/python -m pytest -q tests $$doctests $(PYTEST_ARGS) ;; \
+	  esac > .test-logs/{}.log 2>&1; rc=$$?; echo $$rc > .test-logs/{}.rc; \
+	  echo "=== {} (exit $$rc) ==="; cat .test-logs/{}.log' {}; \
+	status=0; for run in $(TEST_RUNS); do \
 	  [ "$$(cat .test-logs/$$run.rc 2>/dev/null)" = 0 ] || { echo "FAILED: $$run"; status=1; }; \
 	done; exit $$status
 
@@ -90,9 +93,12 @@ test: lint docs
 # _keras_compat.py) fails here rather than for a user. Keras alone goes in a
 # side folder ahead of the environment's. torch is left out: Keras 3.10's own
 # code fails under torch.compile with torch 2.13.
-test-keras-range: $(STAMP)
-	@[ -d .keras-floor/keras ] || $(BIN)/python -m pip install --quiet --no-deps \
-	  --target .keras-floor "keras==$(KERAS_FLOOR)"
+$(FLOOR_STAMP): | $(STAMP)
+	rm -rf .keras-floor
+	$(BIN)/python -m pip install --quiet --no-deps --target .keras-floor "keras==$(KERAS_FLOOR)"
+	touch $@
+
+test-keras-range: $(FLOOR_STAMP)
 	@status=0; for backend in $(FLOOR_BACKENDS); do \
 	  echo "=== keras $(KERAS_FLOOR), KERAS_BACKEND=$$backend ==="; \
 	  PYTHONPATH=.keras-floor KERAS_BACKEND=$$backend $(BIN)/python -c \

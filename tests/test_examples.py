@@ -128,7 +128,7 @@ def test_table_ii_records_finished_runs_apart_from_checkpoints(tmp_path, capsys)
     record, output = tmp_path / "record", tmp_path / "runs"
     argv = [
         "--table", "2", "--output", str(output), "--record", str(record),
-        "--limit", "64", "--seeds", "0", "--members", "plain", "--max-epochs", "2",
+        "--limit", "32", "--seeds", "0", "--members", "plain", "--max-epochs", "2",
         "--patience", "1", "--continue-max-epochs", "1", "--noise-draws", "1",
         "--square-queries", "10", "--apgd-steps", "2", "--standard-points", "16",
         "--verbose", "0",
