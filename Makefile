@@ -70,9 +70,10 @@ docs: $(STAMP)
 # docstring examples run once, on DOCTEST_BACKEND. TEST_JOBS processes run
 # at once (much of a test's time is single-threaded tracing, so two share
 # two cores well); each run's output is printed whole when it ends.
-# Longest first: on 2 cores JAX's suite (23-27 min, the example scripts
-# end to end) runs beside TensorFlow's (12-14) and then torch's (10-12);
-# the two Keras-floor runs (3 min each) go to whichever finishes first.
+# Longest first: on 2 cores JAX's suite (27-32 min beside background
+# trainings; the example scripts end to end) runs beside TensorFlow's
+# (13-18) and then torch's (12-13); the two Keras-floor runs (4 min each)
+# go to whichever lane frees first.
 TEST_JOBS ?= 2
 TEST_RUNS := $(BACKENDS) $(addprefix floor-,$(FLOOR_BACKENDS))
 test: lint docs $(FLOOR_STAMP)
