@@ -4,8 +4,9 @@ The convolutional maxout network and training of pylearn2's
 `cifar10_no_aug_valid.yaml` (the 40K column) and `cifar10_no_aug.yaml` (the
 50K column): images globally contrast-normalized (each image centered, its
 norm 55) and ZCA-whitened with a filter bias of 0.1 (fitted on the 50,000
-training images), as pylearn2's `make_cifar10_gcn_whitened.py` made them; three convolutional maxout layers (96, 192, 192
-filters x 2 pieces, zero padding 4/3/3), a 500 x 5 maxout layer, softmax;
+training images), as pylearn2's `make_cifar10_gcn_whitened.py` made them;
+three convolutional maxout layers (96, 192, 192 filters x 2 pieces, zero
+padding 4/3/3), a 500 x 5 maxout layer, softmax;
 input dropout 0.2 unscaled and 0.5 on every hidden layer; max-norms 0.9,
 1.9365, 1.9365, 1.9, 1.9365; uniform init +-0.005; batch 128, SGD with
 momentum 0.5 -> 0.6 by epoch 250, learning rate 0.17 decayed linearly to

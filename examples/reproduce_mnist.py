@@ -32,10 +32,13 @@ linf, l2, l1); processes given disjoint members can run side by side in one
 run back into the whole table.
 
 Usage:
-    KERAS_BACKEND=jax python examples/reproduce_mnist.py --budget quick --output runs/repro-quick
+    KERAS_BACKEND=jax python examples/reproduce_mnist.py --budget quick \\
+        --output runs/repro-quick
     # the full budget on two cores, then the whole table:
-    taskset -c 0 python examples/reproduce_mnist.py --budget full --output runs/repro-full --members plain fgsm linf &
-    taskset -c 1 python examples/reproduce_mnist.py --budget full --output runs/repro-full --members l2 l1
+    taskset -c 0 python examples/reproduce_mnist.py --budget full \\
+        --output runs/repro-full --members plain fgsm linf &
+    taskset -c 1 python examples/reproduce_mnist.py --budget full \\
+        --output runs/repro-full --members l2 l1
 """
 
 from __future__ import annotations

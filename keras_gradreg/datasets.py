@@ -247,8 +247,9 @@ def load_cifar10(
     lookup order (a JPEG re-encoding of CIFAR-10: report results on it as
     "CIFAR-10 (JPEG copy)", since its pixels differ slightly from the real
     arrays; its images come in one fixed random order per split, so that a
-    validation split or a prefix holds every class), and otherwise uses `keras.datasets.cifar10.load_data()` (Keras's
-    cache or a download), which gives the real arrays.
+    validation split or a prefix holds every class), and otherwise uses
+    `keras.datasets.cifar10.load_data()` (Keras's cache or a download),
+    which gives the real arrays.
 
     Args:
         data_dir: as in `load_mnist`.
