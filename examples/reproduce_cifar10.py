@@ -252,13 +252,38 @@ def main(argv=None):
                    lambda m=member, s=s: run_40k(m, s))
             for s in grid
         ]  # fmt: skip
-        chosen = max(runs, key=lambda r: r["best"])
-        retrained = None if args.only_40k else cached(
-            record / "results" / f"{member}-{chosen['sigma']:g}-50k.json",
-            lambda m=member, s=chosen["sigma"]: run_50k(m, s),
-        )  # fmt: skip
-        rows[member] = {"40k": chosen, "50k": retrained, "candidates": runs}
-    write_table(record, rows, args, protocol, source)
+        retrain = None if args.only_40k else (lambda s, m=member: run_50k(m, s))
+        rows[member] = member_row(record, member, runs, retrain)
+    # The table keeps the finished rows of members other calls trained.
+    table = {**recorded_rows(record, exclude=rows), **rows}
+    table = {member: table[member] for member in MEMBERS if member in table}
+    write_table(record, table, args, protocol, source)
+    return rows
+
+
+def member_row(record, member, runs, retrain=None):
+    """A member's row: the 40K run with the best validation accuracy among
+    `runs` and the 50K retraining with its sigma, recorded or (when
+    `retrain(sigma)` is given) run now; None if neither."""
+    chosen = max(runs, key=lambda r: r["best"])
+    path = record / "results" / f"{member}-{chosen['sigma']:g}-50k.json"
+    if retrain is not None:
+        retrained = cached(path, lambda: retrain(chosen["sigma"]))
+    else:
+        retrained = json.loads(path.read_text()) if path.exists() else None
+    return {"40k": chosen, "50k": retrained, "candidates": runs}
+
+
+def recorded_rows(record, exclude=()):
+    """The rows of the members not in `exclude` that have finished 40K runs
+    under `record`, every recorded sigma a candidate."""
+    rows = {}
+    for member in MEMBERS:
+        paths = (record / "results").glob(f"{member}-*-40k.json")
+        runs = sorted((json.loads(p.read_text()) for p in paths),
+                      key=lambda r: r["sigma"])  # fmt: skip
+        if member not in exclude and runs:
+            rows[member] = member_row(record, member, runs)
     return rows
 
 

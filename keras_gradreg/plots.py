@@ -230,7 +230,9 @@ def plot_protocol_runs(runs: dict, path) -> Path:
     the history has it, otherwise `val_loss`. Stage 1's axis reaches three
     times the lowest best error (at least one point above it), so the
     plateaus the runs differ on are not squashed by the first epochs; one
-    legend under both panels names the runs.
+    legend under both panels names the runs. When no run has a stage 2 (no
+    losses and no target: Table III's 40K runs), stage 1's panel is drawn
+    alone.
 
     Args:
         runs: label -> `{"stage1": history, "stage2": history, "target":
@@ -246,8 +248,16 @@ def plot_protocol_runs(runs: dict, path) -> Path:
     # One legend for both panels, below them, so it hides no curve.
     legend_rows = -(-len(runs) // 2)
     legend_height = 0.16 * legend_rows + 0.05
-    fig, axes = _subplots(1, 2, figsize=(10, 3.8 + legend_height))
-    first, second = axes[0]
+    with_stage2 = any(
+        run.get("target") is not None or any(len(v) for v in run["stage2"].values())
+        for run in runs.values()
+    )
+    fig, axes = _subplots(
+        1, 2 if with_stage2 else 1,
+        figsize=(10 if with_stage2 else 5.5, 3.8 + legend_height),
+    )  # fmt: skip
+    first = axes[0][0]
+    second = axes[0][1] if with_stage2 else None
     noisy = False
     bests = []
     for color, (label, run) in enumerate(runs.items()):
@@ -258,6 +268,8 @@ def plot_protocol_runs(runs: dict, path) -> Path:
         best = int(np.argmin(error))
         bests.append(error[best])
         first.plot(epochs[best], error[best], "o", color=f"C{color}")
+        if second is None:
+            continue
         stage2 = run["stage2"]
         key = "val_noisy_loss" if "val_noisy_loss" in stage2 else "val_loss"
         noisy |= key == "val_noisy_loss"
@@ -272,11 +284,12 @@ def plot_protocol_runs(runs: dict, path) -> Path:
         # The first epochs' errors would squash the plateau the runs differ on.
         lowest = min(bests)
         first.set_ylim(0.0, min(first.get_ylim()[1], max(3.0 * lowest, lowest + 1.0)))
-    second.set_title("stage 2: loss on the former validation images", fontsize=10)
-    second.set_xlabel("epoch of stage 2")
-    second.set_ylabel(("dropout-on " if noisy else "") + "loss (dashed: target)")
-    second.set_yscale("log")
-    for ax in (first, second):
+    if second is not None:
+        second.set_title("stage 2: loss on the former validation images", fontsize=10)
+        second.set_xlabel("epoch of stage 2")
+        second.set_ylabel(("dropout-on " if noisy else "") + "loss (dashed: target)")
+        second.set_yscale("log")
+    for ax in axes[0]:
         ax.grid(alpha=0.3)
     fig.legend(
         *first.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7,

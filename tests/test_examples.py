@@ -478,5 +478,10 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
     assert "(test error, seed 0;" in table
     assert (tmp_path / "record" / "curves.png").exists() and "(curves.png)" in table
     assert_resumes(cifar.main, argv, rows, "== 40K", capsys)
+    # A call for one member keeps the other's finished row in the table, and
+    # reads its own recorded 50K retraining back.
+    cifar.main([*argv, "--members", "l2", "--only-40k"])
+    partial = (tmp_path / "record" / "results.md").read_text()
+    assert "| conv maxout + dropout | 0 |" in partial and "| — |" not in partial
     assert_refuses(cifar.main, [*argv, "--width", "0.1"])
     assert_refuses(cifar.main, [*argv, "--conv-lr-scale", "0.05"])

@@ -65,6 +65,16 @@ def test_protocol_runs_scale_stage1_to_the_plateau_and_share_one_legend(
     assert [t.get_text() for t in legend.get_texts()] == list(runs)
 
 
+def test_protocol_runs_without_a_stage2_draw_stage1_alone(tmp_path, saved):
+    run = {"stage1": {"val_accuracy": [0.4, 0.5]}, "stage2": {"val_loss": []}}
+    kg.plots.plot_protocol_runs({"40K run": run, "another": run}, tmp_path / "a.png")
+    (first,) = saved["fig"].axes
+    assert first.get_title().startswith("stage 1")
+    run = {**run, "stage2": {}, "target": 0.1}  # a target alone is a stage 2
+    kg.plots.plot_protocol_runs({"40K run": run}, tmp_path / "b.png")
+    assert len(saved["fig"].axes) == 2
+
+
 def test_protocol_runs_prefer_the_dropout_on_stage2_loss(tmp_path, saved):
     stage2 = {"val_loss": [0.004, 0.003], "val_noisy_loss": [0.05, 0.02]}
     kg.plots.plot_protocol_runs(
