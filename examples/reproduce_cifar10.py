@@ -279,10 +279,12 @@ def recorded_rows(record, exclude=()):
     under `record`, every recorded sigma a candidate."""
     rows = {}
     for member in MEMBERS:
+        if member in exclude:
+            continue
         paths = (record / "results").glob(f"{member}-*-40k.json")
         runs = sorted((json.loads(p.read_text()) for p in paths),
                       key=lambda r: r["sigma"])  # fmt: skip
-        if member not in exclude and runs:
+        if runs:
             rows[member] = member_row(record, member, runs)
     return rows
 
