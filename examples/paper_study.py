@@ -11,7 +11,6 @@ it alone, on any machine.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import shutil
@@ -149,13 +148,6 @@ def keep_histories(directory, histories, name):
             shutil.copyfile(source, histories / f"{name}-{stage}.csv")
 
 
-def _columns(path):
-    """A `CSVLogger` file as columns of floats."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
-
-
 def draw_runs(out, rows, name=None, label=None, labels=PAPER_STUDY.labels):
     """`curves.png`: both stages of every finished run whose histories were
     kept (`histories/<name>-stage1.csv`, and `-stage2.csv` if it ran), with
@@ -170,9 +162,9 @@ def draw_runs(out, rows, name=None, label=None, labels=PAPER_STUDY.labels):
         )
         if not stage1.exists():
             continue
-        second = _columns(stage2) if stage2.exists() else {}
+        second = kg.plots.read_history(stage2) if stage2.exists() else {}
         runs[label(row)] = {
-            "stage1": _columns(stage1),
+            "stage1": kg.plots.read_history(stage1),
             "stage2": second,
             "target": row["target"] if second.get("val_loss") else None,
         }

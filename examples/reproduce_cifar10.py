@@ -67,7 +67,6 @@ from keras_gradreg.protocol import MAXOUT_PROTOCOLS, train_then_continue
 PAPER = {"plain": (14.05, 12.93), "l2": (13.26, 12.28)}
 MEMBERS = {"plain": {"sigma": 0.0}, "l2": {"norm": "l2", "form": "penalty"}}
 LABELS = {"plain": "conv maxout + dropout", "l2": "+ gradient p = 2 (l2 penalty)"}
-MAX_NORMS = (0.9, 1.9365, 1.9365, 1.9, 1.9365)
 
 
 #: The layers whose fan-in `--width` shrinks (every one but the first).
@@ -90,13 +89,8 @@ def build(regularizer, protocol, width, steps_per_epoch, init="paper"):
     alone loses layer by layer."""
     if init not in INITS:
         raise ValueError(f"`init` must be one of {INITS}. Received: init={init!r}")
-    paper = keras.initializers.RandomUniform(-0.005, 0.005)
-    model = kg.models.cifar10_conv_maxout(
-        width=width, paddings=(4, 3, 3), input_dropout=0.2, input_dropout_scale=1.0,
-        max_norms=MAX_NORMS,
-        kernel_initializer="glorot_uniform" if init == "glorot" else paper,
-        **regularizer,
-    )  # fmt: skip
+    glorot = {"kernel_initializer": "glorot_uniform"} if init == "glorot" else {}
+    model = kg.models.paper_network("cifar10", width=width, **glorot, **regularizer)
     if init == "paper-width":
         for name in WIDER_FAN_IN:
             kernel = model.get_layer(name).kernel

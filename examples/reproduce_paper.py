@@ -74,20 +74,9 @@ def build(regularizer, protocol, table=1, network=None):
     """Table 1's maxout MLP or Table 2's convolutional maxout network, as
     pylearn2 builds them (`network` replaces some of their arguments),
     compiled with the protocol's optimizer."""
-    common = {
-        "kernel_initializer": keras.initializers.RandomUniform(-0.005, 0.005),
-        "input_dropout_scale": 1.0,
-        "input_range": (0.0, 1.0),
-        **(network or {}),
-        **regularizer,
-    }
-    if table == 1:
-        model = kg.models.mnist_maxout_mlp(**common)
-    else:
-        model = kg.models.mnist_conv_maxout(
-            (28, 28), input_dropout=0.2, first_max_norm=0.9, paddings=(0, 3, 3),
-            **common,
-        )  # fmt: skip
+    model = kg.models.paper_network(
+        PROTOCOLS[table], input_range=(0.0, 1.0), **(network or {}), **regularizer
+    )
     model.compile(
         protocol.optimizer(), "sparse_categorical_crossentropy", metrics=["accuracy"]
     )

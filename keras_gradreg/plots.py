@@ -5,6 +5,7 @@ and returns their paths."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,22 @@ def plot_robust_accuracy(reports: dict, path, attack: str = "worst case") -> Pat
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+@keras_gradreg_export("keras_gradreg.plots.read_history")
+def read_history(path) -> dict:
+    """A `keras.callbacks.CSVLogger` file as the dict the plots take: each
+    column's name -> its per-epoch values (floats), like `History.history`.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        The columns; `{}` for a file with no epochs yet.
+    """
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
 @keras_gradreg_export("keras_gradreg.plots.plot_protocol_runs")

@@ -7,6 +7,7 @@ import sys
 import keras
 import pytest
 
+import keras_gradreg as kg
 from keras_gradreg import cli
 from tests.helpers import write_fake_mnist
 
@@ -52,6 +53,48 @@ def test_train_writes_model_history_results_and_curves(tmp_path, capsys):
     assert [r["attack"] for r in rows] == ["APGD-CE", "APGD-T", "Square", "worst case"]
 
 
+def test_train_with_the_maxout_protocol_resumes_and_refuses_other_settings(
+    tmp_path, capsys
+):
+    """`--protocol maxout`: the paper's network (init +-0.005, unscaled input
+    dropout), `MomentumSGD`, both stages under `<output>/protocol`, their
+    picture; the same command returns the finished run; other settings in
+    the same folder are refused by name."""
+    write_fake_mnist(tmp_path / "data", n=48)
+    out = tmp_path / "run"
+    argv = [
+        "train", "--protocol", "maxout", "--data-dir", str(tmp_path / "data"),
+        "--norm", "l2", "--sigma", "0.3", "--validation-size", "16",
+        "--epochs", "3", "--patience", "1", "--continue-epochs", "2",
+        "--batch-size", "16", "--output", str(out), "--verbose", "0",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    protocol = results["protocol"]
+    assert protocol["stage1_epochs"] <= 3 and protocol["continue_epochs"] <= 2
+    assert protocol["match"] == "noisy" and protocol["target"] > 0
+    stage1 = (out / "protocol" / "stage1" / "history.csv").read_text()
+    assert len(stage1.strip().splitlines()) == 1 + protocol["stage1_epochs"]
+    assert results["settings"]["lr"] == 0.1  # mnist_pi.yaml's
+    assert results["train_examples"] == 32
+    assert {"protocol.png", "curves_loss.png"} <= set(results["figures"])
+    assert (out / "protocol.png").stat().st_size > 1000
+    model = keras.saving.load_model(out / "model.keras")
+    assert type(model.optimizer).__name__ == "MomentumSGD"
+    assert model.regularizer.norm == "l2" and model.regularizer.sigma == 0.3
+    (dropout,) = [x for x in model.layers if isinstance(x, kg.layers.ScaledDropout)]
+    assert dropout.scale == 1.0
+    capsys.readouterr()
+
+    assert cli.main(argv) == 0  # finished: tested again, not trained again
+    again = json.loads((out / "results.json").read_text())
+    assert again["protocol"] == protocol
+    assert again["test_error"] == pytest.approx(results["test_error"])
+    other = [*argv[:-4], "--sigma", "0.5", *argv[-4:]]
+    assert cli.main(other) == 2
+    assert "--sigma: 0.3 -> 0.5" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [
@@ -62,6 +105,19 @@ def test_train_writes_model_history_results_and_curves(tmp_path, capsys):
         (["train", "--epochs", "0"], "--epochs"),
         (["train", "--form", "exact"], "--form"),
         (["train", "--dataset", "imagenet"], "--dataset"),
+        (["train", "--patience", "5"], "--patience 5 with --protocol adam"),
+        (
+            ["train", "--protocol", "maxout", "--lr-schedule", "cosine"],
+            "--lr-schedule cosine with --protocol maxout",
+        ),
+        (
+            ["train", "--protocol", "maxout", "--model", "cifar10_conv_maxout"],
+            "--model cifar10_conv_maxout",
+        ),
+        (
+            ["train", "--protocol", "maxout", "--validation-size", "0"],
+            "--validation-size 0",
+        ),
     ],
 )
 def test_bad_arguments_give_one_line_and_nonzero_exit(tmp_path, capsys, argv, message):

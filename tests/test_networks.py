@@ -71,14 +71,10 @@ def test_conv_maxout_networks_have_the_published_widths():
 
 
 def test_conv_maxout_with_pylearn2_layout_matches_mnist_yaml():
-    """`mnist.yaml`: zero padding 0/3/3 before "valid" convolutions and
+    """`paper_network("mnist_conv")` is `mnist.yaml`: zero padding 0/3/3 before "valid" convolutions and
     pooling, unscaled input dropout 0.2, max-norm 0.9 on the first layer's
     kernels and 1.9365 on the others, uniform init +-0.005."""
-    model = kg.models.mnist_conv_maxout(
-        (28, 28), input_dropout=0.2, input_dropout_scale=1.0, first_max_norm=0.9,
-        paddings=(0, 3, 3),
-        kernel_initializer=keras.initializers.RandomUniform(-0.005, 0.005),
-    )  # fmt: skip
+    model = kg.models.paper_network("mnist_conv")
     convs = _layers_of(model, MaxoutConv2D)
     assert [c.padding for c in convs] == ["valid"] * 3
     assert [c.max_norm for c in convs] == pytest.approx([0.9, 1.9365, 1.9365])
@@ -99,6 +95,43 @@ def test_conv_maxout_with_pylearn2_layout_matches_mnist_yaml():
     for bad in ((0, 3), (0, 3, -1), (0, 3, 1.5), "same"):
         with pytest.raises(ValueError, match="paddings="):
             kg.models.mnist_conv_maxout(paddings=bad)
+
+
+def _largest_kernel_entry(model):
+    return max(
+        float(np.abs(keras.ops.convert_to_numpy(w)).max())
+        for w in model.trainable_weights
+        if "kernel" in w.path
+    )
+
+
+def test_paper_network_builds_the_protocols_networks_as_pylearn2_does():
+    """One network per `MAXOUT_PROTOCOLS` entry, with pylearn2's arguments
+    (init +-0.005, unscaled input dropout; CIFAR-10's max-norms and
+    padding); keyword arguments replace them; another name is refused."""
+    assert set(kg.models.networks._PAPER_NETWORKS) == set(kg.protocol.MAXOUT_PROTOCOLS)
+    mlp = kg.models.paper_network("mnist_pi", norm="l2", sigma=0.3)
+    assert mlp.name == "mnist_maxout_mlp"
+    assert mlp.regularizer == kg.GradientRegularizer(norm="l2", sigma=0.3)
+    assert 0 < _largest_kernel_entry(mlp) <= 0.005
+    assert _layers_of(mlp, kg.layers.ScaledDropout)[0].scale == 1.0
+
+    cifar = kg.models.paper_network("cifar10", width=0.1)
+    assert cifar.get_layer("conv_maxout_1").filters == 10  # 96 * 0.1
+    max_norms = [cifar.get_layer(f"conv_maxout_{i}").max_norm for i in (1, 2, 3)]
+    max_norms += [cifar.get_layer("maxout").max_norm]
+    max_norms += [cifar.get_layer("softmax").kernel_constraint.max_value]
+    assert max_norms == pytest.approx([0.9, 1.9365, 1.9365, 1.9, 1.9365])
+    paddings = _layers_of(cifar, keras.layers.ZeroPadding2D)
+    assert [layer.padding[0][0] for layer in paddings] == [4, 3, 3]
+    (dropout,) = _layers_of(cifar, kg.layers.ScaledDropout)
+    assert (dropout.rate, dropout.scale) == (0.2, 1.0)
+    assert 0 < _largest_kernel_entry(cifar) <= 0.005
+
+    glorot = kg.models.paper_network("mnist_pi", kernel_initializer="glorot_uniform")
+    assert _largest_kernel_entry(glorot) > 0.01
+    with pytest.raises(ValueError, match="Received: name='mnist'"):
+        kg.models.paper_network("mnist")
 
 
 @pytest.mark.parametrize(

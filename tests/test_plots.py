@@ -85,3 +85,25 @@ def test_protocol_runs_prefer_the_dropout_on_stage2_loss(tmp_path, saved):
     curve = second.get_lines()[0]
     np.testing.assert_allclose(curve.get_ydata(), [0.05, 0.02])
     assert second.get_ylabel().startswith("dropout-on")
+
+
+def test_read_history_gives_back_what_the_csv_logger_wrote(tmp_path):
+    """`read_history` of a `CSVLogger` file equals `fit`'s own history;
+    a file with no epochs yet reads as no columns."""
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse", metrics=["mae"])
+    rng = np.random.default_rng(0)
+    x, y = rng.random((8, 3)), rng.random((8, 2))
+    logger = keras.callbacks.CSVLogger(str(tmp_path / "history.csv"))
+    history = model.fit(
+        x, y, epochs=3, validation_data=(x, y), callbacks=[logger], verbose=0
+    ).history
+    read = kg.plots.read_history(tmp_path / "history.csv")
+    assert read["epoch"] == [0.0, 1.0, 2.0]
+    assert set(read) == {"epoch", *history}
+    for key, values in history.items():
+        np.testing.assert_allclose(read[key], values, rtol=1e-6)
+    (tmp_path / "empty.csv").write_text("epoch,loss\n")
+    assert kg.plots.read_history(tmp_path / "empty.csv") == {}

@@ -5,6 +5,7 @@ from keras_gradreg.models.networks import (
     cifar10_conv_maxout,
     mnist_conv_maxout,
     mnist_maxout_mlp,
+    paper_network,
 )
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "cifar10_conv_maxout",
     "mnist_conv_maxout",
     "mnist_maxout_mlp",
+    "paper_network",
 ]

@@ -239,6 +239,81 @@ def cifar10_conv_maxout(
 CIFAR10_BLOCKS = ((96, 8, 4), (192, 8, 4), (192, 5, 2))
 
 
+#: pylearn2's arguments of each network of the maxout papers, by the
+#: names of `protocol.MAXOUT_PROTOCOLS` (`paper_network`).
+_PAPER_NETWORKS = {
+    # mnist_pi.yaml
+    "mnist_pi": (mnist_maxout_mlp, {"input_dropout_scale": 1.0}),
+    # mnist.yaml
+    "mnist_conv": (
+        mnist_conv_maxout,
+        {
+            "input_shape": (28, 28),
+            "input_dropout": 0.2,
+            "input_dropout_scale": 1.0,
+            "first_max_norm": 0.9,
+            "paddings": (0, 3, 3),
+        },
+    ),
+    # cifar10_no_aug_valid.yaml
+    "cifar10": (
+        cifar10_conv_maxout,
+        {
+            "input_dropout": 0.2,
+            "input_dropout_scale": 1.0,
+            "max_norms": (0.9, MNIST_MAX_NORM, MNIST_MAX_NORM, 1.9, MNIST_MAX_NORM),
+            "paddings": (4, 3, 3),
+        },
+    ),
+}
+
+
+@keras_gradreg_export("keras_gradreg.models.paper_network")
+def paper_network(name: str, **kwargs) -> GradRegModel:
+    """One of the maxout papers' networks as pylearn2 builds it.
+
+    `name` is the key of its training settings in
+    `protocol.MAXOUT_PROTOCOLS`:
+
+    - "mnist_pi" (`mnist_pi.yaml`, the paper's Table I): `mnist_maxout_mlp`
+      with `input_dropout_scale=1.0`;
+    - "mnist_conv" (`mnist.yaml`, Table II): `mnist_conv_maxout` on
+      `(28, 28)` images with `input_dropout=0.2, input_dropout_scale=1.0,
+      first_max_norm=0.9, paddings=(0, 3, 3)`;
+    - "cifar10" (`cifar10_no_aug_valid.yaml`, Table III):
+      `cifar10_conv_maxout` with `input_dropout=0.2,
+      input_dropout_scale=1.0, max_norms=(0.9, 1.9365, 1.9365, 1.9,
+      1.9365), paddings=(4, 3, 3)`;
+
+    each with `kernel_initializer=RandomUniform(-0.005, 0.005)`.
+
+    Args:
+        name: "mnist_pi", "mnist_conv" or "cifar10".
+        **kwargs: arguments of the builder, replacing pylearn2's (e.g.
+            `width=0.25` or another `kernel_initializer`), and
+            `GradRegModel` arguments (norm, sigma, form, input_range, ...).
+
+    Returns:
+        An uncompiled `GradRegModel`.
+
+    Raises:
+        ValueError: if `name` is not one of the three.
+
+    Example:
+        >>> model = paper_network("mnist_pi", norm="l2", sigma=0.3)
+        >>> model.regularizer.norm, model.get_layer("maxout_1").units
+        ('l2', 240)
+    """
+    if name not in _PAPER_NETWORKS:
+        raise ValueError(
+            f"Argument `name` must be one of {sorted(_PAPER_NETWORKS)}. "
+            f"Received: name={name!r}"
+        )
+    builder, arguments = _PAPER_NETWORKS[name]
+    initializer = keras.initializers.RandomUniform(-0.005, 0.005)
+    return builder(**{"kernel_initializer": initializer, **arguments, **kwargs})
+
+
 def _check_paddings(paddings):
     if paddings is None:
         return None

@@ -1,0 +1,67 @@
+"""What `train` and `evaluate` share: the data, the output folder and
+what goes into their JSON files."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def load(args):
+    from keras_gradreg import datasets
+
+    loader = {
+        "mnist": datasets.load_mnist,
+        "fashion_mnist": datasets.load_fashion_mnist,
+        "cifar10": datasets.load_cifar10,
+    }[args.dataset]
+    kwargs = {"validation_size": args.validation_size}
+    if args.dataset == "cifar10":
+        *splits, label = loader(args.data_dir, return_source=True, **kwargs)
+    else:
+        splits, label = (
+            loader(args.data_dir, **kwargs),
+            {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[args.dataset],
+        )
+    if args.limit:
+        splits = [(x[: args.limit], y[: args.limit]) for x, y in splits]
+    return splits, label
+
+
+def output_folder(path) -> Path:
+    """`--output` as a folder (created), refusing an existing file."""
+    output = Path(path)
+    if output.exists() and not output.is_dir():
+        raise ValueError(
+            f"--output must name a folder; {output} is an existing file. "
+            f"Received: --output {path}"
+        )
+    return output
+
+
+def versions():
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for package in (
+        "keras",
+        "keras-gradreg",
+        "numpy",
+        "tensorflow-cpu",
+        "tensorflow",
+        "jax",
+        "torch",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def json_default(value):
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
