@@ -106,6 +106,7 @@ def test_train_with_the_maxout_protocol_resumes_and_refuses_other_settings(
         (["train", "--form", "exact"], "--form"),
         (["train", "--dataset", "imagenet"], "--dataset"),
         (["train", "--patience", "5"], "--patience 5 with --protocol adam"),
+        (["train", "--width", "0.5"], "--width 0.5 with --model maxout_mlp"),
         (
             ["train", "--protocol", "maxout", "--lr-schedule", "cosine"],
             "--lr-schedule cosine with --protocol maxout",

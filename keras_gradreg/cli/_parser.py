@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--width",
         type=_number(float),
-        default=1.0,
-        help="width multiplier (cifar10_conv_maxout)",
+        default=None,
+        help="width multiplier of cifar10_conv_maxout (default 1)",
     )
     train.add_argument(
         "--norm",

@@ -39,9 +39,15 @@ def _regularizer(args):
     )
 
 
-def _fill_protocol_defaults(args) -> None:
-    """Sets the arguments whose default depends on `--protocol`, and refuses
-    those the chosen protocol has no use for."""
+def _fill_defaults(args) -> None:
+    """Sets the arguments whose default depends on `--protocol` or
+    `--model`, and refuses those they have no use for."""
+    if args.width is not None and args.model != "cifar10_conv_maxout":
+        raise ValueError(
+            "--width applies to --model cifar10_conv_maxout only. Received: "
+            f"--width {args.width:g} with --model {args.model}"
+        )
+    args.width = 1.0 if args.width is None else args.width
     if args.protocol == "adam":
         for flag, value in (
             ("--patience", args.patience),
@@ -206,7 +212,7 @@ def train(args) -> dict:
     import keras_gradreg as kg
     from keras_gradreg.plots import plot_learning_curves
 
-    _fill_protocol_defaults(args)
+    _fill_defaults(args)
     regularizer = _regularizer(args)  # bad values fail before any work
     output = output_folder(args.output)
     output.mkdir(parents=True, exist_ok=True)
