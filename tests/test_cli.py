@@ -107,6 +107,12 @@ def test_train_with_the_maxout_protocol_resumes_and_refuses_other_settings(
         (["train", "--dataset", "imagenet"], "--dataset"),
         (["train", "--patience", "5"], "--patience 5 with --protocol adam"),
         (["train", "--width", "0.5"], "--width 0.5 with --model maxout_mlp"),
+        (["train", "--steps", "3"], "--steps 3 with --form penalty"),
+        (
+            ["train", "--form", "perturb", "--no-random-start"],
+            "--no-random-start with --form perturb",
+        ),
+        (["train", "--fd-step", "0.1"], "--fd-step 0.1 with --form penalty"),
         (
             ["train", "--protocol", "maxout", "--lr-schedule", "cosine"],
             "--lr-schedule cosine with --protocol maxout",
@@ -200,3 +206,21 @@ def test_cli_names_corrupt_data_and_model_files(tmp_path, capsys):
         "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "e"),
     ])  # fmt: skip
     assert code == 2 and "not a loadable Keras model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (["--attacks", "fgm", "--steps", "5"], "--steps 5 with --attacks fgm"),
+        (["--attacks", "standard", "--restarts", "2"], "--restarts 2 with"),
+        (["--norms", "linf", "--l2-eps", "1"], "--l2-eps 1 with --norms linf"),
+    ],
+)
+def test_evaluate_refuses_options_that_would_do_nothing(
+    tmp_path, capsys, options, message
+):
+    argv = ["evaluate", "--model-path", str(tmp_path / "missing.keras"), *options]
+    assert cli.main([*argv, "--output", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "e").exists()

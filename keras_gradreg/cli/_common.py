@@ -7,6 +7,32 @@ import platform
 from pathlib import Path
 
 
+def refuse_given(options: dict, applies_to: str, received: str) -> None:
+    """Refuses options given on the command line where they do nothing.
+
+    Args:
+        options: flag -> parsed value, None when the flag was not given.
+        applies_to: where the flags apply, e.g. "--form multistep".
+        received: what the command line has instead, e.g. "--form penalty".
+
+    Raises:
+        ValueError: naming the first flag given and its value.
+    """
+    for flag, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            shown = ""
+        elif isinstance(value, (list, tuple)):
+            shown = " " + " ".join(f"{v:g}" for v in value)
+        else:
+            shown = f" {value:g}" if isinstance(value, float) else f" {value}"
+        raise ValueError(
+            f"{flag} applies to {applies_to} only. Received: {flag}{shown} "
+            f"with {received}"
+        )
+
+
 def load(args):
     from keras_gradreg import datasets
 

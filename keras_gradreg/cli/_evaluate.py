@@ -6,7 +6,34 @@ import json
 import time
 from pathlib import Path
 
-from keras_gradreg.cli._common import json_default, load, output_folder, versions
+from keras_gradreg.cli._common import (
+    json_default,
+    load,
+    output_folder,
+    refuse_given,
+    versions,
+)
+from keras_gradreg.cli._parser import DEFAULT_EPS
+
+
+def _fill_defaults(args) -> None:
+    """Sets PGD's settings and the radii, refusing those that do nothing."""
+    if "pgd" not in args.attacks:
+        refuse_given(
+            {"--steps": args.steps, "--restarts": args.restarts},
+            "--attacks pgd", f"--attacks {' '.join(args.attacks)}",
+        )  # fmt: skip
+    args.steps = 20 if args.steps is None else args.steps
+    args.restarts = 1 if args.restarts is None else args.restarts
+    for norm, radii in DEFAULT_EPS.items():
+        name = f"{norm}_eps"
+        if norm not in args.norms:
+            refuse_given(
+                {f"--{norm}-eps": getattr(args, name)}, f"--norms with {norm}",
+                f"--norms {' '.join(args.norms)}",
+            )  # fmt: skip
+        elif getattr(args, name) is None:
+            setattr(args, name, list(radii))
 
 
 def evaluate(args) -> dict:
@@ -15,6 +42,7 @@ def evaluate(args) -> dict:
     import keras_gradreg as kg
     from keras_gradreg.plots import plot_input_gradients, plot_robust_accuracy
 
+    _fill_defaults(args)
     path = Path(args.model_path)
     if not path.is_file():
         raise FileNotFoundError(f"--model-path: no such file: {path}")

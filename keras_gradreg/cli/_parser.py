@@ -12,6 +12,8 @@ MODELS = ("maxout_mlp", "mnist_conv_maxout", "cifar10_conv_maxout")
 SCHEDULES = ("constant", "cosine", "exponential")
 #: `train --protocol`: Adam for `--epochs`, or the maxout papers' two stages.
 PROTOCOLS = ("adam", "maxout")
+#: `evaluate`'s radii per norm when `--<norm>-eps` is not given.
+DEFAULT_EPS = {"linf": [0.1, 0.2], "l2": [1.0, 2.0], "l1": [5.0, 10.0]}
 
 
 def _norm(text):
@@ -80,9 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--alpha", type=float, default=0.0, help="weight of the clean loss, in [0, 1)"
     )
-    train.add_argument("--fd-step", type=float, default=0.01)
     train.add_argument(
-        "--steps", type=_number(int), default=7, help="ascent steps (multistep form)"
+        "--fd-step",
+        type=_number(float),
+        default=None,
+        help="finite-difference step (finite_difference form; default 0.01)",
+    )
+    train.add_argument(
+        "--steps",
+        type=_number(int),
+        default=None,
+        help="ascent steps (multistep form; default 7)",
     )
     train.add_argument(
         "--step-size",
@@ -94,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-random-start",
         dest="random_start",
         action="store_false",
+        default=None,
         help="start the multistep ascent at x",
     )
     train.add_argument(
@@ -180,16 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--norms", nargs="+", choices=("linf", "l2", "l1"), default=["linf", "l2"]
     )
-    for norm, default in (
-        ("linf", (0.1, 0.2)),
-        ("l2", (1.0, 2.0)),
-        ("l1", (5.0, 10.0)),
-    ):
+    for norm, default in DEFAULT_EPS.items():
         evaluate.add_argument(
             f"--{norm}-eps",
             nargs="+",
             type=_number(float, allow_zero=True),
-            default=list(default),
+            default=None,
             help=f"radii for {norm} (default: {' '.join(map(str, default))})",
         )
     evaluate.add_argument(
@@ -200,9 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="apgd-ce, apgd-t and square are AutoAttack's (linf and l2); "
         "'standard' runs AutoAttack's ensemble alone",
     )
-    evaluate.add_argument("--steps", type=_number(int), default=20, help="PGD steps")
     evaluate.add_argument(
-        "--restarts", type=_number(int), default=1, help="PGD random restarts"
+        "--steps", type=_number(int), default=None, help="PGD steps (default 20)"
+    )
+    evaluate.add_argument(
+        "--restarts",
+        type=_number(int),
+        default=None,
+        help="PGD random restarts (default 1)",
     )
     evaluate.add_argument(
         "--examples", type=_number(int), default=3, help="images in the gradient grid"

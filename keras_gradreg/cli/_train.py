@@ -8,7 +8,13 @@ import json
 import math
 import time
 
-from keras_gradreg.cli._common import json_default, load, output_folder, versions
+from keras_gradreg.cli._common import (
+    json_default,
+    load,
+    output_folder,
+    refuse_given,
+    versions,
+)
 
 #: `--protocol maxout`: the `protocol.MAXOUT_PROTOCOLS` entry of each model.
 #: CIFAR-10's is missing: its second model is trained afresh for 785 epochs
@@ -42,23 +48,23 @@ def _regularizer(args):
 def _fill_defaults(args) -> None:
     """Sets the arguments whose default depends on `--protocol` or
     `--model`, and refuses those they have no use for."""
-    if args.width is not None and args.model != "cifar10_conv_maxout":
-        raise ValueError(
-            "--width applies to --model cifar10_conv_maxout only. Received: "
-            f"--width {args.width:g} with --model {args.model}"
-        )
-    args.width = 1.0 if args.width is None else args.width
+    if args.model != "cifar10_conv_maxout":
+        refuse_given({"--width": args.width}, "--model cifar10_conv_maxout",
+                     f"--model {args.model}")  # fmt: skip
+    for form, flags in (
+        ("finite_difference", {"--fd-step": args.fd_step}),
+        ("multistep", {"--steps": args.steps, "--step-size": args.step_size,
+                       "--no-random-start": args.random_start}),
+    ):  # fmt: skip
+        if args.form != form:
+            refuse_given(flags, f"--form {form}", f"--form {args.form}")
+    defaults = {"width": 1.0, "fd_step": 0.01, "steps": 7, "random_start": True}
     if args.protocol == "adam":
-        for flag, value in (
-            ("--patience", args.patience),
-            ("--continue-epochs", args.continue_epochs),
-        ):
-            if value is not None:
-                raise ValueError(
-                    f"{flag} applies to --protocol maxout only. Received: "
-                    f"{flag} {value} with --protocol adam"
-                )
-        defaults = {
+        refuse_given(
+            {"--patience": args.patience, "--continue-epochs": args.continue_epochs},
+            "--protocol maxout", "--protocol adam",
+        )  # fmt: skip
+        defaults |= {
             "epochs": 10, "batch_size": 128, "lr": 1e-3,
             "lr_schedule": "constant", "validation_size": 0,
         }  # fmt: skip
@@ -72,19 +78,15 @@ def _fill_defaults(args) -> None:
                 "epochs, which examples/reproduce_cifar10.py runs. Received: "
                 f"--model {args.model}"
             )
-        if args.lr_schedule is not None:
-            raise ValueError(
-                "--lr-schedule applies to --protocol adam; the maxout protocol "
-                "divides its learning rate at every update. Received: "
-                f"--lr-schedule {args.lr_schedule} with --protocol maxout"
-            )
+        refuse_given({"--lr-schedule": args.lr_schedule}, "--protocol adam",
+                     "--protocol maxout")  # fmt: skip
         if args.validation_size == 0:
             raise ValueError(
                 "--protocol maxout stops early on a validation split: "
                 "--validation-size must be > 0. Received: --validation-size 0"
             )
         protocol = MAXOUT_PROTOCOLS[MAXOUT_PROTOCOL_OF[args.model]]
-        defaults = {
+        defaults |= {
             "epochs": protocol.max_epochs,
             "patience": protocol.patience,
             "continue_epochs": protocol.continue_max_epochs,
