@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_gradreg as kg
-from keras_gradreg import objective
+from keras_gradreg import loss_scale
 
 FORMS = kg.FORMS
 POLICIES = ("mixed_float16", "mixed_bfloat16")
@@ -125,7 +125,7 @@ def test_without_the_loss_scale_the_float16_input_gradient_underflows(
 ):
     """The case above is sharp: taking dL/dx of the unscaled loss loses it."""
     reference, float16_grad_norm = underflow_case()
-    monkeypatch.setattr(objective, "input_gradient_loss_scale", lambda *_: None)
+    monkeypatch.setattr(loss_scale, "input_gradient_loss_scale", lambda *_: None)
     unscaled = float16_grad_norm()
     assert abs(unscaled - reference) > 0.2 * reference, (unscaled, reference)
 
@@ -135,12 +135,12 @@ def test_input_gradient_loss_scale_is_the_optimizers(policy, classification_data
     x, y = classification_data
     model = mlp(norm="linf", sigma=0.1)
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    assert objective.input_gradient_loss_scale(model.optimizer, x) is None  # unbuilt
+    assert loss_scale.input_gradient_loss_scale(model.optimizer, x) is None  # unbuilt
     model.fit(x, y, epochs=1, verbose=0)
-    scale = objective.input_gradient_loss_scale(model.optimizer, x)
+    scale = loss_scale.input_gradient_loss_scale(model.optimizer, x)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(scale),
         keras.ops.convert_to_numpy(model.optimizer.dynamic_scale) / len(x),
         rtol=1e-6,
     )
-    assert objective.input_gradient_loss_scale(keras.optimizers.SGD(), x) is None
+    assert loss_scale.input_gradient_loss_scale(keras.optimizers.SGD(), x) is None

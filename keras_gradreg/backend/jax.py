@@ -7,7 +7,7 @@ import jax
 import keras
 from jax.extend import core as jax_core
 
-from keras_gradreg import _keras_compat, inputs, objective
+from keras_gradreg import _keras_compat, inputs, loss_scale, objective
 from keras_gradreg.backend.common import train_logs
 
 
@@ -105,7 +105,7 @@ def train_step(model, state, data):
     metrics_mapping = list(zip(model.metrics_variables, metrics_vars))
     optimizer_mapping = list(zip(model.optimizer.variables, optimizer_vars))
     with keras.StatelessScope(state_mapping=optimizer_mapping):
-        scale = objective.input_gradient_loss_scale(model.optimizer, x)
+        scale = loss_scale.input_gradient_loss_scale(model.optimizer, x)
     if objective.needs_random_start(reg):
         # The draw advances the seed, a metric variable of the state.
         with keras.StatelessScope(state_mapping=metrics_mapping) as scope:
@@ -120,7 +120,7 @@ def train_step(model, state, data):
             model, trainable, non_trainable, selection.rebuild(x, leaves)
         )
         clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
-        summed = objective.scale_summed_loss(summed, scale)
+        summed = loss_scale.scale_summed_loss(summed, scale)
         return summed, (clean_loss, y_pred, non_trainable, losses)
 
     def clean_pass(trainable, non_trainable):
@@ -128,7 +128,7 @@ def train_step(model, state, data):
         gradients, aux = jax.grad(summed_clean_loss, argnums=1, has_aux=True)(
             trainable, selection.leaves, non_trainable
         )
-        gradients = objective.unscale_input_gradients(gradients, scale)
+        gradients = loss_scale.unscale_input_gradients(gradients, scale)
         if not second_order:
             gradients = [jax.lax.stop_gradient(g) for g in gradients]
         return gradients, aux, None
@@ -190,13 +190,13 @@ def train_step(model, state, data):
                     model, weights, non_trainable, moved.rebuild(moved_x, leaves)
                 )
                 summed = objective.ascent_loss(model, y, y_adv, target)
-                return objective.scale_summed_loss(summed, scale), non_trainable
+                return loss_scale.scale_summed_loss(summed, scale), non_trainable
 
             leaves = inputs.perturbed_leaves(moved, deltas, reg.input_range)
             step_gradients, latest["non_trainable"] = jax.grad(
                 summed_loss, has_aux=True
             )(leaves, noise.replayed(latest["non_trainable"]))
-            return objective.unscale_input_gradients(step_gradients, scale)
+            return loss_scale.unscale_input_gradients(step_gradients, scale)
 
         terms = objective.family_objective(
             reg,

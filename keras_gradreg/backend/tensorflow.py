@@ -5,7 +5,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
-from keras_gradreg import _keras_compat, inputs, objective
+from keras_gradreg import _keras_compat, inputs, loss_scale, objective
 from keras_gradreg.backend.common import call_model, train_logs
 
 
@@ -27,7 +27,7 @@ def _train_step(model, data):
     moved_x, moved = objective.moved_inputs(reg, x, selection, unlabeled)
     record_clean = objective.needs_clean_weight_gradient(reg)
     second_order = objective.needs_second_order(reg)
-    scale = objective.input_gradient_loss_scale(model.optimizer, x)
+    scale = loss_scale.input_gradient_loss_scale(model.optimizer, x)
     share = objective.shares_clean_backward(reg, sample_weight, scale)
     start = objective.random_start(model, moved)
     # The passes over the regularized rows draw the noise of their first pass.
@@ -45,7 +45,7 @@ def _train_step(model, data):
                 clean_loss, summed = objective.clean_losses(
                     model, y, y_pred, sample_weight
                 )
-                summed = objective.scale_summed_loss(summed, scale)
+                summed = loss_scale.scale_summed_loss(summed, scale)
             # Layer losses come from the forward pass the weights are
             # differentiated through (the perturbed one when this is not).
             layer_losses = model.losses
@@ -64,7 +64,7 @@ def _train_step(model, data):
                 inputs.check_input_gradients(
                     gradients, selection, reg.inputs_to_regularize
                 )
-                gradients = objective.unscale_input_gradients(gradients, scale)
+                gradients = loss_scale.unscale_input_gradients(gradients, scale)
             if share:  # one backward for both (shares_clean_backward)
                 clean_loss = tf.stop_gradient(clean_loss)
                 tape.watch(clean_loss)  # differentiated on its own
@@ -95,9 +95,9 @@ def _train_step(model, data):
                     replay()
                     y_adv = call_model(model, moved.rebuild(moved_x, leaves))
                     summed = objective.ascent_loss(model, y, y_adv, target)
-                    summed = objective.scale_summed_loss(summed, scale)
+                    summed = loss_scale.scale_summed_loss(summed, scale)
                 moved_gradients = step_tape.gradient(summed, leaves)
-            return objective.unscale_input_gradients(moved_gradients, scale)
+            return loss_scale.unscale_input_gradients(moved_gradients, scale)
 
         terms = objective.family_objective(
             reg,

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from keras import ops
 
-from keras_gradreg import _keras_compat, inputs, objective
+from keras_gradreg import _keras_compat, inputs, loss_scale, objective
 from keras_gradreg.backend.common import call_model, train_logs
 
 
@@ -100,12 +100,12 @@ def train_step(model, data):
     # Layer losses come from the forward pass the weights are differentiated
     # through (the perturbed one when the clean pass is not).
     layer_losses = model.losses
-    scale = objective.input_gradient_loss_scale(model.optimizer, x)
+    scale = loss_scale.input_gradient_loss_scale(model.optimizer, x)
     share = objective.shares_clean_backward(reg, sample_weight, scale)
     share = share and not layer_losses
     variables = [v.value for v in model.trainable_weights] if share else []
     gradients = torch.autograd.grad(
-        objective.scale_summed_loss(summed, scale),
+        loss_scale.scale_summed_loss(summed, scale),
         [*leaves, *variables],
         create_graph=second_order,
         retain_graph=record_clean and not share,
@@ -116,7 +116,7 @@ def train_step(model, data):
         clean_loss = clean_loss.detach().requires_grad_(True)  # its own input
         gradients = gradients[: len(leaves)]
     inputs.check_input_gradients(gradients, selection, reg.inputs_to_regularize)
-    gradients = objective.unscale_input_gradients(gradients, scale)
+    gradients = loss_scale.unscale_input_gradients(gradients, scale)
     if not second_order:
         gradients = [g.detach() for g in gradients]
     if not record_clean:
@@ -147,8 +147,8 @@ def train_step(model, data):
         replay()
         y_adv = call_model(model, moved.rebuild(moved_x, leaves))
         summed = objective.ascent_loss(model, y, y_adv, target)
-        steps = torch.autograd.grad(objective.scale_summed_loss(summed, scale), leaves)
-        return objective.unscale_input_gradients([g.detach() for g in steps], scale)
+        steps = torch.autograd.grad(loss_scale.scale_summed_loss(summed, scale), leaves)
+        return loss_scale.unscale_input_gradients([g.detach() for g in steps], scale)
 
     terms = objective.family_objective(
         reg,
