@@ -1,5 +1,5 @@
-"""Attacks for evaluating robustness, one per module: `fgm`, `pgd`, `apgd`,
-`square`.
+"""Attacks for evaluating robustness, one per module: `fgm`, `pgd`, `apgd`
+(its losses in `losses`), `square`.
 
 Threat model: each input x may be replaced by any x' with
 `||x' - x||_p <= eps` inside the declared input range (default [0, 1]); the
@@ -36,16 +36,12 @@ from keras_gradreg.attacks._data import (  # noqa: F401
     labels_of,
     predicted_classes,
 )
+from keras_gradreg.attacks._runner import num_classes  # noqa: F401
 from keras_gradreg.attacks._scoring import OBJECTIVES, AttackLoss  # noqa: F401
-from keras_gradreg.attacks.apgd import (  # noqa: F401
-    APGD,
-    apgd,
-    apgd_targeted,
-    dlr_loss,
-    num_classes,
-)
+from keras_gradreg.attacks.apgd import APGD, apgd, apgd_targeted
 from keras_gradreg.attacks.fgm import FGM, fgm, fgsm_accuracy
 from keras_gradreg.attacks.gradients import input_gradients
+from keras_gradreg.attacks.losses import dlr_loss
 from keras_gradreg.attacks.pgd import PGD, pgd
 from keras_gradreg.attacks.square import Square, square
 

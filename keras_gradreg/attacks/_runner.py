@@ -126,3 +126,11 @@ def _setup(model, x, y, input_range, loss, from_logits, batch_size):
         classes = int(ops.shape(scoring.scores(probe))[-1])
         y = _check_labels(y, classes)
     return x, y, input_range, scoring, batch_size
+
+
+def num_classes(model, x, from_logits=None) -> int:
+    """How many classes the classifier scores (a one-unit sigmoid: 2)."""
+    x, _, _, scoring, _ = _setup(
+        model, x, np.zeros(len(x), "int32"), None, "cross_entropy", from_logits, 8
+    )
+    return int(ops.shape(scoring.scores(x[:1]))[-1])

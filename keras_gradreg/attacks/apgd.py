@@ -25,7 +25,9 @@ from keras_gradreg.attacks._runner import (
     _pad,
     _restart_batches,
     _setup,
+    num_classes,
 )
+from keras_gradreg.attacks.losses import apgd_loss, dlr_loss
 from keras_gradreg.norms import Norm, per_example_norm
 
 APGD_LOSSES = ("cross_entropy", "dlr")
@@ -57,48 +59,6 @@ def checkpoints(steps: int) -> tuple[list[int], list[int]]:
     return at, windows
 
 
-def dlr_loss(scores, y, y_target=None):
-    """The difference-of-logits-ratio loss per example (Croce & Hein, 2020).
-
-    Untargeted: `-(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)`; targeted
-    (`y_target` given): `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`,
-    with `z_pi1 >= z_pi2 >= ...` the sorted logits. Invariant to shifting and
-    scaling the logits, so log-probabilities serve as well as logits.
-
-    Args:
-        scores: logits (or log-probabilities), shape (batch, classes).
-        y: integer labels, shape (batch,).
-        y_target: target labels for the targeted variant, or None.
-
-    Returns:
-        The losses, shape (batch,).
-    """
-    classes = ops.shape(scores)[-1]
-    needed = 3 if y_target is None else 4
-    if isinstance(classes, int) and classes < needed:
-        raise ValueError(
-            f"The {'targeted ' if y_target is not None else ''}DLR loss compares "
-            f"the {needed - 1} largest competing scores and needs at least "
-            f"{needed} classes. Received: scores with {classes} classes"
-        )
-    ordered = ops.flip(ops.sort(scores, axis=-1), axis=-1)
-    true = ops.one_hot(y, classes, dtype=scores.dtype)
-    z_true = ops.sum(scores * true, axis=-1)
-    if y_target is None:
-        z_other = ops.max(scores - 1e9 * true, axis=-1)
-        return -(z_true - z_other) / (ordered[:, 0] - ordered[:, 2] + 1e-12)
-    z_target = ops.sum(scores * ops.one_hot(y_target, classes, dtype=scores.dtype), -1)
-    spread = ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3])
-    return -(z_true - z_target) / (spread + 1e-12)
-
-
-def _loss(scores, y, y_target, loss, targeted):
-    if loss == "dlr":
-        return dlr_loss(scores, y, y_target if targeted else None)
-    true = ops.one_hot(y, ops.shape(scores)[-1], dtype=scores.dtype)
-    return ops.logsumexp(scores, axis=-1) - ops.sum(scores * true, axis=-1)
-
-
 def _build_apgd(scoring, shape, norm, steps, loss, targeted, input_range):
     """APGD on one batch as one function of arrays:
     `(x, y, y_target, x_start, eps) -> (x_adv, success, best_loss)` on flat
@@ -115,7 +75,7 @@ def _build_apgd(scoring, shape, norm, steps, loss, targeted, input_range):
             scores = scoring.scores(ops.reshape(x, (-1,) + shape))
             if scores.dtype != "float32":
                 scores = ops.cast(scores, "float32")
-            return _loss(scores, y, y_target, loss, targeted), scores
+            return apgd_loss(scores, y, y_target, loss, targeted), scores
 
         values, scores, gradient = _backend.values_and_input_gradient(fn, x_flat)
         wrong = ops.cast(ops.argmax(scores, axis=-1), "int32") != y
@@ -401,14 +361,6 @@ def apgd_targeted(
         best[todo] = x_adv
         fooled[todo] = ~correct_predictions(model, x_adv, y[todo], batch_size)
     return best
-
-
-def num_classes(model, x, from_logits=None) -> int:
-    """How many classes the classifier scores (a one-unit sigmoid: 2)."""
-    x, _, _, scoring, _ = _setup(
-        model, x, np.zeros(len(x), "int32"), None, "cross_entropy", from_logits, 8
-    )
-    return int(ops.shape(scoring.scores(x[:1]))[-1])
 
 
 @keras_gradreg_export("keras_gradreg.attacks.APGD")
