@@ -29,15 +29,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from reproduce_mnist import (
+from reproduce_mnist import train
+from run_records import cached, refuse_mismatched_resume, refuse_non_positive
+from standard_suite import (
     PGD_STEPS,
     add_standard_suite_arguments,
-    cached,
     evaluate_standard,
-    refuse_mismatched_resume,
-    refuse_non_positive,
     standard_suite_lines,
-    train,
 )
 
 import keras_gradreg as kg

@@ -16,7 +16,7 @@ import json
 import shutil
 
 import numpy as np
-from reproduce_mnist import standard_suite_lines
+from standard_suite import standard_suite_lines
 
 import keras_gradreg as kg
 

@@ -22,7 +22,10 @@ momentum 0.5 -> 0.6 by epoch 250, learning rate 0.17 decayed linearly to
   (`--sigmas 0.3` in one, `--sigmas 1` in another); every finished run is
   kept under `--record` by its sigma and read back by later calls.
 - 50K: a fresh model with the chosen sigma trained on all 50,000 images
-  for a fixed 785 epochs, tested.
+  for a fixed 785 epochs, tested. `--retrain-sigma S` trains it for sigma
+  S alone, ahead of the grid (the leader, while another sigma's 40K run
+  finishes); the table call reads it back if the 40K runs choose S, and
+  retrains the chosen sigma otherwise.
 
 Results are labelled "CIFAR-10 (JPEG copy)" when read from the JPEG folder.
 `--width` scales every layer for CPU budgets. With the paper's init range
@@ -57,7 +60,7 @@ from pathlib import Path
 
 import keras
 from paper_study import draw_runs, keep_histories
-from reproduce_mnist import cached, refuse_mismatched_resume, refuse_non_positive
+from run_records import cached, refuse_mismatched_resume, refuse_non_positive
 
 import keras_gradreg as kg
 from keras_gradreg.callbacks import EpochTimer
@@ -165,14 +168,28 @@ def main(argv=None):
         help="train the 40K runs only (e.g. one sigma per process); a later call "
         "without it reads them back and retrains the chosen sigma on 50K",
     )
+    parser.add_argument(
+        "--retrain-sigma",
+        type=float,
+        default=None,
+        help="retrain the l2 member at this sigma on 50K now, in a process of "
+        "its own while the 40K grid finishes (the leader, say); the call that "
+        "writes the table reads it back if the 40K runs choose this sigma",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="smoke runs")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)
     refuse_non_positive(
         parser, args, "width", "max_epochs", "patience", "retrain_epochs", "limit",
-        "sigmas",
+        "sigmas", "retrain_sigma",
     )  # fmt: skip
+    if args.retrain_sigma is not None and (args.only_40k or "l2" not in args.members):
+        parser.error(
+            "--retrain-sigma retrains the l2 member on 50K: it needs l2 among "
+            "--members and no --only-40k. Received: --members "
+            f"{' '.join(args.members)}{' --only-40k' if args.only_40k else ''}"
+        )
     protocol = MAXOUT_PROTOCOLS["cifar10"]
     for name in ("max_epochs", "patience", "retrain_epochs"):
         if getattr(args, name) is not None:
@@ -238,6 +255,13 @@ def main(argv=None):
         return {"test_error": test_error(folder / "final.keras", x_test, y_test),
                 "epochs": protocol.retrain_epochs, "seconds_per_epoch": timer.median}  # fmt: skip
 
+    if args.retrain_sigma is not None:
+        sigma = args.retrain_sigma
+        retrained = cached(
+            record / "results" / f"l2-{sigma:g}-50k.json", lambda: run_50k("l2", sigma)
+        )
+        print(f"50K l2 sigma={sigma:g}: test error {retrained['test_error']:.2%}")
+        return {"l2": retrained}
     rows = {}
     for member in args.members:
         grid = [0.0] if member == "plain" else args.sigmas

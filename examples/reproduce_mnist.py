@@ -49,6 +49,13 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from run_records import cached, refuse_mismatched_resume
+from standard_suite import (
+    PGD_STEPS,
+    add_standard_suite_arguments,
+    evaluate_standard,
+    standard_suite_lines,
+)
 
 import keras_gradreg as kg
 from keras_gradreg.callbacks import EpochTimer
@@ -72,10 +79,6 @@ BUDGETS = {
 }
 #: PGD evaluation of every final model: radii per norm.
 PGD_EPS = {"linf": (0.1, 0.2), "l2": (1.0, 2.0)}
-PGD_STEPS = 20
-#: The standard suite (APGD-CE, APGD-T, Square) at the main threat per norm.
-STANDARD_EPS = {"linf": (0.1,), "l2": (1.0,)}
-ATTACK_COLUMNS = ("APGD-CE", "APGD-T", "Square", "worst case")
 PUBLISHED = [
     ("maxout + dropout (Goodfellow et al. 2013)", 0.94),
     ("FGSM adversarial training (Goodfellow et al. 2015)", 0.84),
@@ -131,145 +134,6 @@ def pictures(out, reports, model_paths, x, y):
         eps={"linf": 0.1, "l2": 1.0, "l1": 5.0},
     )  # fmt: skip
     return [curve, grid]
-
-
-def cached(path: Path, compute):
-    """Returns the JSON stored at `path`, or computes, stores and returns it:
-    finished runs are never repeated when the script is restarted."""
-    if path.exists():
-        return json.loads(path.read_text())
-    value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2))
-    return value
-
-
-def evaluate_standard(model_path, x_test, y_test, seed, args, threats=STANDARD_EPS):
-    """Robust accuracy after each attack of the standard suite (APGD-CE and
-    APGD-T with `args.apgd_steps`, Square with `args.square_queries`; each
-    on the points the previous ones left) at linf 0.1 and l2 1, on 28 x 28
-    views of the flat images, and the FGM + PGD-20 worst case on the same
-    images. `threats` maps a norm to its one radius."""
-    queries, steps = args.square_queries, args.apgd_steps
-    model = keras.saving.load_model(model_path)
-    old = kg.evaluate_robustness(
-        model, x_test, y_test, list(threats), threats,
-        ["fgm", kg.attacks.PGD(steps=PGD_STEPS)], seed=seed, verbose=0,
-    )  # fmt: skip
-    attacks = [
-        kg.attacks.APGD(steps=steps), kg.attacks.APGD(steps=steps, targeted=True),
-        kg.attacks.Square(queries=queries, image_shape=(28, 28)),
-    ]  # fmt: skip
-    report = kg.evaluate_robustness(
-        model, x_test, y_test, list(threats), threats, attacks, seed=seed,
-        verbose=min(args.verbose, 1), cascade=True,
-    )  # fmt: skip
-    return {
-        "square_queries": queries,
-        "apgd_steps": steps,
-        "points": len(x_test),
-        **{
-            f"{norm} {eps:g}": {
-                **{
-                    "Square" if r["attack"].startswith("Square") else r["attack"]: r[
-                        "accuracy"
-                    ]
-                    for r in report.rows
-                    if r["norm"] == norm
-                },
-                "FGM + PGD-20": old.accuracy(norm, eps),
-            }
-            for norm, (eps,) in threats.items()
-        },
-    }
-
-
-def add_standard_suite_arguments(parser):
-    """`--square-queries`, `--apgd-steps` and `--standard-points`, for
-    `evaluate_standard`."""
-    parser.add_argument(
-        "--square-queries", type=int, default=5000,
-        help="queries of the standard suite's Square attack (AutoAttack: 5000)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--apgd-steps", type=int, default=100,
-        help="steps of the standard suite's APGD-CE and APGD-T (AutoAttack: 100)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--standard-points", type=int, default=1000,
-        help="test images (the first ones) the standard suite attacks",
-    )  # fmt: skip
-
-
-def standard_suite_lines(groups, cell, threats=STANDARD_EPS):
-    """Markdown lines: per model and threat, the robust accuracy after each
-    attack of the standard suite and how much FGM + PGD-20 on the same
-    images overstated it. `groups` maps a model's label to the
-    `evaluate_standard` results of its runs (one per seed)."""
-    first = next(iter(groups.values()))[0]
-    lines = [
-        "",
-        f"Robust accuracy on the first {first['points']} test images after each "
-        "attack of the standard suite (APGD-CE and APGD-T with "
-        f"{first.get('apgd_steps', 100)} steps, Square with "
-        f"{first['square_queries']} queries; each on the points the previous "
-        "ones left), against the old worst case (FGM + PGD-20) on the same "
-        "images and how much that overstated it:",
-        "",
-        "| model | threat | APGD-CE | APGD-T | Square | FGM + PGD-20 | overstated by |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for label, runs in groups.items():
-        for norm, (eps,) in threats.items():
-            threat = f"{norm} {eps:g}"
-            after = [[r[threat][a] for a in ATTACK_COLUMNS] for r in runs]
-            old = [r[threat]["FGM + PGD-20"] for r in runs]
-            gap = [o - a[-1] for o, a in zip(old, after)]
-            cells = " | ".join(cell([a[i] for a in after]) for i in range(3))
-            lines.append(
-                f"| {label} | {threat} | {cells} | {cell(old)} | {cell(gap)} |"
-            )
-    return lines
-
-
-def check_settings(path: Path, settings: dict) -> str:
-    """Records `settings` at `path`, or compares them with the recorded ones.
-
-    Finished runs are cached by their regularizer only, so resuming into a
-    folder made with other epochs, grids or data would silently mix results.
-
-    Returns:
-        "" when they match (or nothing was recorded yet), otherwise the
-        differing settings as "name: recorded -> requested".
-    """
-    settings = json.loads(json.dumps(settings))  # tuples as JSON lists
-    recorded = cached(path, lambda: settings)
-    return ", ".join(
-        f"{name}: {recorded.get(name)!r} -> {value!r}"
-        for name, value in settings.items()
-        if recorded.get(name) != value
-    )
-
-
-def refuse_non_positive(parser, args, *names) -> None:
-    """Exits through `parser.error` when one of the named arguments (or an
-    entry of a list-valued one) is given and not > 0."""
-    for name in names:
-        value = getattr(args, name)
-        values = value if isinstance(value, list) else [value]
-        if any(v is not None and v <= 0 for v in values):
-            parser.error(f"--{name.replace('_', '-')} must be > 0. Received: {value}")
-
-
-def refuse_mismatched_resume(parser, out: Path, settings: dict) -> None:
-    """Exits through `parser.error` (code 2) when `out` holds runs made with
-    other settings (see `check_settings`)."""
-    mismatch = check_settings(out / "settings.json", settings)
-    if mismatch:
-        parser.error(
-            f"--output {out} holds runs made with other settings ({mismatch}); "
-            "resume with the same settings or choose another --output."
-        )
 
 
 def main(argv=None):

@@ -56,12 +56,8 @@ from paper_study import (
     recorded,
     write_tables,
 )
-from reproduce_mnist import (
-    add_standard_suite_arguments,
-    cached,
-    evaluate_standard,
-    refuse_mismatched_resume,
-)
+from run_records import cached, refuse_mismatched_resume
+from standard_suite import add_standard_suite_arguments, evaluate_standard
 
 import keras_gradreg as kg
 from keras_gradreg.callbacks import EpochTimer

@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import keras
-from reproduce_mnist import refuse_mismatched_resume, refuse_non_positive
+from run_records import refuse_mismatched_resume, refuse_non_positive
 
 import keras_gradreg as kg
 from keras_gradreg.semi_supervised import SemiSupervisedBatches, balanced_labels

@@ -103,7 +103,7 @@ def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, caps
         # The suite's cascade: each attack leaves at most what the one before did.
         after = [
             row["standard"]["l2 1"][a]
-            for a in import_example("reproduce_mnist").ATTACK_COLUMNS
+            for a in import_example("standard_suite").ATTACK_COLUMNS
         ]
         assert after == sorted(after, reverse=True)
     table = (tmp_path / "results.md").read_text()
@@ -448,7 +448,8 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
 ):
     """Table III on a small image folder: the l2 member's 40K row is the
     sigma with the best validation accuracy, its 50K row a retraining with
-    that sigma; a second run reads everything back."""
+    that sigma; a second run reads everything back, as does the table call
+    after `--retrain-sigma` retrained the chosen sigma ahead of it."""
     from tests.test_datasets import _write_image_folder
 
     _write_image_folder(tmp_path / "data" / "cifar10-jpeg", per_class=8)
@@ -483,5 +484,21 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
     cifar.main([*argv, "--members", "l2", "--only-40k"])
     partial = (tmp_path / "record" / "results.md").read_text()
     assert "| conv maxout + dropout | 0 |" in partial and "| — |" not in partial
+    # --retrain-sigma: the chosen sigma's 50K run is the table's (read back);
+    # another sigma's is trained and recorded but leaves the table as it was.
+    chosen = rows["l2"]["40k"]["sigma"]
+    (other,) = {0.3, 1.0} - {chosen}
+    capsys.readouterr()
+    assert cifar.main([*argv, "--retrain-sigma", str(chosen)]) == {
+        "l2": rows["l2"]["50k"]
+    }
+    assert "== 50K" not in capsys.readouterr().out
+    cifar.main([*argv, "--retrain-sigma", str(other)])
+    assert f"== 50K l2 sigma={other:g}" in capsys.readouterr().out
+    assert (tmp_path / "record" / "results" / f"l2-{other:g}-50k.json").exists()
+    assert cifar.main(argv)["l2"]["50k"] == rows["l2"]["50k"]
+    assert_refuses(cifar.main, [*argv, "--retrain-sigma", "1", "--only-40k"])
+    assert_refuses(cifar.main, [*argv, "--retrain-sigma", "1", "--members", "plain"])
+    assert_refuses(cifar.main, [*argv, "--retrain-sigma", "0"])
     assert_refuses(cifar.main, [*argv, "--width", "0.1"])
     assert_refuses(cifar.main, [*argv, "--conv-lr-scale", "0.05"])
