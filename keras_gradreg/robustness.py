@@ -163,9 +163,10 @@ def evaluate_robustness(
         checks: run the gradient-masking checks (one extra PGD at a huge eps
             on at most 500 examples, one gradient pass on at most 1,000).
         verbose: 1 shows a progress bar.
-        image_shape: how the Square attack of `attacks="standard"` or
-            `"square"` views each example, e.g. `(28, 28)` for flattened
-            MNIST (see `attacks.square`); default the example's own shape.
+        image_shape: how each Square attack without an `image_shape` of
+            its own (`"square"`, `"standard"`'s, or a `Square(...)`) views
+            each example, e.g. `(28, 28)` for flattened MNIST (see
+            `attacks.square`); default the example's own shape.
         cascade: run the attacks in order, each on the points the previous
             ones left robust, so each row is the robust accuracy after that
             attack (AutoAttack's way; cheaper, same worst case). Default:
@@ -196,16 +197,17 @@ def evaluate_robustness(
         )
     if standard:
         attack_objects = [
-            _attacks.APGD(), _attacks.APGD(targeted=True),
-            _attacks.Square(image_shape=image_shape),
+            _attacks.APGD(), _attacks.APGD(targeted=True), _attacks.Square(),
         ]  # fmt: skip
     else:
         attacks = [attacks] if isinstance(attacks, str) else attacks
+        attack_objects = [_attacks.get(a) for a in attacks]
+    if image_shape is not None:  # for every Square without a view of its own
         attack_objects = [
-            _attacks.Square(image_shape=image_shape)
-            if a == "square"
-            else _attacks.get(a)
-            for a in attacks
+            dataclasses.replace(a, image_shape=image_shape)
+            if isinstance(a, _attacks.Square) and a.image_shape is None
+            else a
+            for a in attack_objects
         ]
     if not attack_objects:
         raise ValueError(

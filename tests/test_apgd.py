@@ -239,14 +239,22 @@ def test_square_views_flat_examples_as_images():
         kg.attacks.square(flat_model, x.reshape(40, 36), y, image_shape=(5, 5))
     with pytest.raises(ValueError, match="image_shape=\\(28, 28\\)"):
         kg.attacks.square(flat_model, x.reshape(40, 36), y)
+    # evaluate_robustness gives its image_shape to every Square without one
+    # ("square" is `Square()`, the same path).
     report = kg.evaluate_robustness(
-        flat_model, x.reshape(40, 36), y, ["linf"], [0.1], ["square"],
-        checks=False, verbose=0, image_shape=(6, 6),
+        flat_model, x.reshape(40, 36), y, ["linf"], [0.1],
+        [kg.attacks.Square(queries=50)], checks=False, verbose=0,
+        image_shape=(6, 6),
     )  # fmt: skip
     expected = kg.attacks.correct_predictions(image_model, x, y)
-    expected &= kg.attacks.correct_predictions(image_model, kg.attacks.square(
-        image_model, x, y, "linf", 0.1), y)  # fmt: skip
+    expected &= kg.attacks.correct_predictions(image_model, images, y)
     assert report.accuracy("linf", 0.1) == pytest.approx(expected.mean())
+    assert expected.mean() < kg.attacks.classification_accuracy(image_model, x, y)
+    with pytest.raises(ValueError, match="image_shape"):  # without it: flat rows
+        kg.evaluate_robustness(
+            flat_model, x.reshape(40, 36), y, ["linf"], [0.1], ["square"],
+            checks=False, verbose=0,
+        )  # fmt: skip
 
 
 def test_small_batches_run_at_a_few_padded_sizes():
