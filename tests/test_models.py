@@ -165,7 +165,7 @@ def test_torch_jit_with_penalty_names_the_alternatives(classification_data):
         form="multistep", steps=2, alpha=0.5,
     )  # fmt: skip
     compile_(maxout, jit_compile=True)
-    history = maxout.fit(x, y, verbose=0).history
+    history = maxout.fit(x, y, batch_size=len(x), verbose=0).history  # one shape
     assert history["adv_loss"][-1] > history["clean_loss"][-1]
     assert np.isfinite(history["loss"][-1])
     with pytest.raises(ValueError, match="torch.compile"):
