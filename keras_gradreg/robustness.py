@@ -19,7 +19,10 @@ import keras
 import numpy as np
 
 from keras_gradreg import attacks as _attacks
+from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.masking import masking_checks
+from keras_gradreg.noise import noise_accuracy
 from keras_gradreg.norms import canonical_norm
 
 #: Default radii per norm for inputs in [0, 1] (MNIST-scale images).
@@ -45,12 +48,18 @@ class RobustnessReport:
         warnings: the gradient-masking checks that failed (also issued as
             `GradientMaskingWarning`).
         num_examples: how many examples were attacked.
+        noise: one dict per Gaussian-noise std and clipping (the paper's
+            Table IV; see `noise_accuracy`), with keys "std", "clip" (the
+            range the noisy inputs were clipped to, or None), "accuracy"
+            (the mean over draws), "spread" (their standard deviation) and
+            "draws".
     """
 
     clean_accuracy: float
     rows: list
     warnings: list
     num_examples: int
+    noise: list = dataclasses.field(default_factory=list)
 
     def accuracy(self, norm, eps, attack: str = WORST_CASE) -> float:
         """The robust accuracy of one point of the table.
@@ -64,6 +73,18 @@ class RobustnessReport:
                 return row["accuracy"]
         raise KeyError(f"No result for attack={attack!r}, norm={norm!r}, eps={eps!r}")
 
+    def noise_accuracy(self, std, clipped: bool = True) -> float:
+        """The mean accuracy under Gaussian noise of `std`, the noisy inputs
+        clipped to the input range or not.
+
+        Raises:
+            KeyError: if the report has no such point.
+        """
+        for row in self.noise:
+            if row["std"] == std and (row["clip"] is not None) == clipped:
+                return row["accuracy"]
+        raise KeyError(f"No noise result for std={std!r}, clipped={clipped!r}")
+
     def to_dict(self) -> dict:
         """A JSON-ready dict (plain Python types only)."""
         return dataclasses.asdict(self)
@@ -76,15 +97,19 @@ class RobustnessReport:
         )
         columns = names + [WORST_CASE]
         lines = [
-            f"Clean accuracy: {self.clean_accuracy:.2%} on {self.num_examples} examples.",
-            "",
-            "| norm | eps | " + " | ".join(columns) + " |",
-            "|---|---:|" + "---:|" * len(columns),
+            f"Clean accuracy: {self.clean_accuracy:.2%} on {self.num_examples} examples."
         ]
+        if self.rows:
+            lines += [
+                "",
+                "| norm | eps | " + " | ".join(columns) + " |",
+                "|---|---:|" + "---:|" * len(columns),
+            ]
         points = dict.fromkeys((r["norm"], r["eps"]) for r in self.rows)
         for norm, eps in points:
             cells = [f"{self.accuracy(norm, eps, name):.2%}" for name in columns]
             lines.append(f"| {norm} | {eps:g} | " + " | ".join(cells) + " |")
+        lines += _noise_lines(self.noise)
         if self.warnings:
             lines += ["", "Gradient-masking checks that failed:", ""]
             lines += [f"- {w}" for w in self.warnings]
@@ -92,6 +117,32 @@ class RobustnessReport:
 
     def __str__(self):
         return self.to_markdown()
+
+
+def _noise_lines(noise: list) -> list:
+    """The noise rows as a Markdown table: accuracy (± its spread over the
+    draws) per std, clipped and not."""
+    if not noise:
+        return []
+    clip = next((r["clip"] for r in noise if r["clip"] is not None), None)
+    clipped = f"clipped to [{clip[0]:g}, {clip[1]:g}]" if clip else "clipped"
+    lines = [
+        "",
+        f"Accuracy under additive Gaussian noise (mean ± spread over "
+        f"{len(noise[0]['draws'])} draws):",
+        "",
+        f"| noise std | {clipped} | not clipped |",
+        "|---:|---:|---:|",
+    ]
+    for std in dict.fromkeys(r["std"] for r in noise):
+        cells = [
+            f"{r['accuracy']:.2%} ± {r['spread']:.2%}"
+            for want in (True, False)
+            for r in noise
+            if r["std"] == std and (r["clip"] is not None) == want
+        ]
+        lines.append(f"| {std:g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _eps_by_norm(norms, eps_values):
@@ -116,14 +167,6 @@ def _eps_by_norm(norms, eps_values):
     return {n: tuple(eps_values) for n in norms}
 
 
-def _huge_eps(norm, dimension, input_range):
-    """A radius that reaches every valid input (or far beyond, unbounded)."""
-    width = 10.0 if input_range is None else input_range[1] - input_range[0]
-    return {"linf": width, "l2": width * math.sqrt(dimension), "l1": width * dimension}[
-        norm
-    ]
-
-
 @keras_gradreg_export("keras_gradreg.evaluate_robustness")
 def evaluate_robustness(
     model,
@@ -140,6 +183,8 @@ def evaluate_robustness(
     verbose: int = 1,
     image_shape: tuple[int, ...] | None = None,
     cascade: bool | None = None,
+    noise_stds=(),
+    noise_draws: int = 5,
 ) -> RobustnessReport:
     """Clean and robust accuracy of a classifier for every attack, norm and
     eps, with the worst case over attacks and gradient-masking checks.
@@ -172,6 +217,11 @@ def evaluate_robustness(
             attack (AutoAttack's way; cheaper, same worst case). Default:
             True for `attacks="standard"`, else False (every attack on every
             point, so each row is that attack alone).
+        noise_stds: standard deviations of additive Gaussian noise to test
+            under as well (the paper's Table IV), each with the noisy inputs
+            clipped to `input_range` and not (`noise_accuracy`, seeded with
+            `seed`); `attacks` may then be empty.
+        noise_draws: noise draws averaged per std, >= 1.
 
     Returns:
         A `RobustnessReport`; `print(report)` shows the Markdown table.
@@ -209,9 +259,12 @@ def evaluate_robustness(
             else a
             for a in attack_objects
         ]
-    if not attack_objects:
+    noise_stds = _check_noise_stds(noise_stds)
+    check_integer("noise_draws", noise_draws)
+    if not attack_objects and not noise_stds:
         raise ValueError(
-            "Argument `attacks` must name at least one attack. Received: ()"
+            "Argument `attacks` must name at least one attack (or give "
+            "`noise_stds`). Received: ()"
         )
     radii = _eps_by_norm(norms, eps_values)
     x, y = _attacks._prepare(x, y, None)
@@ -233,7 +286,9 @@ def evaluate_robustness(
     ]
     progress = (
         keras.utils.Progbar(
-            len(points), unit_name="attack", stateful_metrics=["accuracy"]
+            len(points) + 2 * len(noise_stds),
+            unit_name="evaluation",
+            stateful_metrics=["accuracy"],
         )
         if verbose
         else None
@@ -271,9 +326,22 @@ def evaluate_robustness(
                 "accuracy": float(robust.mean()),
             }
         )
-    report = RobustnessReport(float(correct.mean()), rows, [], int(len(x)))
-    if checks:
-        report.warnings = _masking_checks(
+    noise = []
+    for std in noise_stds:
+        for clip in (input_range, None):
+            result = noise_accuracy(
+                model, x, y, std, draws=noise_draws, clip=clip, seed=seed,
+                batch_size=batch_size,
+            )  # fmt: skip
+            noise.append(
+                {"std": result.std, "clip": clip, "accuracy": result.mean,
+                 "spread": result.spread, "draws": result.draws}
+            )  # fmt: skip
+            if progress:
+                progress.add(1, [("accuracy", result.mean)])
+    report = RobustnessReport(float(correct.mean()), rows, [], int(len(x)), noise)
+    if checks and attack_objects:
+        report.warnings = masking_checks(
             model, x, y, report, attack_objects, input_range, batch_size, seed
         )
         for message in report.warnings:
@@ -281,86 +349,18 @@ def evaluate_robustness(
     return report
 
 
-def _masking_checks(model, x, y, report, attacks, input_range, batch_size, seed):
-    """AutoAttack-style sanity checks; returns the messages of those that
-    fail."""
-    messages = []
-    tolerance = max(0.01, 2.0 / len(x))
-    by_attack = {}
-    for row in report.rows:
-        by_attack.setdefault((row["attack"], row["norm"]), []).append(
-            (row["eps"], row["accuracy"])
+def _check_noise_stds(noise_stds) -> tuple:
+    values = (noise_stds,) if isinstance(noise_stds, (int, float)) else noise_stds
+    try:
+        values = tuple(values)
+        valid = all(
+            not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in values
         )
-    # 1. A multi-step attack weaker than the one-step one.
-    one_step = [a.name for a in attacks if isinstance(a, _attacks.FGM)]
-    multi_step = [a.name for a in attacks if isinstance(a, _attacks.PGD)]
-    for fgm_name in one_step:
-        for pgd_name in multi_step:
-            for row in report.rows:
-                if row["attack"] != pgd_name:
-                    continue
-                weak = report.accuracy(row["norm"], row["eps"], fgm_name)
-                if row["accuracy"] > weak + tolerance:
-                    messages.append(
-                        f"{pgd_name} is weaker than {fgm_name} at {row['norm']} "
-                        f"eps={row['eps']:g} ({row['accuracy']:.2%} vs {weak:.2%} "
-                        "robust accuracy): the loss surface may be masking gradients."
-                    )
-    # 1b. The gradient-free Square breaking points APGD could not.
-    names = [a.name for a in attacks]
-    if "Square" in names and "APGD-T" in names:
-        for row in report.rows:
-            if row["attack"] != "Square":
-                continue
-            before = report.accuracy(row["norm"], row["eps"], "APGD-T")
-            if row["accuracy"] < before - tolerance:
-                messages.append(
-                    f"The gradient-free Square attack broke points that APGD could "
-                    f"not at {row['norm']} eps={row['eps']:g} ({before:.2%} -> "
-                    f"{row['accuracy']:.2%}): gradients may be masked."
-                )
-    # 2. Accuracy rising with eps.
-    for (name, norm), curve in by_attack.items():
-        curve.sort()
-        for (e0, a0), (e1, a1) in zip(curve, curve[1:]):
-            if a1 > a0 + tolerance:
-                messages.append(
-                    f"{name} accuracy rises with eps for {norm}: {a0:.2%} at "
-                    f"eps={e0:g} but {a1:.2%} at eps={e1:g}."
-                )
-    # 3. Exactly-zero input gradients.
-    subset = slice(0, min(len(x), 1000))
-    gradients = _attacks.input_gradients(
-        model, x[subset], y[subset], input_range=input_range, batch_size=batch_size
-    )
-    zero = np.all(gradients.reshape(len(gradients), -1) == 0, axis=1).mean()
-    if zero > 0.05:
-        messages.append(
-            f"{zero:.1%} of the examples have an exactly-zero input gradient: "
-            "gradient-based attacks cannot move them (masking, e.g. saturated "
-            "outputs or non-differentiable layers)."
+    except TypeError:
+        valid = False
+    if not valid:
+        raise ValueError(
+            "Argument `noise_stds` must be finite numbers >= 0. Received: "
+            f"noise_stds={noise_stds!r}"
         )
-    # 4. Accuracy at an eps that reaches every valid input.
-    subset = slice(0, min(len(x), 500))
-    classes = int(np.shape(model.predict(x[:1], verbose=0))[-1])
-    chance = 1.0 / classes
-    dimension = int(np.prod(x.shape[1:]))
-    pgd = next((a for a in attacks if isinstance(a, _attacks.PGD)), _attacks.PGD())
-    for norm in dict.fromkeys(row["norm"] for row in report.rows):
-        if norm not in ("linf", "l2", "l1"):
-            continue
-        eps = _huge_eps(norm, dimension, input_range)
-        x_adv = pgd(
-            model, x[subset], y[subset], norm, eps,
-            input_range=input_range, batch_size=batch_size, seed=seed,
-        )  # fmt: skip
-        accuracy = float(
-            _attacks.correct_predictions(model, x_adv, y[subset], batch_size).mean()
-        )
-        if accuracy > max(2 * chance, 0.1):
-            messages.append(
-                f"{pgd.name} at {norm} eps={eps:g}, which reaches every valid "
-                f"input, leaves {accuracy:.2%} accuracy (chance is {chance:.0%}): "
-                "the attack is not working on this model."
-            )
-    return messages
+    return tuple(float(v) for v in values)

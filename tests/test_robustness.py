@@ -265,14 +265,22 @@ def test_evaluate_command_writes_report_json_and_pictures(tmp_path, capsys):
         "evaluate", "--model-path", str(tmp_path / "model.keras"),
         "--data-dir", str(tmp_path / "data"), "--limit", "16",
         "--norms", "linf", "l2", "--linf-eps", "0.1", "--l2-eps", "1", "2",
-        "--steps", "3", "--examples", "2", "--output", str(out),
+        "--steps", "3", "--examples", "2", "--noise-stds", "0.1", "0.3",
+        "--noise-draws", "2", "--output", str(out),
     ])  # fmt: skip
     assert code == 0
     report = (out / "report.md").read_text()
     assert "| linf | 0.1 | " in report and "| l2 | 2 | " in report
     assert "PGD-3" in report and "![robust accuracy" in report
+    assert "| noise std | clipped to [0, 1] | not clipped |" in report
+    assert "| 0.3 | " in report and "over 2 draws" in report
     results = json.loads((out / "robustness.json").read_text())
     assert results["report"]["num_examples"] == 16
+    noise = results["report"]["noise"]
+    assert [(r["std"], r["clip"]) for r in noise] == [
+        (0.1, [0.0, 1.0]), (0.1, None), (0.3, [0.0, 1.0]), (0.3, None),
+    ]  # fmt: skip
+    assert all(len(r["draws"]) == 2 for r in noise)
     assert (out / "gradients.png").stat().st_size > 5000
     assert (out / "robust_accuracy.png").stat().st_size > 5000
     assert "worst case" in capsys.readouterr().out

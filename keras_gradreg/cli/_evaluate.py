@@ -23,6 +23,11 @@ def _fill_defaults(args) -> None:
             {"--steps": args.steps, "--restarts": args.restarts},
             "--attacks pgd", f"--attacks {' '.join(args.attacks)}",
         )  # fmt: skip
+    if not args.noise_stds:
+        refuse_given({"--noise-draws": args.noise_draws}, "--noise-stds",
+                     "no --noise-stds")  # fmt: skip
+    args.noise_stds = args.noise_stds or []
+    args.noise_draws = 5 if args.noise_draws is None else args.noise_draws
     args.steps = 20 if args.steps is None else args.steps
     args.restarts = 1 if args.restarts is None else args.restarts
     for norm, radii in DEFAULT_EPS.items():
@@ -80,7 +85,8 @@ def evaluate(args) -> dict:
     image_shape = flat_images.get(args.dataset) if x_test.ndim == 2 else None
     report = kg.evaluate_robustness(
         model, x_test, y_test, args.norms, eps, attacks, seed=args.seed,
-        image_shape=image_shape,
+        image_shape=image_shape, noise_stds=args.noise_stds,
+        noise_draws=args.noise_draws,
     )  # fmt: skip
     wall = time.perf_counter() - start
     label = path.parent.name or path.stem

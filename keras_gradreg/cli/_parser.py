@@ -217,6 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="PGD random restarts (default 1)",
     )
     evaluate.add_argument(
+        "--noise-stds",
+        nargs="+",
+        type=_number(float, allow_zero=True),
+        default=None,
+        help="also test under additive Gaussian noise of these stds (the "
+        "paper's Table IV), noisy images clipped to [0, 1] and not",
+    )
+    evaluate.add_argument(
+        "--noise-draws",
+        type=_number(int),
+        default=None,
+        help="noise draws averaged per std (default 5)",
+    )
+    evaluate.add_argument(
         "--examples", type=_number(int), default=3, help="images in the gradient grid"
     )
     evaluate.add_argument("--seed", type=int, default=0)
