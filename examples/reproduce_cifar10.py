@@ -272,10 +272,10 @@ def main(argv=None):
         ]  # fmt: skip
         retrain = None if args.only_40k else (lambda s, m=member: run_50k(m, s))
         rows[member] = member_row(record, member, runs, retrain)
-    # The table keeps the finished rows of members other calls trained.
-    table = {**recorded_rows(record, exclude=rows), **rows}
-    table = {member: table[member] for member in MEMBERS if member in table}
-    write_table(record, table, args, protocol, source)
+    # The table holds every recorded run, whichever call trained it: a call
+    # for one sigma (the grid split over processes) must not make that sigma
+    # its member's row.
+    write_table(record, recorded_rows(record), args, protocol, source)
     return rows
 
 
@@ -292,13 +292,11 @@ def member_row(record, member, runs, retrain=None):
     return {"40k": chosen, "50k": retrained, "candidates": runs}
 
 
-def recorded_rows(record, exclude=()):
-    """The rows of the members not in `exclude` that have finished 40K runs
-    under `record`, every recorded sigma a candidate."""
+def recorded_rows(record):
+    """The rows of the members that have finished 40K runs under `record`,
+    every recorded sigma a candidate."""
     rows = {}
     for member in MEMBERS:
-        if member in exclude:
-            continue
         paths = (record / "results").glob(f"{member}-*-40k.json")
         runs = sorted((json.loads(p.read_text()) for p in paths),
                       key=lambda r: r["sigma"])  # fmt: skip

@@ -488,6 +488,10 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
     # another sigma's is trained and recorded but leaves the table as it was.
     chosen = rows["l2"]["40k"]["sigma"]
     (other,) = {0.3, 1.0} - {chosen}
+    # A call for the other sigma alone leaves the chosen one in the table.
+    cifar.main([*argv, "--members", "l2", "--sigmas", str(other), "--only-40k"])
+    partial = (tmp_path / "record" / "results.md").read_text()
+    assert f"| + gradient p = 2 (l2 penalty) | {chosen:g} |" in partial
     capsys.readouterr()
     assert cifar.main([*argv, "--retrain-sigma", str(chosen)]) == {
         "l2": rows["l2"]["50k"]
