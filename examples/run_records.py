@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from keras_gradreg._files import settings_changes
+
 
 def cached(path: Path, compute):
     """Returns the JSON stored at `path`, or computes, stores and returns it:
@@ -30,12 +32,9 @@ def check_settings(path: Path, settings: dict) -> str:
         "" when they match (or nothing was recorded yet), otherwise the
         differing settings as "name: recorded -> requested".
     """
-    settings = json.loads(json.dumps(settings))  # tuples as JSON lists
-    recorded = cached(path, lambda: settings)
     return ", ".join(
-        f"{name}: {recorded.get(name)!r} -> {value!r}"
-        for name, value in settings.items()
-        if recorded.get(name) != value
+        f"{name}: {recorded!r} -> {requested!r}"
+        for name, recorded, requested in settings_changes(path, settings)
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -40,3 +41,30 @@ def atomic_path(path):
             os.remove(partial)
         raise
     os.replace(partial, full)
+
+
+def settings_changes(path, settings: dict) -> list:
+    """Records `settings` as JSON at `path`, or compares them with the
+    settings recorded there, so that a resume with other settings can be
+    refused rather than mixing runs.
+
+    Args:
+        path: the settings file, a `str` or `Path`.
+        settings: name -> a JSON-serializable value (tuples compare as lists).
+
+    Returns:
+        `(name, recorded, requested)` for each setting that differs from the
+        recorded one; `[]` when they match or nothing was recorded yet.
+    """
+    path = Path(path)
+    settings = json.loads(json.dumps(settings))  # tuples as JSON lists
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2))
+        return []
+    recorded = json.loads(path.read_text())
+    return [
+        (name, recorded.get(name), value)
+        for name, value in settings.items()
+        if recorded.get(name) != value
+    ]

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from keras_gradreg._files import atomic_path
+from keras_gradreg._files import atomic_path, settings_changes
 
 
 def test_atomic_path_replaces_the_file_only_once_written(tmp_path):
@@ -27,3 +27,15 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
             raise RuntimeError("killed")
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["state.npz"]
+
+
+def test_settings_changes_records_then_names_what_changed(tmp_path):
+    path = tmp_path / "run" / "settings.json"
+    assert settings_changes(path, {"sigma": 0.3, "grid": (1, 2)}) == []  # recorded
+    assert (
+        settings_changes(path, {"sigma": 0.3, "grid": (1, 2)}) == []
+    )  # tuples as lists
+    assert settings_changes(path, {"sigma": 0.5, "grid": (1, 2), "seed": 1}) == [
+        ("sigma", 0.3, 0.5),
+        ("seed", None, 1),
+    ]

@@ -8,6 +8,7 @@ import json
 import math
 import time
 
+from keras_gradreg._files import settings_changes
 from keras_gradreg.cli._common import (
     json_default,
     load,
@@ -140,17 +141,12 @@ def _fit_adam(args, model, jit, train_data, validation, output):
 def _refuse_other_settings(args, directory) -> None:
     """Records the run's settings in `directory`, or refuses a resume of a
     run made with others."""
-    settings = json.loads(json.dumps({k: getattr(args, k) for k in RUN_SETTINGS}))
-    path = directory / "settings.json"
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2))
-        return
-    recorded = json.loads(path.read_text())
+    settings = {name: getattr(args, name) for name in RUN_SETTINGS}
     changed = [
-        f"--{k.replace('_', '-')}: {recorded.get(k)!r} -> {v!r}"
-        for k, v in settings.items()
-        if recorded.get(k) != v
+        f"--{name.replace('_', '-')}: {recorded!r} -> {requested!r}"
+        for name, recorded, requested in settings_changes(
+            directory / "settings.json", settings
+        )
     ]
     if changed:
         raise ValueError(
