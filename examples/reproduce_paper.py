@@ -92,18 +92,16 @@ def plan(seeds, members, study=PAPER_STUDY):
 
 def evaluate(model_path, x_test, y_test, seed, noise_draws):
     model = keras.saving.load_model(model_path)
-    row = {"test_error": 1.0 - kg.classification_accuracy(model, x_test, y_test)}
-    for clip in ((0.0, 1.0), None):
-        for std in NOISE_STDS:
-            result = kg.noise_accuracy(
-                model, x_test, y_test, std, draws=noise_draws, clip=clip, seed=seed
-            )
-            key = f"noise {std:g}" + (" clipped" if clip else "")
-            row[key] = {"error": result.error, "spread": result.spread}
     report = kg.evaluate_robustness(
         model, x_test, y_test, ["linf", "l2"], {"linf": (0.1,), "l2": (1.0,)},
         ["fgm", kg.attacks.PGD(steps=20)], seed=seed, verbose=0,
+        noise_stds=NOISE_STDS, noise_draws=noise_draws,
     )  # fmt: skip
+    row = {"test_error": 1.0 - report.clean_accuracy}
+    # The records' keys, e.g. "noise 0.1 clipped" (to [0, 1]) and "noise 0.1".
+    for noisy in report.noise:
+        key = f"noise {noisy['std']:g}" + (" clipped" if noisy["clip"] else "")
+        row[key] = {"error": 1.0 - noisy["accuracy"], "spread": noisy["spread"]}
     row["robust"] = {
         "linf 0.1": report.accuracy("linf", 0.1),
         "l2 1": report.accuracy("l2", 1.0),
