@@ -105,7 +105,7 @@ test-keras-range: $(FLOOR_STAMP)
 	  PYTHONPATH=.keras-floor KERAS_BACKEND=$$backend $(BIN)/python -c \
 	    "import keras; assert keras.__version__ == '$(KERAS_FLOOR)', keras.__version__" \
 	  && PYTHONPATH=.keras-floor KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q \
-	    tests/test_gradients.py tests/test_models.py $(PYTEST_ARGS) || status=1; \
+	    tests/test_gradients.py tests/test_models.py tests/test_inputs.py $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
 
 demo: $(STAMP)

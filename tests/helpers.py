@@ -28,6 +28,17 @@ def write_fake_mnist(folder, n=64, n_test=None):
     )
 
 
+def compile_(model, lr=0.01, **kwargs):
+    """Compiles `model` with plain SGD at `lr` and sparse crossentropy."""
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=lr),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        **kwargs,
+    )
+    return model
+
+
 #: Skips a test that needs the real MNIST: `mnist.npz` where the loaders look
 #: (`$KERAS_GRADREG_DATA` first; CI points it at the shared copy).
 requires_mnist = pytest.mark.skipif(

@@ -9,7 +9,8 @@ import pytest
 
 import keras_gradreg as kg
 from tests.conftest import BACKEND
-from tests.test_models import Subclassed, compile_, mlp
+from tests.helpers import compile_
+from tests.test_models import Subclassed, mlp
 
 
 @keras.saving.register_keras_serializable(package="keras_gradreg_tests")
