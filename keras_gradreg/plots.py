@@ -237,6 +237,16 @@ def read_history(path) -> dict:
     return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
 
 
+def _loss_scale(values) -> str:
+    """ "log" for losses spanning a decade or more (a real stage 2 falls that
+    far), "linear" for a narrow range, which a log axis labels poorly."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if len(values) and values.max() >= 10.0 * values.min():
+        return "log"
+    return "linear"
+
+
 @keras_gradreg_export("keras_gradreg.plots.plot_protocol_runs")
 def plot_protocol_runs(runs: dict, path) -> Path:
     """Saves the two stages of `protocol.train_then_continue` runs side by
@@ -244,7 +254,8 @@ def plot_protocol_runs(runs: dict, path) -> Path:
     marked (early stopping keeps that model), and stage 2's loss on the
     former validation images falling to the target (the best model's
     training loss), where the run stops: `val_noisy_loss` (dropout on) when
-    the history has it, otherwise `val_loss`. Stage 1's axis reaches three
+    the history has it, otherwise `val_loss`, on a log axis when the losses
+    span a decade or more. Stage 1's axis reaches three
     times the lowest best error (at least one point above it), so the
     plateaus the runs differ on are not squashed by the first epochs; one
     legend under both panels names the runs. When no run has a stage 2 (no
@@ -276,7 +287,7 @@ def plot_protocol_runs(runs: dict, path) -> Path:
     first = axes[0][0]
     second = axes[0][1] if with_stage2 else None
     noisy = False
-    bests = []
+    bests, losses = [], []
     for color, (label, run) in enumerate(runs.items()):
         style = {"color": f"C{color}", "linewidth": 1}
         error = 100.0 * (1.0 - np.asarray(run["stage1"]["val_accuracy"], float))
@@ -292,8 +303,10 @@ def plot_protocol_runs(runs: dict, path) -> Path:
         noisy |= key == "val_noisy_loss"
         loss = np.asarray(stage2.get(key, []), float)
         second.plot(np.arange(1, len(loss) + 1), loss, **style)
+        losses += list(loss)
         if run.get("target") is not None:
             second.axhline(run["target"], linestyle="--", **style)
+            losses.append(run["target"])
     first.set_title("stage 1: validation error (dot: best epoch)", fontsize=10)
     first.set_xlabel("epoch")
     first.set_ylabel("validation error (%)")
@@ -305,7 +318,7 @@ def plot_protocol_runs(runs: dict, path) -> Path:
         second.set_title("stage 2: loss on the former validation images", fontsize=10)
         second.set_xlabel("epoch of stage 2")
         second.set_ylabel(("dropout-on " if noisy else "") + "loss (dashed: target)")
-        second.set_yscale("log")
+        second.set_yscale(_loss_scale(losses))
     for ax in axes[0]:
         ax.grid(alpha=0.3)
     fig.legend(

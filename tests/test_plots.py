@@ -26,7 +26,7 @@ def test_protocol_runs_mark_the_best_epoch_and_the_target(tmp_path, saved):
         {
             "plain, seed 0": {
                 "stage1": {"val_accuracy": [0.97, 0.99, 0.98]},
-                "stage2": {"val_loss": [0.05, 0.02, 0.009]},
+                "stage2": {"val_loss": [0.5, 0.02, 0.009]},
                 "target": 0.01,
             }
         },
@@ -63,6 +63,20 @@ def test_protocol_runs_scale_stage1_to_the_plateau_and_share_one_legend(
     assert first.get_legend() is None and second.get_legend() is None
     (legend,) = fig.legends
     assert [t.get_text() for t in legend.get_texts()] == list(runs)
+
+
+def test_protocol_runs_draw_a_narrow_stage2_on_a_linear_axis(tmp_path, saved):
+    """A smoke run's stage 2 moves in the fourth digit: a log axis would
+    label it with one tick (2.302 x 10^0); a decade or more stays log."""
+    stage1 = {"val_accuracy": [0.1, 0.11]}
+    narrow = {"stage1": stage1, "stage2": {"val_loss": [2.3026, 2.3024]}}
+    kg.plots.plot_protocol_runs(
+        {"smoke": {**narrow, "target": 2.302}}, tmp_path / "a.png"
+    )
+    assert saved["fig"].axes[1].get_yscale() == "linear"
+    wide = {"stage1": stage1, "stage2": {"val_loss": [0.3, 0.05]}, "target": 0.02}
+    kg.plots.plot_protocol_runs({"run": wide}, tmp_path / "b.png")
+    assert saved["fig"].axes[1].get_yscale() == "log"
 
 
 def test_protocol_runs_without_a_stage2_draw_stage1_alone(tmp_path, saved):
