@@ -319,8 +319,11 @@ def plot_protocol_runs(runs: dict, path) -> Path:
         second.set_xlabel("epoch of stage 2")
         second.set_ylabel(("dropout-on " if noisy else "") + "loss (dashed: target)")
         second.set_yscale(_loss_scale(losses))
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes[0]:
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     fig.legend(
         *first.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7,
         frameon=False,

@@ -65,15 +65,19 @@ def test_protocol_runs_scale_stage1_to_the_plateau_and_share_one_legend(
     assert [t.get_text() for t in legend.get_texts()] == list(runs)
 
 
-def test_protocol_runs_draw_a_narrow_stage2_on_a_linear_axis(tmp_path, saved):
+def test_protocol_runs_draw_a_smoke_run_readably(tmp_path, saved):
     """A smoke run's stage 2 moves in the fourth digit: a log axis would
-    label it with one tick (2.302 x 10^0); a decade or more stays log."""
+    label it with one tick (2.302 x 10^0), so it is linear (a decade or
+    more stays log); its few epochs are ticked as whole epochs."""
     stage1 = {"val_accuracy": [0.1, 0.11]}
     narrow = {"stage1": stage1, "stage2": {"val_loss": [2.3026, 2.3024]}}
     kg.plots.plot_protocol_runs(
         {"smoke": {**narrow, "target": 2.302}}, tmp_path / "a.png"
     )
     assert saved["fig"].axes[1].get_yscale() == "linear"
+    for ax in saved["fig"].axes:  # three epochs: whole-epoch ticks only
+        ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+        assert ticks and all(float(t).is_integer() for t in ticks)
     wide = {"stage1": stage1, "stage2": {"val_loss": [0.3, 0.05]}, "target": 0.02}
     kg.plots.plot_protocol_runs({"run": wide}, tmp_path / "b.png")
     assert saved["fig"].axes[1].get_yscale() == "log"
