@@ -41,6 +41,7 @@ def plot_learning_curves(history: dict, path, title: str = "") -> list[Path]:
             epochs = range(1, len(history[key]) + 1)
             ax.plot(epochs, history[key], marker="o", markersize=3, label=key)
         ax.set_xlabel("epoch")
+        _whole_epochs(ax)
         ax.set_ylabel(suffix.replace("_", " "))
         ax.set_title(f"{title}: {panel}" if title else panel)
         ax.grid(alpha=0.3)
@@ -61,6 +62,14 @@ def _subplots(rows=None, columns=None, *, figsize):
     if rows is None:
         return fig, fig.subplots()
     return fig, fig.subplots(rows, columns, squeeze=False)
+
+
+def _whole_epochs(ax) -> None:
+    """Ticks `ax`'s x axis at whole epochs only (a short run's would read
+    1.25, 1.50, ...)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(fig, path) -> Path:
@@ -319,11 +328,9 @@ def plot_protocol_runs(runs: dict, path) -> Path:
         second.set_xlabel("epoch of stage 2")
         second.set_ylabel(("dropout-on " if noisy else "") + "loss (dashed: target)")
         second.set_yscale(_loss_scale(losses))
-    from matplotlib.ticker import MaxNLocator
-
     for ax in axes[0]:
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
+        _whole_epochs(ax)
     fig.legend(
         *first.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7,
         frameon=False,

@@ -83,6 +83,17 @@ def test_protocol_runs_draw_a_smoke_run_readably(tmp_path, saved):
     assert saved["fig"].axes[1].get_yscale() == "log"
 
 
+def test_learning_curves_draw_each_key_against_whole_epochs(tmp_path, saved):
+    history = {"loss": [1.0, 0.6, 0.5], "val_loss": [1.1, 0.8, 0.7], "other": [1]}
+    (path,) = kg.plots.plot_learning_curves(history, tmp_path / "curves")
+    assert path.name == "curves_loss.png" and path.exists()
+    (ax,) = saved["fig"].axes
+    assert [line.get_label() for line in ax.get_lines()] == ["loss", "val_loss"]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), history["val_loss"])
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
 def test_protocol_runs_without_a_stage2_draw_stage1_alone(tmp_path, saved):
     run = {"stage1": {"val_accuracy": [0.4, 0.5]}, "stage2": {"val_loss": []}}
     kg.plots.plot_protocol_runs({"40K run": run, "another": run}, tmp_path / "a.png")
