@@ -56,6 +56,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import keras
@@ -252,6 +253,9 @@ def main(argv=None):
             ],
         )  # fmt: skip
         model.save(folder / "final.keras")
+        histories = record / "histories"
+        histories.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / "history.csv", histories / f"{folder.name}.csv")
         return {"test_error": test_error(folder / "final.keras", x_test, y_test),
                 "epochs": protocol.retrain_epochs, "seconds_per_epoch": timer.median}  # fmt: skip
 

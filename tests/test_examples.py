@@ -472,6 +472,10 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
     assert [r["sigma"] for r in candidates] == [0.3, 1.0]
     assert rows["l2"]["40k"]["best"] == max(r["best"] for r in candidates)
     assert rows["l2"]["50k"]["epochs"] == 1
+    # The 50K runs' per-epoch logs are recorded beside the 40K runs'.
+    for name in ("plain-0", f"l2-{rows['l2']['40k']['sigma']:g}"):
+        log = (tmp_path / "record" / "histories" / f"{name}-50k.csv").read_text()
+        assert log.startswith("epoch,") and len(log.splitlines()) == 2
     table = (tmp_path / "record" / "results.md").read_text()
     assert "CIFAR-10 (JPEG copy)" in table and "13.26%" in table and "12.28%" in table
     assert "Validation accuracy of the l2 40K runs by sigma" in table
