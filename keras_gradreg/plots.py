@@ -247,8 +247,9 @@ def read_history(path) -> dict:
 
 
 def _loss_scale(values) -> str:
-    """ "log" for losses spanning a decade or more (a real stage 2 falls that
-    far), "linear" for a narrow range, which a log axis labels poorly."""
+    """The scale of stage 2's loss axis: log for losses spanning a decade or
+    more (a real stage 2 falls that far), linear for a narrow range, which a
+    log axis labels poorly."""
     values = np.asarray(values, float)
     values = values[np.isfinite(values) & (values > 0)]
     if len(values) and values.max() >= 10.0 * values.min():
