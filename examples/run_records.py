@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keras_gradreg._files import settings_changes
+from keras_gradreg._files import atomic_path, settings_changes
 
 
 def cached(path: Path, compute):
@@ -18,7 +18,8 @@ def cached(path: Path, compute):
         return json.loads(path.read_text())
     value = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=2))
+    with atomic_path(path) as partial:  # a killed write leaves no half record
+        partial.write_text(json.dumps(value, indent=2))
     return value
 
 

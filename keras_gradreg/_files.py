@@ -60,7 +60,8 @@ def settings_changes(path, settings: dict) -> list:
     settings = json.loads(json.dumps(settings))  # tuples as JSON lists
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2))
+        with atomic_path(path) as partial:
+            partial.write_text(json.dumps(settings, indent=2))
         return []
     recorded = json.loads(path.read_text())
     return [
