@@ -28,7 +28,7 @@ are, in their own folders (`settings.json` refuses a resume with other
 settings).
 
 Usage:
-    KERAS_BACKEND=jax nice -n 19 python examples/ablate_paper.py \
+    KERAS_BACKEND=jax python examples/ablate_paper.py \
         --record docs/data/paper-table1-ablations
 """
 

@@ -44,7 +44,7 @@ Runs are checkpointed every epoch and resume; finished runs' records go to
 Usage:
     KERAS_BACKEND=jax python examples/reproduce_cifar10.py \\
         --record docs/data/paper-table3                          # on a GPU
-    KERAS_BACKEND=jax nice -n 19 python examples/reproduce_cifar10.py --width 0.125 \\
+    KERAS_BACKEND=jax python examples/reproduce_cifar10.py --width 0.125 \\
         --init glorot --conv-lr-scale 0.3 --max-epochs 10 --patience 5 \\
         --retrain-epochs 10 --output runs/paper-table3-cpu \\
         --record docs/data/paper-table3-cpu                      # 2 CPU cores

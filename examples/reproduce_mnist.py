@@ -35,9 +35,9 @@ Usage:
     KERAS_BACKEND=jax python examples/reproduce_mnist.py --budget quick \\
         --output runs/repro-quick
     # the full budget on two cores, then the whole table:
-    taskset -c 0 python examples/reproduce_mnist.py --budget full \\
+    python examples/reproduce_mnist.py --budget full \\
         --output runs/repro-full --members plain fgsm linf &
-    taskset -c 1 python examples/reproduce_mnist.py --budget full \\
+    python examples/reproduce_mnist.py --budget full \\
         --output runs/repro-full --members l2 l1
 """
 

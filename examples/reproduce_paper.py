@@ -35,7 +35,7 @@ in the order that answers the paper's main claim first (l2 and plain,
 seed 0, then the other seeds, then the other members).
 
 Usage:
-    KERAS_BACKEND=jax nice -n 19 python examples/reproduce_paper.py \
+    KERAS_BACKEND=jax python examples/reproduce_paper.py \
         --record docs/data/paper-table1
     KERAS_BACKEND=jax python examples/reproduce_paper.py --table 2 \
         --record docs/data/paper-table2                      # on a GPU
@@ -66,12 +66,14 @@ from keras_gradreg.protocol import MAXOUT_PROTOCOLS, train_then_continue
 PROTOCOLS = {1: "mnist_pi", 2: "mnist_conv"}
 
 
-def build(regularizer, protocol, table=1, network=None):
+def build(regularizer, protocol, table=1, network=None, clip=True):
     """Table 1's maxout MLP or Table 2's convolutional maxout network, as
     pylearn2 builds them (`network` replaces some of their arguments),
-    compiled with the protocol's optimizer."""
+    compiled with the protocol's optimizer. `clip` keeps the perturbed
+    images in [0, 1]; Goodfellow et al.'s code does not clip them."""
+    input_range = (0.0, 1.0) if clip else None
     model = kg.models.paper_network(
-        PROTOCOLS[table], input_range=(0.0, 1.0), **(network or {}), **regularizer
+        PROTOCOLS[table], input_range=input_range, **(network or {}), **regularizer
     )
     model.compile(
         protocol.optimizer(), "sparse_categorical_crossentropy", metrics=["accuracy"]
@@ -129,6 +131,16 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
     parser.add_argument("--continue-max-epochs", type=int, default=None)
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--noise-draws", type=int, default=5)
+    parser.add_argument(
+        "--no-clip", action="store_true",
+        help="train on perturbed images left unclipped, as Goodfellow et al.'s "
+        "code does (default: clipped to [0, 1])",
+    )  # fmt: skip
+    parser.add_argument(
+        "--stage2-optimizer", choices=("fresh",), default=None,
+        help="'fresh': stage 2 starts from zero velocity, as pylearn2's "
+        "mnist_pi_continued.yaml (default: stage 1's best state goes on)",
+    )  # fmt: skip
     add_standard_suite_arguments(parser)
     parser.add_argument("--limit", type=int, default=None, help="smoke runs")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
@@ -139,7 +151,7 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
             f"--members must be among {list(study.members)}. Received: {unknown}"
         )
     protocol = MAXOUT_PROTOCOLS[PROTOCOLS[args.table]]
-    for name in ("max_epochs", "continue_max_epochs", "patience"):
+    for name in ("max_epochs", "continue_max_epochs", "patience", "stage2_optimizer"):
         if getattr(args, name) is not None:
             protocol = protocol.replace(**{name: getattr(args, name)})
     out = Path(args.output or f"runs/paper-table{args.table}")
@@ -153,6 +165,8 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
         "select_epochs": args.select_epochs,
         **study.settings(),
         "noise_draws": args.noise_draws,
+        # Left out when clipped: folders made before `--no-clip` resume.
+        **({"clip": False} if args.no_clip else {}),
         "limit": args.limit,
         "backend": keras.backend.backend(),
     }
@@ -184,8 +198,9 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
                     folder, patience=short.patience
                 )
                 model = build(
-                    regularizer, short, args.table, study.networks.get(member)
-                )
+                    regularizer, short, args.table, study.networks.get(member),
+                    clip=not args.no_clip,
+                )  # fmt: skip
                 model.fit(
                     x_train, y_train, batch_size=short.batch_size,
                     epochs=short.max_epochs, validation_data=(x_val, y_val),
@@ -209,7 +224,10 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
         timer = EpochTimer()
         directory = out / "runs" / f"{member}-seed{seed}"
         summary = train_then_continue(
-            build(regularizer, protocol, args.table, study.networks.get(member)),
+            build(
+                regularizer, protocol, args.table, study.networks.get(member),
+                clip=not args.no_clip,
+            ),
             (x_train, y_train), (x_val, y_val),
             directory, protocol, callbacks=[timer], verbose=args.verbose,
         )  # fmt: skip

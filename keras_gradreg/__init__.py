@@ -7,6 +7,7 @@ from keras_gradreg import (
     attacks,
     callbacks,
     datasets,
+    forms,
     layers,
     models,
     optimizers,
@@ -35,7 +36,7 @@ from keras_gradreg.robustness import (
     evaluate_robustness,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Imported on first use, so that `import keras_gradreg` stays light: `tuning`
 # needs keras-tuner and `plots` matplotlib (the `tuning` and `plots` extras).
@@ -64,6 +65,7 @@ __all__ = [
     "evaluate_robustness",
     "fgm",
     "fgsm_accuracy",
+    "forms",
     "input_gradients",
     "layers",
     "models",

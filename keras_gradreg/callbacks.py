@@ -14,7 +14,7 @@ import numpy as np
 
 from keras_gradreg import _keras_compat, attacks
 from keras_gradreg import backend as _backend
-from keras_gradreg._checks import check_integer
+from keras_gradreg._checks import check_data, check_eps, check_integer
 from keras_gradreg._files import atomic_path
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.norms import canonical_norm
@@ -166,7 +166,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 for key in saved.files
                 if key.startswith("global_")
             }
-            if "global" in saved:  # written before session 29: the CPU's only
+            if "global" in saved:  # written by early 0.1.0 builds: the CPU's only
                 generators["cpu"] = saved["global"]
             if generators:
                 _backend.set_global_random_state(generators)
@@ -325,14 +325,14 @@ class RobustAccuracy(keras.callbacks.Callback):
                 "Argument `validation_data` must be a pair (x_val, y_val). "
                 f"Received: validation_data of type {type(validation_data).__name__}"
             ) from None
-        x, y = attacks._prepare(x, y, None)
+        x, y = check_data(x, y, None)
         if len(x) == 0:
             raise ValueError(
                 "Argument `validation_data` must hold at least one example. Received: 0"
             )
         check_integer("subset_size", subset_size, allow_none=True)
         check_integer("every", every)
-        attacks._check_eps(eps)
+        check_eps(eps)
         if attack == "pgd":
             attack = attacks.PGD(steps=10)
         self.attack = attacks.get(attack)

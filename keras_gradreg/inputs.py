@@ -10,14 +10,16 @@ is backend-agnostic (`keras.ops`); the per-backend train steps and
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_gradreg import _keras_compat
-from keras_gradreg.regularizer import GradientRegularizer
+
+if TYPE_CHECKING:
+    from keras_gradreg.regularizer import GradientRegularizer
 
 
 class InputSelection(NamedTuple):
@@ -216,3 +218,55 @@ def feature_weights(regularizer: GradientRegularizer, selection: InputSelection)
             f"would be perturbed or penalized. Received: feature_mask={mask!r}"
         )
     return weights
+
+
+def check_training_range(regularizer, x) -> None:
+    """Refuses training inputs outside `regularizer.input_range`.
+
+    The perturbed inputs are clipped to the range, so inputs left outside
+    it (images at 0-255 with `input_range=(0, 1)`) would train on clipped
+    garbage without a word. Arrays in memory are checked whole; a
+    `tf.data.Dataset` or a `keras.utils.PyDataset` on its first batch;
+    other iterables (generators) cannot be read without consuming them and
+    are not checked.
+
+    Raises:
+        ValueError: naming `x`, the range and the values received.
+    """
+    if not (regularizer.active and regularizer.input_range is not None):
+        return
+    batch = _first_batch(x)
+    if batch is None:
+        return
+    leaves = select_inputs(batch, regularizer.inputs_to_regularize).leaves
+    values = [np.asarray(keras.ops.convert_to_numpy(t)) for t in leaves]
+    values = [v for v in values if v.size]
+    if not values:
+        return
+    low, high = regularizer.input_range
+    least = min(float(v.min()) for v in values)
+    most = max(float(v.max()) for v in values)
+    if least < low or most > high:
+        raise ValueError(
+            f"Argument `x` must lie in input_range={regularizer.input_range}: the "
+            "perturbed inputs are clipped to it, so training would see clipped "
+            "inputs. Rescale the inputs or pass the range they use. Received: "
+            f"x in [{least:g}, {most:g}]"
+        )
+
+
+def _first_batch(x):
+    """The inputs of `x` to check: `x` itself for arrays, the first batch's
+    inputs for a dataset, or None when they cannot be read cheaply."""
+    if x is None:
+        return None
+    if isinstance(x, keras.utils.PyDataset):
+        return keras.utils.unpack_x_y_sample_weight(x[0])[0] if len(x) else None
+    if type(x).__module__.startswith("tensorflow") and hasattr(x, "take"):
+        for element in x.take(1):
+            return keras.utils.unpack_x_y_sample_weight(element)[0]
+        return None
+    leaves = keras.tree.flatten(x)
+    if leaves and all(hasattr(t, "shape") and hasattr(t, "dtype") for t in leaves):
+        return x
+    return None

@@ -7,9 +7,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from keras_gradreg._checks import check_integer
+from keras_gradreg._checks import check_data, check_input_range, check_integer
 from keras_gradreg.api_export import keras_gradreg_export
-from keras_gradreg.attacks import _check_input_range, _prepare, correct_predictions
+from keras_gradreg.attacks import correct_predictions
 
 
 @keras_gradreg_export("keras_gradreg.NoiseAccuracy")
@@ -93,13 +93,13 @@ def noise_accuracy(
         )
     draws = check_integer("draws", draws, types=(int, np.integer))
     try:
-        clip = _check_input_range(clip)
+        clip = check_input_range(clip)
     except ValueError:
         raise ValueError(
             "Argument `clip` must be None or a pair (low, high) with low < high. "
             f"Received: clip={clip!r}"
         ) from None
-    x, y = _prepare(x, y, None)
+    x, y = check_data(x, y, None)
     if not np.all(np.isfinite(x)):
         raise ValueError("Argument `x` must be finite. Received: x with NaN or inf")
     rng = np.random.default_rng(seed)

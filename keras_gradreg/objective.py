@@ -26,17 +26,17 @@ from keras_gradreg._keras_compat import (
     scale_loss_for_distribution,  # noqa: F401 - used by the backends
     unscale_loss_for_distribution,
 )
-from keras_gradreg.norms import per_example_norm, worst_case_perturbation
-from keras_gradreg.regularizer import GradientRegularizer
+from keras_gradreg.forms.base import FormContext, weighted_batch_mean  # noqa: F401
+from keras_gradreg.norms import per_example_norm
 
 
-def _first_leaf(x):
+def first_leaf(x):
     return next(t for t in keras.tree.flatten(x) if t is not None)
 
 
 def batch_size(x):
     """The (dynamic) number of examples in `x`, as a float32 scalar."""
-    return ops.cast(ops.shape(_first_leaf(x))[0], "float32")
+    return ops.cast(ops.shape(first_leaf(x))[0], "float32")
 
 
 def compiled_loss(model, y, y_pred, sample_weight):
@@ -54,9 +54,7 @@ def compiled_loss(model, y, y_pred, sample_weight):
     if sparse is None:
         return value
     regularizer = getattr(model, "regularizer", None)
-    twice = isinstance(regularizer, GradientRegularizer) and needs_second_order(
-        regularizer
-    )
+    twice = regularizer is not None and needs_second_order(regularizer)
     floor = crossentropy.SECOND_ORDER_FLOOR if twice else crossentropy.FIRST_ORDER_FLOOR
     return crossentropy.through_the_clip(
         value, sparse, y, y_pred, sample_weight, floor=floor
@@ -101,48 +99,10 @@ def outputs_are_logits(model) -> bool:
     return bool(config.get("from_logits", False))
 
 
-def split_labeled_rows(regularizer: GradientRegularizer, x, y, sample_weight):
-    """Separates a semi-supervised batch (`labeled_rows`, k): returns
-    `(x[:k], y[:k], sample_weight[:k], unlabeled)` with `unlabeled = x[k:]`
-    for the active label-free member's passes (None otherwise: the other
-    members ignore those rows); without `labeled_rows`,
-    `(x, y, sample_weight, None)`.
-
-    Raises:
-        ValueError: for a batch of at most k rows (its shape known).
-    """
-    rows = regularizer.labeled_rows
-    if rows is None:
-        return x, y, sample_weight, None
-    size = _first_leaf(x).shape[0]
-    if size is not None and size <= rows:
-        raise ValueError(
-            f"A training batch of {size} rows holds no unlabeled row after its "
-            f"`labeled_rows` labeled ones. Received: labeled_rows={rows}"
-        )
-    first, rest = slice(None, rows), slice(rows, None)
-
-    def rows_of(part, index):
-        return keras.tree.map_structure(lambda t: None if t is None else t[index], part)
-
-    labeled = [rows_of(part, first) for part in (x, y, sample_weight)]
-    unlabeled = rows_of(x, rest) if regularizer.active and regularizer.virtual else None
-    return (*labeled, unlabeled)
-
-
-def moved_inputs(regularizer: GradientRegularizer, x, selection, unlabeled):
-    """The inputs the perturbed passes move, and their selection: the
-    unlabeled rows of a semi-supervised batch (`split_labeled_rows`), else
-    the batch itself."""
-    if unlabeled is None:
-        return x, selection
-    return unlabeled, inputs.select_inputs(unlabeled, regularizer.inputs_to_regularize)
-
-
 def virtual_target(model, y_pred):
     """The label-free member's constant target p(x), the clean class
     probabilities, or None for the other members."""
-    if not (model.regularizer.active and model.regularizer.virtual):
+    if not is_label_free(model.regularizer):
         return None
     if outputs_are_logits(model):
         y_pred = ops.softmax(y_pred, axis=-1)
@@ -174,24 +134,6 @@ def _summed(unweighted, y_pred):
     return unweighted * ops.cast(batch_size(y_pred), unweighted.dtype)
 
 
-def weighted_batch_mean(values, sample_weight):
-    """`(1/B) sum_i w_i v_i`, Keras's "sum_over_batch_size" reduction.
-
-    For a multi-output model Keras hands the train step one weight array per
-    output (a plain 1-D `sample_weight` is broadcast to every output); the
-    per-example penalty then carries the mean of example i's per-output
-    weights, which is the weight itself in the broadcast case.
-    """
-    if sample_weight is None:
-        return ops.mean(values)
-    leaves = [w for w in keras.tree.flatten(sample_weight) if w is not None]
-    if not leaves:
-        return ops.mean(values)
-    weights = [ops.reshape(ops.cast(w, values.dtype), (-1,)) for w in leaves]
-    weights = weights[0] if len(weights) == 1 else ops.mean(ops.stack(weights), 0)
-    return ops.mean(weights * values)
-
-
 def regularization_losses(losses):
     """Sum of layer/weight regularization losses (0.0 when there are none)."""
     losses = [ops.cast(loss, "float32") for loss in losses]
@@ -208,7 +150,7 @@ class Terms(NamedTuple):
 
 
 def family_objective(
-    regularizer: GradientRegularizer,
+    regularizer,
     clean_loss,
     gradients,
     sample_weight,
@@ -220,25 +162,29 @@ def family_objective(
     start=None,
     target=None,
 ) -> Terms:
-    """Combines the clean loss and the input gradient into the objective.
+    """Combines the clean loss and the input gradient into the objective:
+    what every form shares (the feature mask, the logged gradient norm,
+    sigma = 0 as plain training), then the form's own terms
+    (`keras_gradreg.forms.Form.terms`).
 
     Args:
-        regularizer: the family member and form.
+        regularizer: the `GradientRegularizer`: the family member and form.
         clean_loss: the weighted clean batch loss `(1/B) sum_i w_i L(x_i)`.
         gradients: list of per-example input gradients `dL_i/dx_i`;
-            differentiable with respect to the weights for the penalty form.
+            differentiable with respect to the weights for a second-order
+            form.
         sample_weight: per-example weights or None.
-        perturbed_loss: `delta -> (1/B) sum_i w_i L(clip(x_i + delta_i))`,
-            one more forward pass (perturb and finite-difference forms).
+        perturbed_loss: `(delta, target=None) -> (1/B) sum_i w_i
+            L(clip(x_i + delta_i))`, one more forward pass.
         sigma: the radius as a tensor or variable (GradRegModel passes the
             variable it keeps, so sigma can change during `fit` without a
             retrace); default `regularizer.sigma`.
-        input_gradient: multistep form: `delta -> dL_i/dx` at `clip(x_i +
+        input_gradient: `(delta, target=None) -> dL_i/dx` at `clip(x_i +
             delta_i)`, weights held constant (see `multistep.maximize`).
         selection: the regularized inputs (for `feature_mask` and the
             multistep form).
-        start: multistep form: the random start in the unit ball, or None;
-            the label-free member: the power iteration's random direction.
+        start: the random start the form asked for (`Form.start_norm`), or
+            None.
         target: the label-free member: the clean probabilities p(x).
 
     Returns:
@@ -254,62 +200,34 @@ def family_objective(
     if not reg.active:
         return Terms(clean_loss, clean_loss, clean_loss, grad_norm)
     sigma = ops.cast(reg.sigma if sigma is None else sigma, clean_loss.dtype)
-    if reg.virtual:
-        # With a mask w the iteration runs in s, r = w s: the Hessian is W H W.
-        def divergence_gradient(deltas):
-            moved = input_gradient(inputs.weighted(deltas, weights), target)
-            return inputs.weighted(moved, weights)
-
-        direction = virtual.power_iteration(
-            divergence_gradient, start, reg.xi, reg.power_iterations
-        )
-        deltas = inputs.weighted(
-            worst_case_perturbation(direction, reg.norm, sigma), weights
-        )
-        adv_loss = perturbed_loss(deltas, target)
-        total = clean_loss + reg.virtual_weight * adv_loss
-        return Terms(total, clean_loss, adv_loss, grad_norm)
-    if reg.form == "penalty":
-        penalty = sigma * weighted_batch_mean(norms, sample_weight)
-        adv_loss = clean_loss + penalty
-        total = clean_loss + (1.0 - reg.alpha) * penalty
-    elif reg.form in ("perturb", "multistep"):
-        if reg.form == "perturb":
-            deltas = inputs.weighted(
-                worst_case_perturbation(gradients, reg.norm, sigma), weights
-            )
-        else:
-            deltas = multistep.maximize(
-                input_gradient, raw_gradients, selection.leaves, reg, sigma, start,
-                weights=weights,
-            )  # fmt: skip
-        adv_loss = perturbed_loss(deltas)
-        total = adv_loss
-        if reg.alpha > 0.0:
-            total = reg.alpha * clean_loss + (1.0 - reg.alpha) * adv_loss
-    else:  # finite_difference: h * d = r* of radius h.
-        h = reg.fd_step
-        stepped = perturbed_loss(
-            inputs.weighted(worst_case_perturbation(gradients, reg.norm, h), weights)
-        )
-        penalty = (sigma / h) * (stepped - clean_loss)
-        adv_loss = clean_loss + penalty
-        total = clean_loss + (1.0 - reg.alpha) * penalty
+    context = FormContext(
+        regularizer=reg,
+        sigma=sigma,
+        clean_loss=clean_loss,
+        gradients=gradients,
+        raw_gradients=raw_gradients,
+        norms=norms,
+        weights=weights,
+        sample_weight=sample_weight,
+        perturbed_loss=perturbed_loss,
+        input_gradient=input_gradient,
+        selection=selection,
+        start=start,
+        target=target,
+    )
+    total, adv_loss = reg.form.terms(context)
     return Terms(total, clean_loss, adv_loss, grad_norm)
 
 
-def needs_clean_weight_gradient(regularizer: GradientRegularizer) -> bool:
-    """False only for the perturb and multistep forms with alpha = 0, whose
-    objective does not contain the clean loss: their clean pass then need
-    not be recorded for the weight gradient."""
+def needs_clean_weight_gradient(regularizer) -> bool:
+    """Whether the objective contains the clean loss, so that the clean
+    pass must be recorded for the weight gradient (not for the perturb and
+    multistep forms with alpha = 0: `Form.uses_clean_loss`)."""
     reg = regularizer
-    adversarial_only = (
-        reg.form in ("perturb", "multistep") and reg.alpha == 0.0 and not reg.virtual
-    )
-    return not (reg.active and adversarial_only)
+    return not reg.active or reg.form.uses_clean_loss(reg.alpha)
 
 
-def shares_clean_backward(regularizer: GradientRegularizer, sample_weight, scale):
+def shares_clean_backward(regularizer, sample_weight, scale):
     """Whether one backward pass of the clean loss can give both dL/dx and
     the clean loss's weight gradient.
 
@@ -372,31 +290,38 @@ def _multiply_add(g, m, scale):
     return m if g is None else g + ops.cast(m, g.dtype)
 
 
-def needs_random_start(regularizer: GradientRegularizer) -> bool:
-    """True for the multistep form with a random start and for the
-    label-free member (its power iteration starts at a random direction)."""
+def needs_random_start(regularizer) -> bool:
+    """Whether the step draws a random start for the form
+    (`Form.start_norm`: the multistep form with a random start, the
+    label-free member's power iteration)."""
     reg = regularizer
-    multistep_start = reg.form == "multistep" and reg.random_start
-    return reg.active and (multistep_start or reg.virtual)
+    return reg.active and reg.form.start_norm(reg.norm) is not None
 
 
 def random_start(model, selection):
-    """The multistep form's random start in the unit ball (drawn from the
-    model's `perturbation_seed`), or None."""
-    if not needs_random_start(model.regularizer):
+    """The form's random start in the unit ball of `Form.start_norm` (drawn
+    from the model's `perturbation_seed`), or None."""
+    reg = model.regularizer
+    if not needs_random_start(reg):
         return None
-    norm = "l2" if model.regularizer.virtual else model.regularizer.norm
+    norm = reg.form.start_norm(reg.norm)
     return multistep.random_unit_start(selection.leaves, norm, model.perturbation_seed)
 
 
-def replays_noise(regularizer: GradientRegularizer) -> bool:
-    """True when the step's later passes replay the random draws (dropout
-    masks) of the clean pass: with `share_noise`, in every form that makes
-    more than one pass, which is every form but the penalty (docs/family.md,
-    "One noise draw per step")."""
-    return regularizer.share_noise and regularizer.form != "penalty"
+def replays_noise(regularizer) -> bool:
+    """Whether the step's later passes replay the random draws (dropout
+    masks) of the clean pass (`Form.replays_noise`; docs/family.md, "One
+    noise draw per step")."""
+    return regularizer.form.replays_noise
 
 
-def needs_second_order(regularizer: GradientRegularizer) -> bool:
-    """True for the penalty form, which backpropagates through dL/dx."""
-    return regularizer.active and regularizer.form == "penalty"
+def needs_second_order(regularizer) -> bool:
+    """Whether the step backpropagates through dL/dx (`Form.second_order`:
+    the penalty form)."""
+    return regularizer.active and regularizer.form.second_order
+
+
+def is_label_free(regularizer) -> bool:
+    """Whether the active member trains on a divergence from p(x) rather
+    than the loss (`Form.label_free`)."""
+    return regularizer.active and regularizer.form.label_free

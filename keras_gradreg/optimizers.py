@@ -10,21 +10,13 @@ import math
 import keras
 from keras import ops
 
-from keras_gradreg._checks import check_integer
+from keras_gradreg._checks import check_integer, check_number
 from keras_gradreg.api_export import keras_gradreg_export
 
 
 def _check_range(name, value, low, high, *, low_open=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and value <= high
-    ok = ok and (value > low if low_open else value >= low)
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(
-            f"Argument `{name}` must be a number in {bracket}{low}, {high}]. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
+    """`value` as a float in [low, high] ((low, high] when `low_open`)."""
+    return check_number(name, value, low, exclusive=low_open, maximum=high, finite=True)
 
 
 @keras_gradreg_export("keras_gradreg.optimizers.FlooredExponentialDecay")

@@ -42,6 +42,10 @@ from keras_gradreg.stopping import (
 
 #: Stage 2's comparison: with dropout on (pylearn2's) or off.
 MATCHES = ("noisy", "clean")
+#: How stage 2's optimizer starts: None carries stage 1's best state over
+#: (velocity included); "fresh" zeroes the velocity, as pylearn2's
+#: `mnist_pi_continued.yaml` starts a new SGD.
+STAGE2_OPTIMIZERS = (None, "fresh")
 
 
 @keras_gradreg_export("keras_gradreg.protocol.MomentumSchedule")
@@ -131,6 +135,13 @@ class MaxoutProtocol:
             or "clean" (Keras's `evaluate`, dropout off; the target is then
             the far smaller loss of a network on its own training images,
             which the new images may never reach).
+        stage2_optimizer: how stage 2's optimizer starts: None (the
+            default) goes on with the best model's optimizer state;
+            "fresh" starts from zero velocity, as pylearn2's
+            `mnist_pi_continued.yaml` starts a new SGD. In both, stage 2
+            keeps the momentum of the best epoch fixed and the learning
+            rate goes on decaying per update from its value there (the
+            values `mnist_pi_continued.yaml` writes in by hand).
     """
 
     batch_size: int = 100
@@ -147,12 +158,18 @@ class MaxoutProtocol:
     learning_rate_scales: tuple = ()
     retrain_epochs: int | None = None
     match: str = "noisy"
+    stage2_optimizer: str | None = None
 
     def __post_init__(self):
         if self.match not in MATCHES:
             raise ValueError(
                 f"Argument `match` must be one of {MATCHES}. Received: "
                 f"match={self.match!r}"
+            )
+        if self.stage2_optimizer not in STAGE2_OPTIMIZERS:
+            raise ValueError(
+                f"Argument `stage2_optimizer` must be one of {STAGE2_OPTIMIZERS}. "
+                f"Received: stage2_optimizer={self.stage2_optimizer!r}"
             )
 
     def optimizer(self, steps_per_epoch: int | None = None) -> MomentumSGD:
@@ -227,6 +244,13 @@ def _stage1_finished(stop: ResumableEarlyStopping, max_epochs: int) -> bool:
     return state["wait"] >= stop.patience or state["last_epoch"] + 1 >= max_epochs
 
 
+def _zero_velocity(optimizer) -> None:
+    """Zeroes a loaded SGD's velocity (pylearn2's fresh `Momentum` rule);
+    its iteration count, hence the learning rate's decay, goes on."""
+    for velocity in getattr(optimizer, "momentums", None) or ():
+        velocity.assign(keras.ops.zeros(velocity.shape, velocity.dtype))
+
+
 @keras_gradreg_export("keras_gradreg.protocol.train_then_continue")
 def train_then_continue(
     model: keras.Model,
@@ -248,7 +272,8 @@ def train_then_continue(
     on (`noisy_loss`) under `protocol.match == "noisy"`, as pylearn2's
     `train_objective`, or Keras's `evaluate` under "clean". Stage 2 loads
     the best model (with its optimizer: the learning rate and momentum go
-    on from where they were) and fits train + validation data until the
+    on from where they were; under `protocol.stage2_optimizer == "fresh"`
+    the velocity starts at zero) and fits train + validation data until the
     same loss on the validation images (`val_noisy_loss`, or `val_loss`)
     falls to the target (`ContinueUntilMatched`) or
     `protocol.continue_max_epochs` pass. Every epoch is checkpointed under
@@ -335,6 +360,8 @@ def train_then_continue(
             f"started with, or delete {directory} to start afresh. Received: "
             f"model.regularizer={given}"
         )
+    if protocol.stage2_optimizer == "fresh" and not (stage2 / "backup").exists():
+        _zero_velocity(model.optimizer)
     noisy = protocol.match == "noisy"
     monitored = "val_noisy_loss" if noisy else "val_loss"
     matcher = ContinueUntilMatched(stage1_summary["target"], monitored)

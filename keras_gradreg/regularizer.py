@@ -1,45 +1,137 @@
-"""The serializable configuration of one member of the family and its form."""
+"""The serializable configuration of one member of the family: its norm,
+radius and form, and what every form shares."""
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import numbers
-from typing import Optional, Sequence, Union
+import json
+import warnings
+from typing import Optional
 
+import keras
 import numpy as np
 
+from keras_gradreg import forms
+from keras_gradreg._checks import (
+    check_bool,
+    check_input_range,
+    check_integer,
+    check_number,
+)
 from keras_gradreg.api_export import keras_gradreg_export
-from keras_gradreg.norms import Norm, canonical_norm, dual_exponent
+from keras_gradreg.norms import canonical_norm, dual_exponent
 
-FORMS = ("penalty", "perturb", "finite_difference", "multistep")
+#: The shorthands of the forms defined at import.
+FORMS = forms.names()
+
+#: What every form shares, with its default.
+SHARED_ARGUMENTS = {
+    "norm": "l2",
+    "sigma": 0.1,
+    "form": "penalty",
+    "alpha": 0.0,
+    "input_range": None,
+    "inputs_to_regularize": None,
+    "feature_mask": None,
+    "labeled_rows": None,
+}
+
+#: 0.1.0's keyword arguments of the forms, with the defaults that version
+#: wrote into every saved config whatever the form. A value other than
+#: its default goes to the form that takes it (`Form.argument_names`,
+#: `Form.aliases`); `virtual=True` names the `Virtual` form.
+FORM_SHORTHANDS = {
+    "fd_step": 0.01,
+    "steps": 7,
+    "step_size": None,
+    "random_start": True,
+    "l1_sparsity": 0.95,
+    "share_noise": True,
+    "virtual": False,
+    "xi": 1e-2,
+    "power_iterations": 1,
+    "virtual_weight": 1.0,
+}
+
+REGULARIZER_ARGUMENTS = (*SHARED_ARGUMENTS, *FORM_SHORTHANDS)
 
 
-def _check_number(name, value, *, low=None, low_inclusive=True, high=None):
-    """Raises a ValueError naming `name` unless `value` is a finite number in
-    the given range."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value)
-    if ok and low is not None:
-        ok = value >= low if low_inclusive else value > low
-    if ok and high is not None:
-        ok = value < high
-    if not ok:
-        bounds = []
-        if low is not None:
-            bounds.append(f"{name} {'>=' if low_inclusive else '>'} {low}")
-        if high is not None:
-            bounds.append(f"{name} < {high}")
-        rule = " and ".join(bounds) or "a finite number"
-        raise ValueError(
-            f"Argument `{name}` must be a finite number with {rule}. "
-            f"Received: {name}={value!r}"
-        )
-    return float(value)
+def _form_argument(form_class, name):
+    """The name under which `form_class` takes 0.1.0's argument `name`, or
+    None when it does not take it."""
+    name = form_class.aliases.get(name, name)
+    return name if name in form_class.argument_names() else None
+
+
+def _resolve_form(form, shorthands: dict) -> forms.Form:
+    """The form that `form` and 0.1.0's separate arguments name together."""
+    virtual = shorthands.pop("virtual", False)
+    check_bool("virtual", virtual)
+    if virtual:
+        if form not in (None, "perturb", "virtual"):
+            raise ValueError(
+                "The label-free member (virtual=True) is the form 'virtual', "
+                "which 0.1.0 spelled virtual=True with form='perturb'. "
+                f"Received: form={form!r}"
+            )
+        if shorthands.get("share_noise", True) is not True:
+            raise ValueError(
+                "The label-free member's divergence compares the network with "
+                "itself, which fresh dropout masks break: it always shares them. "
+                f"Received: share_noise={shorthands['share_noise']!r} with "
+                "virtual=True"
+            )
+        shorthands.pop("share_noise", None)
+        form = "virtual"
+    form = forms.get("penalty" if form is None else form)
+    given, spelled = {}, {}
+    for name, value in shorthands.items():
+        target = _form_argument(type(form), name)
+        if target is not None:
+            given[target], spelled[target] = value, name
+        elif name == "share_noise" and value is False and form.replays_noise:
+            raise ValueError(
+                f"share_noise=False applies to the forms that take it ({takers_of(name)}): "
+                f"form={form.name!r} compares the network with itself, which fresh "
+                "dropout masks break. Received: share_noise=False with "
+                f"form={form.name!r}"
+            )
+        elif not _is_default(name, value):
+            # 0.1.0 took every form's arguments whatever the form: programs
+            # that pass them to a form without them still run, and are told.
+            warnings.warn(
+                f"Argument `{name}` belongs to the form(s) {takers_of(name)} and does "
+                f"nothing with form={form.name!r}. Received: {name}={value!r}",
+                UserWarning,
+                stacklevel=4,
+            )
+    return _replace_form(form, given, spelled) if given else form
+
+
+def takers_of(name) -> list:
+    """The shorthands of the forms that take 0.1.0's argument `name`."""
+    return [n for n, c in forms.REGISTRY.items() if _form_argument(c, name)]
+
+
+def _replace_form(form, given: dict, spelled: dict):
+    """`form.replace(**given)`, its errors naming each argument as the
+    caller spelled it (0.1.0's `virtual_weight` for `Virtual`'s `weight`)."""
+    try:
+        return form.replace(**given)
+    except ValueError as error:
+        message = str(error)
+        for target, name in spelled.items():
+            if name != target:
+                message = message.replace(f"`{target}`", f"`{name}`")
+                message = message.replace(f" {target}=", f" {name}=")
+        raise ValueError(message) from None
+
+
+def _is_default(name, value) -> bool:
+    default = FORM_SHORTHANDS[name]
+    return value is default or (type(value) is type(default) and value == default)
 
 
 @keras_gradreg_export("keras_gradreg.GradientRegularizer")
-@dataclasses.dataclass(frozen=True)
 class GradientRegularizer:
     """One member of the unified gradient-regularization family, and how to
     train it.
@@ -56,68 +148,42 @@ class GradientRegularizer:
     | "l1"   | ||g||_inf               | sigma on the largest |g_i|         |
     | p > 1  | ||g||_{p/(p-1)}         | sigma sign(g)|g|^(q-1)/||g||_q^(q-1)|
 
-    With `L_adv` the adversarial term of the chosen `form`, each example's
-    objective is `alpha * L(x) + (1 - alpha) * L_adv`:
+    The `form` (a `keras_gradreg.forms.Form`) says how the inner max is
+    trained: `Penalty` (the expansion, differentiated exactly), `Perturb`
+    (the first-order worst case, FGSM's generalization), `FiniteDifference`,
+    `Multistep` (projected ascent, PGD training) or `Virtual` (the label-free
+    member). With `L_adv` its adversarial term, each example's objective is
+    `alpha * L(x) + (1 - alpha) * L_adv`.
 
-    - `"penalty"`: `L_adv = L(x) + sigma * ||g||_q`, differentiated exactly
-      (double backpropagation).
-    - `"perturb"`: `L_adv = L(clip(x + r*))`, with r* held constant (first
-      derivatives only). `norm="linf", alpha=0.5` is the adversarial training
-      of Goodfellow et al. (2015).
-    - `"finite_difference"`: `L_adv = L(x) + sigma * (L(x + h d) - L(x)) / h`
-      with `d = r* / sigma` held constant and `h = fd_step`: the penalty's
-      directional derivative by finite differences, first derivatives only.
-      With `h = sigma` it is exactly the perturb form.
-    - `"multistep"`: `L_adv = L(x + r_k)`, the inner max solved by `steps`
-      steps of projected steepest ascent (the PGD adversarial training of
-      Madry et al., 2018): `r_{t+1} = clip_range(Proj_sigma(r_t + step_size
-      * d_p(dL/dx at x + r_t)))`, from `r_0 = 0` or a random point of the
-      ball, with `r_k` held constant in the outer gradient (Danskin's
-      theorem; first derivatives only). With `steps=1` and no random start
-      it is exactly the perturb form.
-
-    Instances are immutable; use `replace` to derive a changed copy, and
-    assign it to `model.regularizer`.
+    A string names a form with its defaults (`form="multistep"`), and the
+    forms' arguments may be given here by name as 0.1.0 took them
+    (`form="multistep", steps=10`; `fd_step`, `virtual=True`,
+    `virtual_weight`): they go to the form. Instances are immutable; use
+    `replace` to derive a changed copy and assign it to
+    `model.regularizer`. The form's arguments read through the regularizer
+    (`reg.steps` is `reg.form.steps`).
 
     Args:
         norm: the perturbation norm p: "linf", "l2", "l1" or a number >= 1.
         sigma: the radius of the perturbation ball, >= 0. `0` trains the
             plain model.
-        form: "penalty", "perturb" or "finite_difference".
+        form: a `Form`, its shorthand (default "penalty") or its config.
         alpha: weight of the clean loss, in [0, 1).
-        fd_step: the finite-difference step h (> 0), used by
-            "finite_difference" only.
-        input_range: optional `(low, high)`: `x + r*` is clipped to it
-            (perturb, finite-difference and multistep forms).
+        input_range: optional `(low, high)`: `x + r` is clipped to it in
+            every form that moves the inputs, and `fit` refuses inputs
+            outside it.
         inputs_to_regularize: optional list of the inputs to differentiate:
             keys of a dict input or positions in a list input. By default
             every floating-point input; integer inputs are never
             differentiated.
-        steps: ascent steps k >= 1 of the multistep form.
-        step_size: the length of one multistep step in `norm`; default
-            `2.5 * sigma / steps` (Madry et al.), read from the current
-            sigma.
-        random_start: whether the multistep form starts at a random point
-            of the ball (uniform in the linf cube; a Gaussian or, for l1,
-            Laplace direction at a uniform radius otherwise) rather than at
-            x.
-        l1_sparsity: for `norm="l1"` in the multistep form, the quantile of
-            |g| above which coordinates move in one step (the sparse step of
-            Tramer & Boneh, 2019), in [0, 1).
-        virtual: the label-free member (virtual adversarial training,
-            Miyato et al., 2018): `L(x + r)` is replaced by `KL(p(x) ||
-            p(x + r))` with `p(x)` constant, r* taken along the dominant
-            eigenvector of its Hessian by power iteration, and the
-            objective is `L(x) + virtual_weight * KL` over every example,
-            labeled or not (give unlabeled ones sample weight 0). Perturb
-            form only.
-        xi: the power iteration's finite-difference radius (> 0), in the
-            inputs' units. It must lift `x + xi d` (d a unit vector) above
-            float32 round-off, about `6e-8 |x|` per coordinate: Miyato et
-            al.'s 1e-6 does not on 784-pixel images in [0, 1] (the
-            direction is then mostly noise), so the default is 1e-2.
-        power_iterations: power-iteration steps (>= 1; Miyato et al.: 1).
-        virtual_weight: the weight of the divergence term (>= 0).
+        feature_mask: optional weights `w >= 0` on the input coordinates: a
+            number or array broadcastable to one example's input (0/1 to
+            freeze features), or for several inputs a dict from input name
+            (dict inputs) or position (list inputs) to one, missing inputs
+            weighing 1. The ball becomes `{r : ||r / w||_p <= sigma}` (r = 0
+            where w = 0): every form then uses the weighted gradient `w * g`
+            (penalty `sigma ||w g||_q`, worst case `w * r*(w g)`), so a
+            number per input is a per-input radius `w * sigma`.
         labeled_rows: the layout of Miyato et al.'s semi-supervised batches:
             the first `labeled_rows` rows of every training batch are
             labeled and the rest unlabeled, and the two groups run through
@@ -127,22 +193,14 @@ class GradientRegularizer:
             unlabeled ones; other members ignore the unlabeled rows.
             `SemiSupervisedBatches(passes="separate")` makes such batches.
             None (default): every row in one pass.
-        feature_mask: optional weights `w >= 0` on the input coordinates: a
-            number or array broadcastable to one example's input (0/1 to
-            freeze features), or for several inputs a dict from input name
-            (dict inputs) or position (list inputs) to one, missing inputs
-            weighing 1. The ball becomes `{r : ||r / w||_p <= sigma}` (r = 0
-            where w = 0): every form then uses the weighted gradient `w * g`
-            (penalty `sigma ||w g||_q`, worst case `w * r*(w g)`), so a
-            number per input is a per-input radius `w * sigma`.
-        share_noise: whether every forward pass of a training step draws
-            the random noise (dropout masks) of the clean pass, so that r*
-            is the worst case of the network being trained, the finite
-            difference compares one network with itself and the label-free
-            divergence is 0 at r = 0 (default). False draws fresh noise in
-            each pass, as training code that calls the model twice does
-            (Neural Structured Learning, most FGSM training loops): the
-            perturb and multistep forms only.
+        **form_arguments: 0.1.0's names for the form's arguments (`fd_step`,
+            `steps`, `step_size`, `random_start`, `l1_sparsity`,
+            `share_noise`, `virtual`, `xi`, `power_iterations`,
+            `virtual_weight`).
+
+    Raises:
+        ValueError: naming the argument and the value received, for a bad
+            value or a form argument the form does not take.
 
     Examples:
         >>> reg = GradientRegularizer(norm="l2", sigma=0.1)
@@ -150,110 +208,69 @@ class GradientRegularizer:
         2.0
         >>> reg.replace(sigma=0.3).sigma
         0.3
+        >>> GradientRegularizer(form="multistep", steps=3).form
+        Multistep(steps=3, step_size=None, random_start=True, l1_sparsity=0.95, share_noise=True)
     """
 
-    norm: Norm = "l2"
-    sigma: float = 0.1
-    form: str = "penalty"
-    alpha: float = 0.0
-    fd_step: float = 0.01
-    input_range: Optional[tuple[float, float]] = None
-    inputs_to_regularize: Optional[tuple[Union[str, int], ...]] = None
-    steps: int = 7
-    step_size: Optional[float] = None
-    random_start: bool = True
-    l1_sparsity: float = 0.95
-    feature_mask: Optional[object] = None
-    virtual: bool = False
-    xi: float = 1e-2
-    power_iterations: int = 1
-    virtual_weight: float = 1.0
-    labeled_rows: Optional[int] = None
-    share_noise: bool = True
+    __slots__ = tuple(SHARED_ARGUMENTS)
 
-    def __post_init__(self):
-        set_ = object.__setattr__
-        set_(self, "norm", canonical_norm(self.norm))
-        set_(self, "sigma", _check_number("sigma", self.sigma, low=0.0))
-        if self.form not in FORMS:
+    def __init__(
+        self,
+        norm="l2",
+        sigma: float = 0.1,
+        form=None,
+        alpha: float = 0.0,
+        input_range: Optional[tuple] = None,
+        inputs_to_regularize=None,
+        feature_mask=None,
+        labeled_rows: Optional[int] = None,
+        **form_arguments,
+    ):
+        unknown = sorted(set(form_arguments) - set(FORM_SHORTHANDS))
+        if unknown:
             raise ValueError(
-                f"Argument `form` must be one of {FORMS}. Received: form={self.form!r}"
+                f"A regularizer takes the arguments {list(REGULARIZER_ARGUMENTS)}. "
+                f"Received unknown keys: {unknown}"
             )
-        set_(self, "alpha", _check_number("alpha", self.alpha, low=0.0, high=1.0))
-        set_(
-            self,
-            "fd_step",
-            _check_number("fd_step", self.fd_step, low=0.0, low_inclusive=False),
-        )
-        set_(self, "input_range", _check_input_range(self.input_range))
+        set_ = object.__setattr__
+        set_(self, "norm", canonical_norm(norm))
+        set_(self, "sigma", check_number("sigma", sigma, 0.0, finite=True))
+        set_(self, "form", _resolve_form(form, dict(form_arguments)))
+        set_(self, "alpha", check_number("alpha", alpha, 0.0, below=1.0))
+        set_(self, "input_range", check_input_range(input_range))
         set_(
             self,
             "inputs_to_regularize",
-            _check_inputs_to_regularize(self.inputs_to_regularize),
+            _check_inputs_to_regularize(inputs_to_regularize),
         )
-        integral = isinstance(self.steps, numbers.Integral)
-        if isinstance(self.steps, bool) or not integral or self.steps < 1:
-            raise ValueError(
-                f"Argument `steps` must be an integer >= 1. Received: steps={self.steps!r}"
-            )
-        set_(self, "steps", int(self.steps))
-        if self.step_size is not None:
-            set_(
-                self,
-                "step_size",
-                _check_number(
-                    "step_size", self.step_size, low=0.0, low_inclusive=False
-                ),
-            )
-        _check_bool("random_start", self.random_start)
+        set_(self, "feature_mask", _check_feature_mask(feature_mask))
         set_(
             self,
-            "l1_sparsity",
-            _check_number("l1_sparsity", self.l1_sparsity, low=0.0, high=1.0),
+            "labeled_rows",
+            check_integer("labeled_rows", labeled_rows, allow_none=True),
         )
-        set_(self, "feature_mask", _check_feature_mask(self.feature_mask))
-        _check_bool("virtual", self.virtual)
-        if self.virtual and self.form != "perturb":
-            raise ValueError(
-                "The label-free member (virtual=True) trains with form='perturb': "
-                "its divergence has zero gradient at r = 0, so the first-order "
-                "penalty and finite difference vanish, and its extra steps are "
-                "`power_iterations` rather than multistep ascent. "
-                f"Received: form={self.form!r}"
-            )
-        set_(self, "xi", _check_number("xi", self.xi, low=0.0, low_inclusive=False))
-        power = self.power_iterations
-        if (
-            isinstance(power, bool)
-            or not isinstance(power, numbers.Integral)
-            or power < 1
-        ):
-            raise ValueError(
-                "Argument `power_iterations` must be an integer >= 1. "
-                f"Received: power_iterations={power!r}"
-            )
-        set_(
-            self,
-            "virtual_weight",
-            _check_number("virtual_weight", self.virtual_weight, low=0.0),
+
+    def __setattr__(self, name, value):
+        raise AttributeError(
+            f"A GradientRegularizer is immutable: use `replace({name}=...)`. "
+            f"Received: {name}={value!r}"
         )
-        rows = self.labeled_rows
-        if rows is not None and (
-            isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < 1
-        ):
-            raise ValueError(
-                "Argument `labeled_rows` must be None or an integer >= 1. "
-                f"Received: labeled_rows={rows!r}"
-            )
-        _check_bool("share_noise", self.share_noise)
-        if not self.share_noise and (self.form == "finite_difference" or self.virtual):
-            raise ValueError(
-                "share_noise=False applies to the perturb and multistep forms: the "
-                "finite difference and the label-free divergence compare the "
-                "network with itself, which fresh dropout masks break (the "
-                "difference then grows like sigma / h). Received: "
-                f"share_noise=False with form={self.form!r}, virtual={self.virtual}"
-            )
+
+    def __getattr__(self, name):
+        # The form's arguments read through the regularizer, under 0.1.0's
+        # names too (`reg.steps`, `reg.fd_step`, `reg.virtual`).
+        if name.startswith("__") or name in SHARED_ARGUMENTS:
+            raise AttributeError(name)
+        form = object.__getattribute__(self, "form")
+        if name == "virtual":
+            return form.label_free
+        attribute = type(form).aliases.get(name, name)
+        if attribute in type(form).argument_names():
+            return getattr(form, attribute)
+        raise AttributeError(
+            f"{type(form).__name__} has no argument `{name}` "
+            f"(it takes {list(type(form).argument_names())})."
+        )
 
     @property
     def dual_order(self) -> float:
@@ -267,28 +284,67 @@ class GradientRegularizer:
         return self.sigma > 0.0
 
     def replace(self, **changes) -> GradientRegularizer:
-        """Returns a copy with `changes` applied (and validated)."""
-        return dataclasses.replace(self, **changes)
+        """Returns a copy with `changes` applied (and checked). The form's
+        arguments may be changed by name (`replace(steps=3)`)."""
+        shared = {k: getattr(self, k) for k in SHARED_ARGUMENTS}
+        given = {k: v for k, v in changes.items() if k in SHARED_ARGUMENTS}
+        shorthands = {k: v for k, v in changes.items() if k not in SHARED_ARGUMENTS}
+        form = given.pop("form", self.form)
+        if shorthands and "virtual" not in shorthands:
+            form = forms.get(form)
+            own = {}
+            spelled = {}
+            for name in list(shorthands):
+                target = _form_argument(type(form), name)
+                if target is not None:
+                    own[target], spelled[target] = shorthands.pop(name), name
+            form = _replace_form(form, own, spelled) if own else form
+        return type(self)(**{**shared, **given, "form": form}, **shorthands)
 
     def get_config(self) -> dict:
-        config = dataclasses.asdict(self)
-        if self.input_range is not None:
-            config["input_range"] = list(self.input_range)
-        if self.inputs_to_regularize is not None:
-            config["inputs_to_regularize"] = list(self.inputs_to_regularize)
-        if isinstance(self.feature_mask, dict):
-            config["feature_mask"] = dict(self.feature_mask)  # asdict copies it
-        return config
+        return {
+            "norm": self.norm,
+            "sigma": self.sigma,
+            "form": keras.saving.serialize_keras_object(self.form),
+            "alpha": self.alpha,
+            "input_range": None if self.input_range is None else list(self.input_range),
+            "inputs_to_regularize": (
+                None
+                if self.inputs_to_regularize is None
+                else list(self.inputs_to_regularize)
+            ),
+            "feature_mask": _mask_config(self.feature_mask),
+            "labeled_rows": self.labeled_rows,
+        }
 
     @classmethod
     def from_config(cls, config: dict) -> GradientRegularizer:
-        unknown = sorted(set(config) - {f.name for f in dataclasses.fields(cls)})
+        unknown = sorted(set(config) - set(REGULARIZER_ARGUMENTS))
         if unknown:
             raise ValueError(
                 f"A regularizer config takes the keys {list(REGULARIZER_ARGUMENTS)}. "
                 f"Received unknown keys: {unknown}"
             )
         return cls(**config)
+
+    def _key(self):
+        return json.dumps(self.get_config(), sort_keys=True, default=repr)
+
+    def __eq__(self, other):
+        if not isinstance(other, GradientRegularizer):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        shared = ", ".join(
+            f"{k}={getattr(self, k)!r}"
+            for k, default in SHARED_ARGUMENTS.items()
+            if k == "form" or getattr(self, k) != default or k in ("norm", "sigma")
+        )
+        return f"GradientRegularizer({shared})"
 
 
 def saved_config(config: dict) -> dict:
@@ -312,30 +368,15 @@ def saved_config(config: dict) -> dict:
     return {**config, "share_noise": False}
 
 
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(
-            f"Argument `{name}` must be True or False. Received: {name}={value!r}"
-        )
+def _mask_config(mask):
+    if isinstance(mask, dict):
+        return {k: _listed(v) for k, v in mask.items()}
+    return _listed(mask)
 
 
-def _check_input_range(input_range):
-    if input_range is None:
-        return None
-    valid = isinstance(input_range, Sequence) and len(input_range) == 2
-    if valid:
-        try:
-            low, high = (float(v) for v in input_range)
-        except (TypeError, ValueError):
-            valid = False
-        else:
-            valid = math.isfinite(low) and math.isfinite(high) and low < high
-    if not valid:
-        raise ValueError(
-            "Argument `input_range` must be None or a pair (low, high) of "
-            f"finite numbers with low < high. Received: input_range={input_range!r}"
-        )
-    return (low, high)
+def _listed(values):
+    """Nested tuples as nested lists (the JSON of a config)."""
+    return [_listed(v) for v in values] if isinstance(values, tuple) else values
 
 
 def _frozen(values):
@@ -393,6 +434,3 @@ def _check_inputs_to_regularize(inputs):
             f"Received: inputs_to_regularize={inputs!r}"
         )
     return inputs
-
-
-REGULARIZER_ARGUMENTS = tuple(f.name for f in dataclasses.fields(GradientRegularizer))

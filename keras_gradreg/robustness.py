@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from keras_gradreg import attacks as _attacks
-from keras_gradreg._checks import check_integer
+from keras_gradreg._checks import check_data, check_integer
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.masking import masking_checks
 from keras_gradreg.noise import noise_accuracy
@@ -267,7 +267,7 @@ def evaluate_robustness(
             "`noise_stds`). Received: ()"
         )
     radii = _eps_by_norm(norms, eps_values)
-    x, y = _attacks._prepare(x, y, None)
+    x, y = check_data(x, y, None)
     if len(x) == 0:
         raise ValueError("Argument `x` must hold at least one example. Received: 0")
     if standard:

@@ -31,6 +31,7 @@ import math
 import keras
 import numpy as np
 
+from keras_gradreg._checks import check_integer
 from keras_gradreg.api_export import keras_gradreg_export
 
 PASSES = ("mixed", "separate")
@@ -59,7 +60,7 @@ def balanced_labels(y, per_class: int, seed: int = 0) -> np.ndarray:
         (2,)
     """
     y = np.asarray(y).reshape(-1)
-    _check_size("per_class", per_class)
+    check_integer("per_class", per_class)
     rng = np.random.default_rng(seed)
     chosen = []
     for label in np.unique(y):
@@ -71,13 +72,6 @@ def balanced_labels(y, per_class: int, seed: int = 0) -> np.ndarray:
             )
         chosen.append(rng.choice(members, size=per_class, replace=False))
     return np.sort(np.concatenate(chosen))
-
-
-def _check_size(name, value):
-    if int(value) != value or value < 1:
-        raise ValueError(
-            f"Argument `{name}` must be an integer >= 1. Received: {name}={value}"
-        )
 
 
 @keras_gradreg_export("keras_gradreg.semi_supervised.SemiSupervisedBatches")
@@ -165,8 +159,8 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
                 f"shape {self.x_labeled.shape[1:]}. Received: x_unlabeled of shape "
                 f"{self.x_unlabeled.shape}"
             )
-        _check_size("labeled_batch_size", labeled_batch_size)
-        _check_size("unlabeled_batch_size", unlabeled_batch_size)
+        check_integer("labeled_batch_size", labeled_batch_size)
+        check_integer("unlabeled_batch_size", unlabeled_batch_size)
         if labeled_batch_size > len(self.x_labeled):
             raise ValueError(
                 f"Argument `labeled_batch_size` exceeds the {len(self.x_labeled)} "
@@ -180,7 +174,7 @@ class SemiSupervisedBatches(keras.utils.PyDataset):
             )
         if steps_per_epoch is None:
             steps_per_epoch = math.ceil(len(self.x_unlabeled) / unlabeled_batch_size)
-        _check_size("steps_per_epoch", steps_per_epoch)
+        check_integer("steps_per_epoch", steps_per_epoch)
         if labeled_weight is None and passes == "separate":
             labeled_weight = 1.0
         elif labeled_weight is None:

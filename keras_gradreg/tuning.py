@@ -303,9 +303,10 @@ class GradRegHyperModel(keras_tuner.HyperModel):
                 "`build_model` must return a GradRegModel. Received: "
                 f"{type(model).__name__}"
             )
-        model.regularizer = model.regularizer.replace(
-            **{name: getattr(searched, name) for name in SEARCHED}
-        )
+        changes = {name: getattr(searched, name) for name in SEARCHED}
+        if model.regularizer.form.name == searched.form.name:
+            changes["form"] = model.regularizer.form  # with its own arguments
+        model.regularizer = model.regularizer.replace(**changes)
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss=self.loss,

@@ -13,6 +13,11 @@ from keras_gradreg import datasets
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: The forms trained on labels with the clean loss mixed in by `alpha` (the
+#: label-free member, `virtual`, has tests of its own).
+LABELLED_FORMS = ("penalty", "perturb", "finite_difference", "multistep")
+
+
 def write_fake_mnist(folder, n=64, n_test=None):
     """Writes a random `mnist.npz` in Keras's layout: n training images and
     `n_test` (default n // 2) test images."""

@@ -175,7 +175,14 @@ def test_ablations_change_one_thing_of_table_i_each():
 
     table_i = build("l2-perturb")
     assert largest_kernel_entry(table_i) <= 0.005 and input_dropout_scale(table_i) == 1
-    assert (table_i.regularizer.form, table_i.regularizer.alpha) == ("perturb", 0.5)
+    assert (table_i.regularizer.form.name, table_i.regularizer.alpha) == (
+        "perturb",
+        0.5,
+    )
+    assert table_i.regularizer.input_range == (0.0, 1.0)
+    regularizer = {"sigma": 0.25, **reproduce_paper.PAPER_STUDY.members["fgsm"]}
+    unclipped = reproduce_paper.build(regularizer, protocol, 1, clip=False)
+    assert unclipped.regularizer.input_range is None  # Goodfellow et al.'s code
     assert largest_kernel_entry(build("plain-glorot")) > 0.01  # Glorot's range
     assert input_dropout_scale(build("plain-scaled-input-dropout")) is None
     assert reproduce_paper.plan([0, 1], list(ablations.members), ablations) == [

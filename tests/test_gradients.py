@@ -76,7 +76,7 @@ def test_jax_weight_gradient_with_and_without_shared_backward(
     float64, monkeypatch, form, share
 ):
     """JAX shares the clean backward only where it pays (not on CPU under
-    XLA's default fusions): both paths, whatever this machine picks."""
+    XLA's default fusions): both paths, whatever the device picks."""
     from keras_gradreg.backend import jax as jax_step
 
     monkeypatch.setattr(jax_step, "_shares_clean_backward_here", lambda: share)

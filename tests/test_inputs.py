@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import keras_gradreg as kg
+from tests.helpers import LABELLED_FORMS as FORMS
 from tests.helpers import compile_
-
-FORMS = kg.FORMS
 
 
 def _two_input_model(**regularizer):
@@ -127,3 +126,30 @@ def test_subclassed_input_without_differentiable_path_is_refused_at_run_time():
     x = np.random.default_rng(0).random((8, 3)).astype("float32")
     with pytest.raises(ValueError, match="no differentiable path"):
         model.fit(x, np.arange(8) % 2, verbose=0)
+
+
+def test_fit_refuses_inputs_outside_the_input_range():
+    """Images left at 0-255 with input_range=(0, 1) would train on clipped
+    perturbed inputs without a word: `fit` refuses them, in memory and on a
+    dataset's first batch, and names the range and the values."""
+    model = compile_(_two_input_model(sigma=0.1, form="perturb", input_range=(0, 1)))
+    x, y = _two_inputs()
+    model.fit(x, y, verbose=0)  # inside the range
+    x["image"] = x["image"] * 255.0
+    message = r"input_range=\(0.0, 1.0\).*Received: x in \[[\d.]+, 2\d\d\.\d+\]"
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, verbose=0)
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            return {k: v[index * 8 : index * 8 + 8] for k, v in x.items()}, y[:8]
+
+    with pytest.raises(ValueError, match=message):
+        model.fit(Batches(), verbose=0)
+    # The integer tokens are not regularized and not checked; a plain model
+    # (sigma = 0) clips nothing and trains on any range.
+    plain = compile_(_two_input_model(sigma=0.0, input_range=(0, 1)))
+    plain.fit(x, y, verbose=0)

@@ -11,8 +11,8 @@ import pytest
 
 import keras_gradreg as kg
 from keras_gradreg import loss_scale
+from tests.helpers import LABELLED_FORMS as FORMS
 
-FORMS = kg.FORMS
 POLICIES = ("mixed_float16", "mixed_bfloat16")
 # Relative agreement of one batch's penalty terms with float32: float16 keeps
 # 11 significant bits, bfloat16 8.

@@ -9,9 +9,8 @@ import pytest
 
 import keras_gradreg as kg
 from tests.conftest import BACKEND
+from tests.helpers import LABELLED_FORMS as FORMS
 from tests.helpers import compile_
-
-FORMS = kg.FORMS
 
 
 def mlp(dropout=0.0, first_kernel="glorot_uniform", **regularizer):
@@ -25,6 +24,13 @@ def mlp(dropout=0.0, first_kernel="glorot_uniform", **regularizer):
     if regularizer.pop("plain", False):
         return keras.Model(inputs, outputs)
     return kg.GradRegModel(inputs, outputs, **regularizer)
+
+
+def _no_random_start(form):
+    """The form by name, the multistep one without its random start."""
+    if form == "multistep":
+        return kg.forms.Multistep(random_start=False)
+    return form
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -96,9 +102,7 @@ def test_sample_weight_zero_removes_examples(classification_data, form):
     updates = []
     for xs, ys, sw in ((x, y, keep.astype("float32")), (x[keep], y[keep], None)):
         keras.utils.set_random_seed(5)
-        model = compile_(
-            mlp(norm="l2", sigma=0.3, form=form, random_start=False), lr=1.0
-        )
+        model = compile_(mlp(norm="l2", sigma=0.3, form=_no_random_start(form)), lr=1.0)
         before = model.get_weights()
         model.train_on_batch(xs, ys, sample_weight=sw)
         updates.append([b - a for b, a in zip(before, model.get_weights())])
@@ -128,7 +132,7 @@ def test_jit_compile_true_matches_eager(classification_data, form):
     for jit in (False, True):
         keras.utils.set_random_seed(2)
         # Random starts off: TensorFlow's Philox stream differs under XLA.
-        regularizer = dict(norm="l2", sigma=0.3, form=form, random_start=False)
+        regularizer = dict(norm="l2", sigma=0.3, form=_no_random_start(form))
         model = compile_(mlp(**regularizer), lr=0.1, jit_compile=jit)
         model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
         assert model.jit_compile is jit
@@ -162,6 +166,23 @@ def test_torch_jit_with_penalty_names_the_alternatives(classification_data):
     assert np.isfinite(history["loss"][-1])
     with pytest.raises(ValueError, match="torch.compile"):
         maxout.regularizer = maxout.regularizer.replace(form="penalty")
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch only")
+def test_a_loaded_jit_compiled_penalty_model_trains_eagerly_on_torch(
+    classification_data,
+):
+    """A model saved on JAX carries jit_compile=True; loaded on torch, the
+    penalty form (which torch.compile cannot differentiate twice) trains
+    eagerly and says so."""
+    x, y = classification_data
+    model = compile_(mlp(norm="l2", sigma=0.3), jit_compile=False)
+    config = {**model.get_compile_config(), "jit_compile": True}
+    loaded = mlp(norm="l2", sigma=0.3)
+    with pytest.warns(UserWarning, match="trains eagerly"):
+        loaded.compile_from_config(config)
+    assert loaded.jit_compile is False
+    loaded.fit(x, y, verbose=0)
 
 
 def test_regularizer_can_be_changed_after_fit(classification_data):
@@ -206,14 +227,14 @@ BAD_ARGUMENTS = [
     ({"alpha": 1.0}, "alpha=1.0"),
     ({"alpha": -0.2}, "alpha=-0.2"),
     ({"form": "adversarial"}, "form='adversarial'"),
-    ({"fd_step": 0.0}, "fd_step=0.0"),
-    ({"fd_step": -1e-3}, "fd_step=-0.001"),
+    ({"form": "finite_difference", "fd_step": 0.0}, "fd_step=0.0"),
+    ({"form": "finite_difference", "fd_step": -1e-3}, "fd_step=-0.001"),
     ({"input_range": (1.0, 0.0)}, r"input_range=\(1.0, 0.0\)"),
     ({"input_range": (0.0,)}, r"input_range=\(0.0,\)"),
     ({"input_range": (0.0, math.inf)}, r"input_range=\(0.0, inf\)"),
     ({"inputs_to_regularize": []}, r"inputs_to_regularize=\(\)"),
     ({"sigma": 0.1, "regularizer": kg.GradientRegularizer()}, "not both"),
-    ({"share_noise": 1}, "share_noise=1"),
+    ({"form": "perturb", "share_noise": 1}, "share_noise=1"),
     ({"form": "finite_difference", "share_noise": False}, "form='finite_difference'"),
     ({"form": "perturb", "virtual": True, "share_noise": False}, "virtual=True"),
 ]
@@ -282,7 +303,7 @@ def test_functional_construction_keeps_gradregmodel_subclassable():
 
 
 @pytest.mark.parametrize("container", ["dict", "list"])
-@pytest.mark.parametrize("form", kg.FORMS)
+@pytest.mark.parametrize("form", FORMS)
 def test_multi_output_models_train_with_per_output_metrics_on_clean_inputs(
     container, form
 ):

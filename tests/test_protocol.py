@@ -383,21 +383,46 @@ def test_stage_two_refuses_a_best_model_with_another_regularizer(tmp_path):
 def test_maxout_protocol_refuses_an_unknown_match():
     with pytest.raises(ValueError, match="match='dropout'"):
         MaxoutProtocol(match="dropout")
+    with pytest.raises(ValueError, match="stage2_optimizer='new'"):
+        MaxoutProtocol(stage2_optimizer="new")
 
 
-def test_scaled_dropout_scales_kept_units():
-    x = np.ones((4, 2000), "float32")
-    dims = kg.layers.ScaledDropout(0.2, scale=1.0, seed=1)
-    out = keras.ops.convert_to_numpy(dims(x, training=True))
-    assert set(np.unique(out)) <= {0.0, 1.0}
-    assert abs(out.mean() - 0.8) < 0.02
-    like_keras = kg.layers.ScaledDropout(0.2, seed=1)
-    out = keras.ops.convert_to_numpy(like_keras(x, training=True))
-    np.testing.assert_allclose(np.unique(out), [0.0, 1.25], rtol=1e-6)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(dims(x)), x)
-    config = dims.get_config()
-    assert kg.layers.ScaledDropout.from_config(config).scale == 1.0
-    with pytest.raises(ValueError, match="rate"):
-        kg.layers.ScaledDropout(1.0)
-    with pytest.raises(ValueError, match="scale"):
-        kg.layers.ScaledDropout(0.2, scale=0)
+class _StageTwoVelocity(keras.callbacks.Callback):
+    """The largest velocity entry at the first update of the second `fit`
+    (stage 2's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fits, self.velocity = 0, None
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.fits == 2 and self.velocity is None:
+            self.velocity = max(
+                float(np.abs(keras.ops.convert_to_numpy(v)).max())
+                for v in self.model.optimizer.momentums
+            )
+
+
+def test_a_fresh_stage_two_starts_from_zero_velocity(tmp_path):
+    """pylearn2's `mnist_pi_continued.yaml` starts stage 2 with a new SGD:
+    its first update is then `-lr * g`, with no velocity carried over from
+    stage 1; by default the velocity goes on."""
+    train, val = _protocol_data()
+    velocity = {}
+    for start in (None, "fresh"):
+        keras.utils.set_random_seed(0)
+        model, protocol = _protocol_model()
+        protocol = protocol.replace(
+            patience=1, max_epochs=2, continue_max_epochs=1, stage2_optimizer=start
+        )
+        probe = _StageTwoVelocity()
+        train_then_continue(
+            model, train, val, tmp_path / str(start), protocol, callbacks=[probe],
+            verbose=0,
+        )  # fmt: skip
+        velocity[start] = probe.velocity
+    assert velocity["fresh"] == 0.0
+    assert velocity[None] > 0.0

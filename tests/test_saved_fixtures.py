@@ -57,27 +57,21 @@ def test_every_fixture_file_is_tested():
         assert (FOLDER / f"{name}.expected.npz").is_file()
 
 
-def _case(name):
-    if name == "penalty_l2" and keras.backend.backend() == "torch":
-        # The file's compile config holds the jit_compile=True that "auto"
-        # resolved to on JAX; on torch that is torch.compile, which refuses
-        # the penalty form's double backpropagation (a ValueError when fit
-        # builds the train function).
-        return pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="loaded jax model keeps jit_compile=True; fixed by the refactor",
-            ),
-        )
-    return name
-
-
-@pytest.mark.parametrize("name", [_case(name) for name in FIXTURES])
+@pytest.mark.parametrize("name", FIXTURES)
 def test_saved_model_loads_and_keeps_training(name):
     expected = _expected(name)
-    model = _load(name)
+    if name == "penalty_l2" and keras.backend.backend() == "torch":
+        # The file holds the jit_compile=True that "auto" resolved to on JAX;
+        # torch.compile cannot differentiate twice, so it trains eagerly.
+        with pytest.warns(UserWarning, match="trains eagerly"):
+            model = _load(name)
+        assert model.jit_compile is False
+    else:
+        model = _load(name)
+    if keras.backend.backend() == "torch" and name != "perturb_linf_conv":
+        # One file goes through torch.compile as saved (about 30 s a model);
+        # the others train eagerly, which computes the same update.
+        model.jit_compile = False
     assert isinstance(model, kg.GradRegModel)
     if name.startswith("subclassed"):
         assert type(model) is TinySubclassed and model.units == 5

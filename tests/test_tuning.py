@@ -59,7 +59,7 @@ def test_overrides_and_fixed_values():
     hp = keras_tuner.HyperParameters()
     hp.Fixed("norm", "l1")  # as a trial that drew l1 would have it
     regularizer = hypermodel.regularizer(hp)
-    assert (regularizer.norm, regularizer.sigma, regularizer.form) == (
+    assert (regularizer.norm, regularizer.sigma, regularizer.form.name) == (
         "l1",
         7.0,
         "perturb",
@@ -77,7 +77,7 @@ def test_every_form_is_in_the_search_space():
     assert list({p.name: p for p in hp.space}["form"].values) == list(kg.FORMS)
     hp = keras_tuner.HyperParameters()
     hp.Fixed("form", "multistep")  # as a trial that drew it would have it
-    assert hypermodel.build(hp).regularizer.form == "multistep"
+    assert hypermodel.build(hp).regularizer.form.name == "multistep"
 
 
 def test_build_keeps_the_models_other_regularizer_settings():
@@ -89,14 +89,19 @@ def test_build_keeps_the_models_other_regularizer_settings():
         inputs = keras.Input((6,))
         outputs = keras.layers.Dense(3)(inputs)
         return kg.GradRegModel(
-            inputs, outputs, steps=3, feature_mask=0.5, labeled_rows=4
+            inputs,
+            outputs,
+            form="multistep",
+            steps=3,
+            feature_mask=0.5,
+            labeled_rows=4,
         )
 
     hypermodel = tuning.GradRegHyperModel(
         configured, forms=("multistep",), fixed={"norm": "l2", "sigma": 0.2}
     )
     regularizer = hypermodel.build(keras_tuner.HyperParameters()).regularizer
-    assert (regularizer.norm, regularizer.sigma, regularizer.form) == (
+    assert (regularizer.norm, regularizer.sigma, regularizer.form.name) == (
         "l2", 0.2, "multistep",
     )  # fmt: skip
     assert regularizer.input_range == (0.0, 1.0)
@@ -157,7 +162,7 @@ def test_two_trial_search_trains_each_trials_regularizer(tmp_path, classificatio
         norm = values["norm"]
         assert regularizer.norm == norm
         assert regularizer.sigma == pytest.approx(values[f"sigma_{norm}"])
-        assert regularizer.form == values["form"]
+        assert regularizer.form.name == values["form"]
     for trial in trials:
         row = tuning.describe_trial(trial)
         assert 0.0 <= row["val_robust_accuracy"] <= 1.0

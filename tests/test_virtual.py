@@ -125,7 +125,7 @@ def test_the_default_xi_gives_the_float32_direction_of_a_deep_relu_mlp():
     def cosines(xi):
         return (_float32_directions(kernels, x, start, xi) * exact).sum(-1)
 
-    assert np.median(cosines(kg.GradientRegularizer().xi)) > 0.99
+    assert np.median(cosines(kg.forms.Virtual().xi)) > 0.99
     assert np.median(cosines(1e-6)) < 0.9
 
 

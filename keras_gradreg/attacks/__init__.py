@@ -25,12 +25,14 @@ Examples:
 
 from __future__ import annotations
 
+from keras_gradreg._checks import (  # noqa: F401
+    check_data,
+    check_eps,
+    check_input_range,
+    check_integer,
+)
 from keras_gradreg.attacks._data import (  # noqa: F401
-    _check_eps,
-    _check_input_range,
-    _check_labels,
-    _check_positive_int,
-    _prepare,
+    check_labels,
     classification_accuracy,
     correct_predictions,
     labels_of,

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
-import keras
 import numpy as np
 from keras import ops
 
-from keras_gradreg._checks import check_integer
+from keras_gradreg._checks import check_data, labels_of  # noqa: F401
 from keras_gradreg.api_export import keras_gradreg_export
 from keras_gradreg.norms import canonical_norm
 
 # ----------------------------------------------------------------- checking
 
 
-def _check_eps(eps):
-    if isinstance(eps, bool) or not (
-        isinstance(eps, (int, float, np.number)) and math.isfinite(eps) and eps >= 0
-    ):
-        raise ValueError(
-            f"Argument `eps` must be a finite number >= 0. Received: eps={eps!r}"
-        )
-    return float(eps)
-
-
-def _check_attack_norm(norm, supported, attack, hint=""):
+def check_attack_norm(norm, supported, attack, hint=""):
     """`norm` canonicalized, or a ValueError naming the attack's norms."""
     norm = canonical_norm(norm)
     if norm not in supported:
@@ -36,81 +23,7 @@ def _check_attack_norm(norm, supported, attack, hint=""):
     return norm
 
 
-def _check_positive_int(name, value):
-    return int(check_integer(name, value, types=(int, np.integer)))
-
-
-def _check_input_range(input_range):
-    if input_range is None:
-        return None
-    try:
-        low, high = (float(v) for v in input_range)
-    except (TypeError, ValueError):
-        raise ValueError(
-            "Argument `input_range` must be a pair (low, high) or None. "
-            f"Received: input_range={input_range!r}"
-        ) from None
-    if not low < high:
-        raise ValueError(
-            "Argument `input_range` must satisfy low < high. "
-            f"Received: input_range={input_range!r}"
-        )
-    return low, high
-
-
-def _prepare(x, y, input_range):
-    """Validates the data; returns float inputs and integer labels."""
-    if isinstance(x, (dict, list, tuple)):
-        raise ValueError(
-            "The attacks perturb one input array; models with several inputs "
-            "(a dict or list of arrays) are not supported. Received: x of type "
-            f"{type(x).__name__}"
-        )
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(keras.config.floatx())
-    y = labels_of(y, len(x))
-    if len(x) and not np.all(np.isfinite(x)):
-        raise ValueError(
-            "Argument `x` must be finite: an attack on NaN or inf inputs "
-            f"measures nothing. Received: x with {np.size(x) - np.isfinite(x).sum()} "
-            "non-finite values"
-        )
-    if input_range is not None and len(x):
-        low, high = input_range
-        if x.min() < low or x.max() > high:
-            raise ValueError(
-                f"Argument `x` must lie in input_range={input_range} (the "
-                "attack's threat model). Rescale the inputs or pass the range "
-                f"they use. Received: x in [{x.min():g}, {x.max():g}]"
-            )
-    return x, y
-
-
-def labels_of(y, n: int) -> np.ndarray:
-    """`y` as a 1-D array of `n` class labels.
-
-    Raises:
-        ValueError: for one-hot or other multi-column labels, or a count
-            that differs from the inputs'.
-    """
-    y = np.asarray(y)
-    if y.ndim > 1 and not (y.ndim == 2 and y.shape[1] == 1):
-        raise ValueError(
-            "Argument `y` must hold one integer class label per example (for "
-            "one-hot labels pass `np.argmax(y, axis=-1)`). Received: "
-            f"y.shape={y.shape}"
-        )
-    y = y.reshape(-1)
-    if len(y) != n:
-        raise ValueError(
-            "Arguments `x` and `y` must hold the same number of examples. "
-            f"Received: len(x)={n}, len(y)={len(y)}"
-        )
-    return y
-
-
-def _check_labels(y, num_classes):
+def check_labels(y, num_classes):
     labels = y.reshape(len(y), -1)
     if labels.shape[1] != 1 or not np.issubdtype(y.dtype, np.integer):
         if labels.shape[1] == 1 and np.all(np.mod(labels, 1) == 0):
@@ -147,7 +60,7 @@ def classification_accuracy(model, x, y, batch_size: int = 500) -> float:
 def correct_predictions(model, x, y, batch_size: int = 500) -> np.ndarray:
     """Boolean array: whether each example's predicted class is `y` (the
     arg-max, or `p > 0.5` for a one-unit sigmoid classifier)."""
-    x, y = _prepare(x, y, None)
+    x, y = check_data(x, y, None)
     scores = model.predict(x, batch_size=batch_size, verbose=0)
     return predicted_classes(scores) == y
 

@@ -6,12 +6,8 @@ import numpy as np
 from keras import ops
 
 from keras_gradreg import backend as _backend
-from keras_gradreg.attacks._data import (
-    _check_input_range,
-    _check_labels,
-    _check_positive_int,
-    _prepare,
-)
+from keras_gradreg._checks import check_data, check_input_range, check_integer
+from keras_gradreg.attacks._data import check_labels
 from keras_gradreg.attacks._scoring import _per_example_loss, _scoring
 
 # model -> {static configuration: compiled attack}.
@@ -115,16 +111,16 @@ def _map_batches(run, x, y, batch_size, *constants):
 
 
 def _setup(model, x, y, input_range, loss, from_logits, batch_size):
-    input_range = _check_input_range(input_range)
-    batch_size = _check_positive_int("batch_size", batch_size)
-    x, y = _prepare(x, y, input_range)
+    input_range = check_input_range(input_range)
+    batch_size = check_integer("batch_size", batch_size)
+    x, y = check_data(x, y, input_range)
     if len(x) == 0:
         raise ValueError("Argument `x` must hold at least one example. Received: 0")
     probe = x[: min(len(x), 8)]
     scoring = _scoring(model, loss, from_logits, probe)
     if isinstance(scoring.loss, str):
         classes = int(ops.shape(scoring.scores(probe))[-1])
-        y = _check_labels(y, classes)
+        y = check_labels(y, classes)
     return x, y, input_range, scoring, batch_size
 
 

@@ -10,14 +10,9 @@ import numpy as np
 from keras import ops
 
 from keras_gradreg import backend as _backend
+from keras_gradreg._checks import check_data, check_eps, check_integer
 from keras_gradreg.api_export import keras_gradreg_export
-from keras_gradreg.attacks._data import (
-    _check_attack_norm,
-    _check_eps,
-    _check_positive_int,
-    _prepare,
-    correct_predictions,
-)
+from keras_gradreg.attacks._data import check_attack_norm, correct_predictions
 from keras_gradreg.attacks._runner import (
     _batches,
     _compiled,
@@ -190,15 +185,15 @@ def _start(rng, x, norm, eps, input_range):
 
 def _run_apgd(model, x, y, norm, eps, steps, restarts, loss, targeted, target_rank,
               input_range, seed, batch_size, from_logits):  # fmt: skip
-    norm = _check_attack_norm(norm, _APGD_NORMS, "apgd")
-    eps = _check_eps(eps)
+    norm = check_attack_norm(norm, _APGD_NORMS, "apgd")
+    eps = check_eps(eps)
     if loss not in APGD_LOSSES:
         raise ValueError(
             f"Argument `loss` of APGD must be one of {APGD_LOSSES}. Received: "
             f"loss={loss!r}"
         )
-    steps = _check_positive_int("steps", steps)
-    restarts = _check_positive_int("restarts", restarts)
+    steps = check_integer("steps", steps)
+    restarts = check_integer("restarts", restarts)
     x, y, input_range, scoring, batch_size = _setup(
         model, x, y, input_range, "cross_entropy", from_logits, batch_size
     )
@@ -341,7 +336,7 @@ def apgd_targeted(
     classes = num_classes(model, x, from_logits)
     if target_classes is None:
         target_classes = min(9, classes - 1)
-    target_classes = _check_positive_int("target_classes", target_classes)
+    target_classes = check_integer("target_classes", target_classes)
     if target_classes > classes - 1:
         raise ValueError(
             f"Argument `target_classes` must be at most {classes - 1} for a model "
@@ -349,7 +344,7 @@ def apgd_targeted(
         )
     # As AutoAttack: each target class attacks only the points that the
     # earlier ones left classified correctly.
-    x, y = _prepare(x, y, None)
+    x, y = check_data(x, y, None)
     best = x.copy()
     fooled = ~correct_predictions(model, x, y, batch_size)
     for rank in range(1, target_classes + 1):
@@ -384,10 +379,10 @@ class APGD:
     target_classes: int | None = None
 
     def __post_init__(self):
-        _check_positive_int("steps", self.steps)
-        _check_positive_int("restarts", self.restarts)
+        check_integer("steps", self.steps)
+        check_integer("restarts", self.restarts)
         if self.target_classes is not None:
-            _check_positive_int("target_classes", self.target_classes)
+            check_integer("target_classes", self.target_classes)
         if self.loss not in APGD_LOSSES:
             raise ValueError(
                 f"Argument `loss` must be one of {APGD_LOSSES}. Received: "

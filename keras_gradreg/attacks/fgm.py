@@ -8,11 +8,9 @@ import numpy as np
 from keras import ops
 
 from keras_gradreg import geometry
+from keras_gradreg._checks import check_eps
 from keras_gradreg.api_export import keras_gradreg_export
-from keras_gradreg.attacks._data import (
-    _check_eps,
-    classification_accuracy,
-)
+from keras_gradreg.attacks._data import classification_accuracy
 from keras_gradreg.attacks._runner import (
     _compiled,
     _loss_and_gradient,
@@ -86,7 +84,7 @@ def fgm(
         >>> float(np.abs(x_adv - x).max()) <= 0.1 + 1e-6
         True
     """
-    norm, eps = canonical_norm(norm), _check_eps(eps)
+    norm, eps = canonical_norm(norm), check_eps(eps)
     x, y, input_range, scoring, batch_size = _setup(
         model, x, y, input_range, loss, from_logits, batch_size
     )

@@ -9,12 +9,9 @@ import numpy as np
 from keras import ops
 
 from keras_gradreg import geometry
+from keras_gradreg._checks import check_eps, check_integer
 from keras_gradreg.api_export import keras_gradreg_export
-from keras_gradreg.attacks._data import (
-    _check_attack_norm,
-    _check_eps,
-    _check_positive_int,
-)
+from keras_gradreg.attacks._data import check_attack_norm
 from keras_gradreg.attacks._runner import (
     _compiled,
     _improves,
@@ -152,10 +149,10 @@ def pgd(
         >>> bool(np.linalg.norm(x_adv - x, axis=1).max() <= 0.5 + 1e-5)
         True
     """
-    norm = _check_attack_norm(norm, _PGD_NORMS, "pgd", " (use `fgm` for other p)")
-    eps = _check_eps(eps)
-    steps = _check_positive_int("steps", steps)
-    restarts = _check_positive_int("restarts", restarts)
+    norm = check_attack_norm(norm, _PGD_NORMS, "pgd", " (use `fgm` for other p)")
+    eps = check_eps(eps)
+    steps = check_integer("steps", steps)
+    restarts = check_integer("restarts", restarts)
     if step_size is None:
         step_size = 2.5 * eps / steps
     elif isinstance(step_size, bool) or not (
@@ -231,8 +228,8 @@ class PGD:
     loss: AttackLoss = "cross_entropy"
 
     def __post_init__(self):
-        _check_positive_int("steps", self.steps)
-        _check_positive_int("restarts", self.restarts)
+        check_integer("steps", self.steps)
+        check_integer("restarts", self.restarts)
 
     @property
     def name(self) -> str:

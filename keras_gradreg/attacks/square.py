@@ -10,12 +10,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_gradreg._checks import check_eps, check_integer
 from keras_gradreg.api_export import keras_gradreg_export
-from keras_gradreg.attacks._data import (
-    _check_attack_norm,
-    _check_eps,
-    _check_positive_int,
-)
+from keras_gradreg.attacks._data import check_attack_norm
 from keras_gradreg.attacks._runner import _batches, _compiled, _pad, _setup
 from keras_gradreg.norms import Norm
 
@@ -157,9 +154,9 @@ def square(
         >>> bool(np.abs(x_adv - x).max() <= 0.1 + 1e-6)
         True
     """
-    norm = _check_attack_norm(norm, _SQUARE_NORMS, "square")
-    eps = _check_eps(eps)
-    queries = _check_positive_int("queries", queries)
+    norm = check_attack_norm(norm, _SQUARE_NORMS, "square")
+    eps = check_eps(eps)
+    queries = check_integer("queries", queries)
     if not (isinstance(p_init, (int, float)) and 0 < p_init <= 1):
         raise ValueError(
             f"Argument `p_init` must be in (0, 1]. Received: p_init={p_init!r}"
@@ -299,7 +296,7 @@ class Square:
     image_shape: tuple[int, ...] | None = None
 
     def __post_init__(self):
-        _check_positive_int("queries", self.queries)
+        check_integer("queries", self.queries)
 
     @property
     def name(self) -> str:

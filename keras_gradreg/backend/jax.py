@@ -9,6 +9,7 @@ from jax.extend import core as jax_core
 
 from keras_gradreg import _keras_compat, inputs, loss_scale, objective
 from keras_gradreg.backend.common import train_logs
+from keras_gradreg.step_plan import plan_step
 
 
 def _stateless_forward(model, trainable, non_trainable, x):
@@ -94,19 +95,16 @@ class _NoiseReplay:
 
 def train_step(model, state, data):
     trainable, non_trainable, optimizer_vars, metrics_vars = state
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    reg = model.regularizer
-    x, y, sample_weight, unlabeled = objective.split_labeled_rows(
-        reg, x, y, sample_weight
-    )
-    selection = inputs.select_inputs(x, reg.inputs_to_regularize)
-    moved_x, moved = objective.moved_inputs(reg, x, selection, unlabeled)
-    second_order = objective.needs_second_order(reg)
+    plan = plan_step(model, data)
+    reg, x, y, sample_weight = plan.regularizer, plan.x, plan.y, plan.sample_weight
+    unlabeled, selection = plan.unlabeled, plan.selection
+    moved_x, moved = plan.moved()
+    second_order = plan.second_order
     metrics_mapping = list(zip(model.metrics_variables, metrics_vars))
     optimizer_mapping = list(zip(model.optimizer.variables, optimizer_vars))
     with keras.StatelessScope(state_mapping=optimizer_mapping):
         scale = loss_scale.input_gradient_loss_scale(model.optimizer, x)
-    if objective.needs_random_start(reg):
+    if plan.random_start:
         # The draw advances the seed, a metric variable of the state.
         with keras.StatelessScope(state_mapping=metrics_mapping) as scope:
             start = objective.random_start(model, moved)
@@ -224,7 +222,7 @@ def train_step(model, state, data):
             model, x, y, sample_weight, selection, trainable, non_trainable
         )
         precomputed = None
-        if not objective.needs_clean_weight_gradient(reg):
+        if not plan.record_clean:
             precomputed = clean_pass(trainable, non_trainable)
         elif _shares_clean_backward_here() and objective.shares_clean_backward(
             reg, sample_weight, scale

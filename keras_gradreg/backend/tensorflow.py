@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_gradreg import _keras_compat, inputs, loss_scale, objective
 from keras_gradreg.backend.common import call_model, train_logs
+from keras_gradreg.step_plan import plan_step
 
 
 def train_step(model, data):
@@ -18,18 +19,14 @@ def train_step(model, data):
 
 
 def _train_step(model, data):
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    reg = model.regularizer
-    x, y, sample_weight, unlabeled = objective.split_labeled_rows(
-        reg, x, y, sample_weight
-    )
-    selection = inputs.select_inputs(x, reg.inputs_to_regularize)
-    moved_x, moved = objective.moved_inputs(reg, x, selection, unlabeled)
-    record_clean = objective.needs_clean_weight_gradient(reg)
-    second_order = objective.needs_second_order(reg)
+    plan = plan_step(model, data)
+    reg, x, y, sample_weight = plan.regularizer, plan.x, plan.y, plan.sample_weight
+    unlabeled, selection = plan.unlabeled, plan.selection
+    moved_x, moved = plan.moved()
+    record_clean, second_order = plan.record_clean, plan.second_order
     scale = loss_scale.input_gradient_loss_scale(model.optimizer, x)
     share = objective.shares_clean_backward(reg, sample_weight, scale)
-    start = objective.random_start(model, moved)
+    start = objective.random_start(model, moved) if plan.random_start else None
     # The passes over the regularized rows draw the noise of their first pass.
     replay = _noise_replay(model) if unlabeled is None else None
 

@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_gradreg import _keras_compat, inputs, loss_scale, objective
 from keras_gradreg.backend.common import call_model, train_logs
+from keras_gradreg.step_plan import plan_step
 
 
 def check_distribution():
@@ -79,18 +80,11 @@ def train_step(model, data):
     x = keras.tree.map_structure(
         lambda t: t if t is None else ops.convert_to_tensor(t), x
     )
-    reg = model.regularizer
-    x, y, sample_weight, unlabeled = objective.split_labeled_rows(
-        reg, x, y, sample_weight
-    )
-    selection = inputs.select_inputs(x, reg.inputs_to_regularize)
-    leaves = [
-        ops.convert_to_tensor(t).detach().requires_grad_(True) for t in selection.leaves
-    ]
-    selection = selection._replace(leaves=leaves)
-    x = selection.rebuild(x, leaves)
-    record_clean = objective.needs_clean_weight_gradient(reg)
-    second_order = objective.needs_second_order(reg)
+    plan = plan_step(model, (x, y, sample_weight), _requiring_grad)
+    reg, x, y, sample_weight = plan.regularizer, plan.x, plan.y, plan.sample_weight
+    unlabeled, selection = plan.unlabeled, plan.selection
+    leaves = selection.leaves
+    record_clean, second_order = plan.record_clean, plan.second_order
 
     model.zero_grad()
     # The passes over the regularized rows draw the noise of their first pass.
@@ -123,7 +117,7 @@ def train_step(model, data):
         clean_loss = clean_loss.detach()
         y_pred = keras.tree.map_structure(lambda t: t.detach(), y_pred)
     constant = selection._replace(leaves=[t.detach() for t in leaves])
-    moved_x, moved = objective.moved_inputs(reg, x, constant, unlabeled)
+    moved_x, moved = plan.moved(constant)
     if unlabeled is None:
         target = objective.virtual_target(model, y_pred)
     else:  # the label-free member's own rows
@@ -159,7 +153,7 @@ def train_step(model, data):
         model.sigma_variable,
         input_gradient=input_gradient,
         selection=constant,
-        start=objective.random_start(model, moved),
+        start=objective.random_start(model, moved) if plan.random_start else None,
         target=target,
     )
     regularization = objective.regularization_losses(layer_losses)
@@ -180,6 +174,11 @@ def train_step(model, data):
                 )
             model.optimizer.apply(gradients, weights)
     return train_logs(model, terms, total.detach(), x, y, y_pred, sample_weight)
+
+
+def _requiring_grad(leaves):
+    """The regularized inputs as fresh leaves of autograd's graph."""
+    return [ops.convert_to_tensor(t).detach().requires_grad_(True) for t in leaves]
 
 
 def _multiply_add_(g, m, scale):
@@ -255,7 +254,7 @@ def set_global_random_state(states):
     """Sets torch's default generators back to `global_random_state()`'s.
 
     Raises:
-        ValueError: for a CUDA state where this machine has no such device
+        ValueError: for a CUDA state of a device that is not present
             (a backup made on another machine cannot resume its draws here).
     """
     devices = _generator_devices()

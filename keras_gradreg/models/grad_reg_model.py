@@ -4,6 +4,7 @@ regularization family."""
 from __future__ import annotations
 
 import random
+import warnings
 
 import keras
 
@@ -16,6 +17,7 @@ from keras_gradreg._keras_compat import (
     functional_init_arguments,
 )
 from keras_gradreg.api_export import keras_gradreg_export
+from keras_gradreg.objective import needs_second_order
 from keras_gradreg.regularizer import (
     REGULARIZER_ARGUMENTS,
     GradientRegularizer,
@@ -48,39 +50,14 @@ class GradRegModel(keras.Model):
 
     Args:
         *args: for the functional API, `inputs` and `outputs`.
-        norm: the perturbation norm p: "linf", "l2", "l1" or a number >= 1
-            (default "l2"). It names the threat model, not the penalized
-            gradient norm.
-        sigma: the perturbation radius, >= 0 (default 0.1).
-        form: "penalty" (default), "perturb", "finite_difference" or
-            "multistep".
-        alpha: weight of the clean loss, in [0, 1) (default 0).
-        fd_step: the finite-difference step h (default 0.01).
-        input_range: optional `(low, high)` to which `x + r*` is clipped.
-        inputs_to_regularize: optional list of dict keys or list positions
-            of the inputs to differentiate (default: all floating inputs).
-        steps: the multistep form's ascent steps (default 7).
-        step_size: the length of one ascent step (default
-            `2.5 * sigma / steps`).
-        random_start: whether the ascent starts at a random point of the
-            ball (default True).
-        l1_sparsity: the sparse l1 step's quantile; see
-            `GradientRegularizer`.
-        feature_mask: optional weights on the input coordinates (0 freezes
-            a feature; a number per input of a dict is a per-input radius
-            `w * sigma`); see `GradientRegularizer`.
-        virtual: whether to train the label-free (virtual adversarial)
-            member; see `GradientRegularizer`.
-        xi: its power iteration's finite-difference radius.
-        power_iterations: its power-iteration steps.
-        virtual_weight: the weight of its divergence term.
-        labeled_rows: separate passes for the labeled and unlabeled rows
-            of semi-supervised batches; see `GradientRegularizer`.
-        share_noise: whether the passes of a step draw the clean pass's
-            dropout masks (default True); see `GradientRegularizer`.
         regularizer: a `GradientRegularizer` (or its config dict) instead of
-            the separate arguments above.
-        **kwargs: passed to `keras.Model` (e.g. `name`).
+            the separate arguments below.
+        **kwargs: the `GradientRegularizer` arguments by name (`norm`,
+            `sigma`, `form`, `alpha`, `input_range`, `inputs_to_regularize`,
+            `feature_mask`, `labeled_rows`, and 0.1.0's names for the forms'
+            arguments, such as `steps` or `fd_step`); the rest goes to
+            `keras.Model` (e.g. `name`). The defaults are the l2 penalty at
+            sigma 0.1.
 
     Raises:
         ValueError: on any invalid regularizer argument, naming it and the
@@ -112,50 +89,8 @@ class GradRegModel(keras.Model):
             cls = FunctionalGradRegModel
         return super().__new__(cls, *args, **kwargs)
 
-    def __init__(
-        self,
-        *args,
-        norm=None,
-        sigma=None,
-        form=None,
-        alpha=None,
-        fd_step=None,
-        input_range=None,
-        inputs_to_regularize=None,
-        steps=None,
-        step_size=None,
-        random_start=None,
-        l1_sparsity=None,
-        feature_mask=None,
-        virtual=None,
-        xi=None,
-        power_iterations=None,
-        virtual_weight=None,
-        labeled_rows=None,
-        share_noise=None,
-        regularizer=None,
-        **kwargs,
-    ):
-        separate = {
-            "norm": norm,
-            "sigma": sigma,
-            "form": form,
-            "alpha": alpha,
-            "fd_step": fd_step,
-            "input_range": input_range,
-            "inputs_to_regularize": inputs_to_regularize,
-            "steps": steps,
-            "step_size": step_size,
-            "random_start": random_start,
-            "l1_sparsity": l1_sparsity,
-            "feature_mask": feature_mask,
-            "virtual": virtual,
-            "xi": xi,
-            "power_iterations": power_iterations,
-            "virtual_weight": virtual_weight,
-            "labeled_rows": labeled_rows,
-            "share_noise": share_noise,
-        }
+    def __init__(self, *args, regularizer=None, **kwargs):
+        separate = {k: kwargs.pop(k) for k in REGULARIZER_ARGUMENTS if k in kwargs}
         separate = {k: v for k, v in separate.items() if v is not None}
         if regularizer is not None and separate:
             raise ValueError(
@@ -223,6 +158,25 @@ class GradRegModel(keras.Model):
         super().make_train_function(force=force)
         self.train_function = _backend.train_function(self, self.train_function)
         return self.train_function
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        inputs.check_training_range(self.regularizer, x)
+        return super().fit(x, y, *args, **kwargs)
+
+    def compile_from_config(self, config):
+        super().compile_from_config(config)
+        if _cannot_compile(self.regularizer, self.jit_compile):
+            # A model saved on JAX carries jit_compile=True; on torch the
+            # double backpropagation of its form cannot be compiled.
+            warnings.warn(
+                f"This model was saved with jit_compile=True, and the "
+                f"{self.regularizer.form.name} form differentiates twice, which "
+                "torch.compile cannot do: it trains eagerly (jit_compile=False) "
+                "on the torch backend.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.jit_compile = False
 
     @property
     def perturbation_seed(self) -> keras.random.SeedGenerator:
@@ -340,18 +294,22 @@ def _same_trace(previous, new) -> bool:
     return previous.replace(sigma=new.sigma) == new and previous.active == new.active
 
 
-def _check_jit_compatible(regularizer, jit_compile):
-    if (
+def _cannot_compile(regularizer, jit_compile) -> bool:
+    """Whether torch.compile would have to differentiate twice."""
+    return (
         keras.backend.backend() == "torch"
         and jit_compile is True
-        and regularizer.active
-        and regularizer.form == "penalty"
-    ):
+        and needs_second_order(regularizer)
+    )
+
+
+def _check_jit_compatible(regularizer, jit_compile):
+    if _cannot_compile(regularizer, jit_compile):
         raise ValueError(
-            "The penalty form differentiates twice, which torch.compile "
-            "cannot do. Use `jit_compile=False` in `compile()`, or "
+            f"The {regularizer.form.name} form differentiates twice, which "
+            "torch.compile cannot do. Use `jit_compile=False` in `compile()`, or "
             "form='finite_difference' (first derivatives only). Received: "
-            "jit_compile=True, form='penalty' on the torch backend."
+            f"jit_compile=True, form={regularizer.form.name!r} on the torch backend."
         )
 
 
