@@ -90,8 +90,8 @@ test: lint docs $(FLOOR_STAMP)
 	done; exit $$status
 
 # The core tests again on the oldest Keras that pyproject.toml admits, so a
-# release that moves a private name the library uses (keras_gradreg/
-# _keras_compat.py) fails here rather than for a user. Keras alone goes in a
+# release that moves a private name the library uses (keras_gradreg/src/
+# keras_compat.py) fails here rather than for a user. Keras alone goes in a
 # side folder ahead of the environment's. torch is left out: Keras 3.10's own
 # code fails under torch.compile with torch 2.13.
 $(FLOOR_STAMP): | $(STAMP)
@@ -105,7 +105,7 @@ test-keras-range: $(FLOOR_STAMP)
 	  PYTHONPATH=.keras-floor KERAS_BACKEND=$$backend $(BIN)/python -c \
 	    "import keras; assert keras.__version__ == '$(KERAS_FLOOR)', keras.__version__" \
 	  && PYTHONPATH=.keras-floor KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q \
-	    tests/test_gradients.py tests/test_models.py tests/test_inputs.py $(PYTEST_ARGS) || status=1; \
+	    tests/training/test_gradients.py tests/training/test_models.py tests/family/test_inputs.py $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
 
 demo: $(STAMP)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from keras_gradreg._files import atomic_path, settings_changes
+from keras_gradreg.src.files import atomic_path, settings_changes
 
 
 def cached(path: Path, compute):

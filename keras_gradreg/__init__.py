@@ -22,19 +22,19 @@ from keras_gradreg.attacks import (
     pgd,
 )
 from keras_gradreg.models import GradRegModel
-from keras_gradreg.noise import NoiseAccuracy, noise_accuracy
-from keras_gradreg.norms import (
+from keras_gradreg.src.evaluation.noise import NoiseAccuracy, noise_accuracy
+from keras_gradreg.src.evaluation.robustness import (
+    GradientMaskingWarning,
+    RobustnessReport,
+    evaluate_robustness,
+)
+from keras_gradreg.src.family.norms import (
     canonical_norm,
     dual_exponent,
     per_example_norm,
     worst_case_perturbation,
 )
-from keras_gradreg.regularizer import FORMS, GradientRegularizer
-from keras_gradreg.robustness import (
-    GradientMaskingWarning,
-    RobustnessReport,
-    evaluate_robustness,
-)
+from keras_gradreg.src.family.regularizer import FORMS, GradientRegularizer
 
 __version__ = "0.2.0"
 

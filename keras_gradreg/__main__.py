@@ -2,6 +2,6 @@
 
 import sys
 
-from keras_gradreg.cli import main
+from keras_gradreg.src.tools.cli import main
 
 sys.exit(main())

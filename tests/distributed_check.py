@@ -1,6 +1,6 @@
 """One GradRegModel step on N replicas against the same step on one device.
 
-Run by `tests/test_distributed.py` in subprocesses, because the device
+Run by `tests/training/test_distributed.py` in subprocesses, because the device
 layout (two logical CPUs for TensorFlow, `XLA_FLAGS` host devices for JAX,
 `TF_CONFIG` for a worker) must be fixed before the framework starts.
 

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_gradreg import datasets
+from keras_gradreg.src.tools import datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -56,14 +56,14 @@ def test_public_api_is_flat_documented_and_registered():
     import keras
 
     import keras_gradreg as kg
-    from keras_gradreg.api_export import PUBLIC_API
+    from keras_gradreg.src.api_export import PUBLIC_API
 
     for name in kg.__all__:
         obj = getattr(kg, name)
         if name != "FORMS":
             assert obj.__doc__ and obj.__doc__.strip(), name
-    import keras_gradreg.cli  # noqa: F401  (modules not imported by the package)
-    import keras_gradreg.plots  # noqa: F401
+    import keras_gradreg.src.tools.cli  # noqa: F401  (modules not imported by the package)
+    import keras_gradreg.src.tools.plots  # noqa: F401
 
     for path, obj in PUBLIC_API.items():
         module, _, attribute = path.rpartition(".")
@@ -457,7 +457,7 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
     sigma with the best validation accuracy, its 50K row a retraining with
     that sigma; a second run reads everything back, as does the table call
     after `--retrain-sigma` retrained the chosen sigma ahead of it."""
-    from tests.test_datasets import _write_image_folder
+    from tests.tools.test_datasets import _write_image_folder
 
     _write_image_folder(tmp_path / "data" / "cifar10-jpeg", per_class=8)
     monkeypatch.setenv("KERAS_GRADREG_DATA", str(tmp_path / "data"))

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from keras_gradreg._files import atomic_path, settings_changes
+from keras_gradreg.src.files import atomic_path, settings_changes
 
 
 def test_atomic_path_replaces_the_file_only_once_written(tmp_path):

@@ -1,0 +1,27 @@
+"""The family's training forms: how one member trains the inner max. A
+string names one with its defaults (`form="multistep"`); `get` resolves
+shorthands and configs; a new member subclasses `Form`."""
+
+from keras_gradreg.src.family.forms import (
+    FiniteDifference,
+    Form,
+    FormContext,
+    Multistep,
+    Penalty,
+    Perturb,
+    Virtual,
+    get,
+    names,
+)
+
+__all__ = [
+    "FiniteDifference",
+    "Form",
+    "FormContext",
+    "Multistep",
+    "Penalty",
+    "Perturb",
+    "Virtual",
+    "get",
+    "names",
+]

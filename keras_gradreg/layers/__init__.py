@@ -1,7 +1,0 @@
-"""Layers of the paper's networks: maxout units (dense and convolutional)
-and dropout with a chosen scale on the kept units."""
-
-from keras_gradreg.layers.maxout import Maxout, MaxoutConv2D
-from keras_gradreg.layers.scaled_dropout import ScaledDropout
-
-__all__ = ["Maxout", "MaxoutConv2D", "ScaledDropout"]

@@ -1,0 +1,21 @@
+"""`GradRegModel` and the paper's networks."""
+
+from keras_gradreg.src.maxout.networks import (
+    cifar10_conv_maxout,
+    mnist_conv_maxout,
+    mnist_maxout_mlp,
+    paper_network,
+)
+from keras_gradreg.src.training.grad_reg_model import (
+    FunctionalGradRegModel,
+    GradRegModel,
+)
+
+__all__ = [
+    "FunctionalGradRegModel",
+    "GradRegModel",
+    "cifar10_conv_maxout",
+    "mnist_conv_maxout",
+    "mnist_maxout_mlp",
+    "paper_network",
+]

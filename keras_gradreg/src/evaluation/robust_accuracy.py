@@ -1,0 +1,111 @@
+"""`RobustAccuracy`: robust accuracy on validation data in each epoch's
+logs."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_gradreg.src.api_export import keras_gradreg_export
+from keras_gradreg.src.checks import check_data, check_eps, check_integer
+from keras_gradreg.src.evaluation import attacks
+from keras_gradreg.src.family.norms import canonical_norm
+
+
+@keras_gradreg_export("keras_gradreg.callbacks.RobustAccuracy")
+class RobustAccuracy(keras.callbacks.Callback):
+    """Adds the robust accuracy on validation data to each epoch's logs.
+
+    After every `every`-th epoch it attacks a fixed subset of the validation
+    data and logs the fraction classified correctly both clean and
+    adversarially, under `name` (default "val_robust_accuracy"), so that
+    `EarlyStopping`, `ModelCheckpoint`, `CSVLogger` and KerasTuner can use it.
+    Place it *before* the callbacks that read it: Keras calls callbacks in
+    list order.
+
+    Args:
+        validation_data: `(x_val, y_val)` with integer labels.
+        attack: "pgd" (default: PGD-10), "fgm" or an attack object.
+        norm: the perturbation norm.
+        eps: the radius.
+        subset_size: how many validation examples to attack (the first ones
+            of a seeded shuffle), or None for all.
+        every: attack after the first epoch and every `every`-th epoch
+            after it; the epochs in between log the last measured value
+            (so `EarlyStopping` and `ModelCheckpoint` never see a gap or a
+            NaN; `last_measured_epoch` says which epoch it came from).
+        input_range: `(low, high)` of valid inputs.
+        name: the log key.
+        seed: seed of the subset and of the random starts.
+
+    Examples:
+        >>> import numpy as np
+        >>> x, y = np.zeros((8, 4), "float32"), np.zeros(8, "int32")
+        >>> callback = RobustAccuracy((x, y), eps=0.1, subset_size=4)
+        >>> # model.fit(..., callbacks=[callback, keras.callbacks.EarlyStopping(
+        >>> #     "val_robust_accuracy", mode="max")])
+    """
+
+    def __init__(
+        self,
+        validation_data,
+        attack="pgd",
+        norm="linf",
+        eps: float = 0.1,
+        subset_size: int | None = 1000,
+        every: int = 1,
+        input_range=(0.0, 1.0),
+        name: str = "val_robust_accuracy",
+        seed: int = 0,
+    ):
+        super().__init__()
+        try:
+            x, y = validation_data
+        except (TypeError, ValueError):
+            raise ValueError(
+                "Argument `validation_data` must be a pair (x_val, y_val). "
+                f"Received: validation_data of type {type(validation_data).__name__}"
+            ) from None
+        x, y = check_data(x, y, None)
+        if len(x) == 0:
+            raise ValueError(
+                "Argument `validation_data` must hold at least one example. Received: 0"
+            )
+        check_integer("subset_size", subset_size, allow_none=True)
+        check_integer("every", every)
+        check_eps(eps)
+        if attack == "pgd":
+            attack = attacks.PGD(steps=10)
+        self.attack = attacks.get(attack)
+        self.norm = canonical_norm(norm)
+        self.eps = float(eps)
+        self.subset_size = subset_size
+        self.every = every
+        self.input_range = input_range
+        self.name = name
+        self.seed = seed
+        self.last_value = self.last_measured_epoch = None
+        order = np.random.default_rng(seed).permutation(len(x))[:subset_size]
+        self.x, self.y = x[order], y[order]
+
+    def on_train_begin(self, logs=None):
+        self.last_value, self.last_measured_epoch = None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if self.last_value is None or epoch % self.every == 0:
+            self.last_value = self.robust_accuracy()
+            self.last_measured_epoch = epoch
+        logs[self.name] = self.last_value
+
+    def robust_accuracy(self) -> float:
+        """Attacks the subset with the model's current weights."""
+        correct = attacks.correct_predictions(self.model, self.x, self.y)
+        x_adv = self.attack(
+            self.model, self.x, self.y, self.norm, self.eps,
+            input_range=self.input_range, seed=self.seed,
+        )  # fmt: skip
+        return float(
+            np.mean(correct & attacks.correct_predictions(self.model, x_adv, self.y))
+        )

@@ -1,0 +1,366 @@
+"""Robust-accuracy evaluation with gradient-masking sanity checks.
+
+A point counts as robust at (norm, eps) only if it is classified correctly
+both clean and under *every* attack: the "worst case" row of the report is
+the accuracy against the per-example strongest attack. The sanity checks
+follow AutoAttack's advice (Croce & Hein, 2020): a robust accuracy bought by
+masked gradients shows up as a multi-step attack weaker than a one-step one,
+accuracy that does not fall toward chance at a huge eps, many exactly-zero
+input gradients, or accuracy rising with eps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import keras
+import numpy as np
+
+from keras_gradreg.src.api_export import keras_gradreg_export
+from keras_gradreg.src.checks import check_data, check_integer
+from keras_gradreg.src.evaluation import attacks as _attacks
+from keras_gradreg.src.evaluation.masking import masking_checks
+from keras_gradreg.src.evaluation.noise import noise_accuracy
+from keras_gradreg.src.family.norms import canonical_norm
+
+#: Default radii per norm for inputs in [0, 1] (MNIST-scale images).
+DEFAULT_EPS = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0), "l1": (5.0, 10.0)}
+WORST_CASE = "worst case"
+
+
+@keras_gradreg_export("keras_gradreg.GradientMaskingWarning")
+class GradientMaskingWarning(UserWarning):
+    """A robustness number that may come from masked gradients."""
+
+
+@keras_gradreg_export("keras_gradreg.RobustnessReport")
+@dataclasses.dataclass
+class RobustnessReport:
+    """What `evaluate_robustness` measured.
+
+    Attributes:
+        clean_accuracy: accuracy on the unperturbed inputs.
+        rows: one dict per (attack, norm, eps) with keys "attack", "norm",
+            "eps" and "accuracy"; attack "worst case" is the per-example
+            worst over attacks.
+        warnings: the gradient-masking checks that failed (also issued as
+            `GradientMaskingWarning`).
+        num_examples: how many examples were attacked.
+        noise: one dict per Gaussian-noise std and clipping (the paper's
+            Table IV; see `noise_accuracy`), with keys "std", "clip" (the
+            range the noisy inputs were clipped to, or None), "accuracy"
+            (the mean over draws), "spread" (their standard deviation) and
+            "draws".
+    """
+
+    clean_accuracy: float
+    rows: list
+    warnings: list
+    num_examples: int
+    noise: list = dataclasses.field(default_factory=list)
+
+    def accuracy(self, norm, eps, attack: str = WORST_CASE) -> float:
+        """The robust accuracy of one point of the table.
+
+        Raises:
+            KeyError: if the report has no such point.
+        """
+        norm = canonical_norm(norm)
+        for row in self.rows:
+            if (row["attack"], row["norm"], row["eps"]) == (attack, norm, eps):
+                return row["accuracy"]
+        raise KeyError(f"No result for attack={attack!r}, norm={norm!r}, eps={eps!r}")
+
+    def noise_accuracy(self, std, clipped: bool = True) -> float:
+        """The mean accuracy under Gaussian noise of `std`, the noisy inputs
+        clipped to the input range or not.
+
+        Raises:
+            KeyError: if the report has no such point.
+        """
+        for row in self.noise:
+            if row["std"] == std and (row["clip"] is not None) == clipped:
+                return row["accuracy"]
+        raise KeyError(f"No noise result for std={std!r}, clipped={clipped!r}")
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (plain Python types only)."""
+        return dataclasses.asdict(self)
+
+    def to_markdown(self) -> str:
+        """The table as Markdown: one row per norm and eps, one column per
+        attack plus the worst case."""
+        names = list(
+            dict.fromkeys(r["attack"] for r in self.rows if r["attack"] != WORST_CASE)
+        )
+        columns = names + [WORST_CASE]
+        lines = [
+            f"Clean accuracy: {self.clean_accuracy:.2%} on {self.num_examples} examples."
+        ]
+        if self.rows:
+            lines += [
+                "",
+                "| norm | eps | " + " | ".join(columns) + " |",
+                "|---|---:|" + "---:|" * len(columns),
+            ]
+        points = dict.fromkeys((r["norm"], r["eps"]) for r in self.rows)
+        for norm, eps in points:
+            cells = [f"{self.accuracy(norm, eps, name):.2%}" for name in columns]
+            lines.append(f"| {norm} | {eps:g} | " + " | ".join(cells) + " |")
+        lines += _noise_lines(self.noise)
+        if self.warnings:
+            lines += ["", "Gradient-masking checks that failed:", ""]
+            lines += [f"- {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.to_markdown()
+
+
+def _noise_lines(noise: list) -> list:
+    """The noise rows as a Markdown table: accuracy (± its spread over the
+    draws) per std, clipped and not."""
+    if not noise:
+        return []
+    clip = next((r["clip"] for r in noise if r["clip"] is not None), None)
+    clipped = f"clipped to [{clip[0]:g}, {clip[1]:g}]" if clip else "clipped"
+    lines = [
+        "",
+        f"Accuracy under additive Gaussian noise (mean ± spread over "
+        f"{len(noise[0]['draws'])} draws):",
+        "",
+        f"| noise std | {clipped} | not clipped |",
+        "|---:|---:|---:|",
+    ]
+    for std in dict.fromkeys(r["std"] for r in noise):
+        cells = [
+            f"{r['accuracy']:.2%} ± {r['spread']:.2%}"
+            for want in (True, False)
+            for r in noise
+            if r["std"] == std and (r["clip"] is not None) == want
+        ]
+        lines.append(f"| {std:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _eps_by_norm(norms, eps_values):
+    norms = [canonical_norm(n) for n in norms]
+    if eps_values is None:
+        unknown = [n for n in norms if n not in DEFAULT_EPS]
+        if unknown:
+            raise ValueError(
+                f"No default eps for norm(s) {unknown}: pass `eps_values`. "
+                f"Received: eps_values=None"
+            )
+        return {n: DEFAULT_EPS[n] for n in norms}
+    if isinstance(eps_values, dict):
+        eps_values = {canonical_norm(k): v for k, v in eps_values.items()}
+        missing = [n for n in norms if n not in eps_values]
+        if missing:
+            raise ValueError(
+                f"Argument `eps_values` has no radii for norm(s) {missing}. "
+                f"Received: eps_values={eps_values!r}"
+            )
+        return {n: tuple(eps_values[n]) for n in norms}
+    return {n: tuple(eps_values) for n in norms}
+
+
+@keras_gradreg_export("keras_gradreg.evaluate_robustness")
+def evaluate_robustness(
+    model,
+    x,
+    y,
+    norms=("linf", "l2"),
+    eps_values=None,
+    attacks=("fgm", "pgd"),
+    *,
+    input_range=(0.0, 1.0),
+    batch_size: int = 500,
+    seed: int = 0,
+    checks: bool = True,
+    verbose: int = 1,
+    image_shape: tuple[int, ...] | None = None,
+    cascade: bool | None = None,
+    noise_stds=(),
+    noise_draws: int = 5,
+) -> RobustnessReport:
+    """Clean and robust accuracy of a classifier for every attack, norm and
+    eps, with the worst case over attacks and gradient-masking checks.
+
+    Args:
+        model: a Keras classifier.
+        x: inputs inside `input_range`.
+        y: integer labels.
+        norms: perturbation norms ("linf", "l2", "l1"; FGM also takes p).
+        eps_values: radii: one sequence for every norm, a dict norm ->
+            sequence, or None for `DEFAULT_EPS` (inputs in [0, 1]).
+        attacks: "fgm", "pgd", "apgd-ce", "apgd-t", "square" or attack
+            objects (`attacks.PGD(steps=40, restarts=5)`, ...), each run on
+            every point; or "standard", AutoAttack's ensemble: APGD-CE,
+            APGD-T and Square (linf and l2) in that order, each on the points
+            the previous ones left robust, so each attack's row is the robust
+            accuracy after it and the worst case is the last.
+        input_range: `(low, high)` of valid inputs.
+        batch_size: examples per compiled call.
+        seed: seed of the random starts.
+        checks: run the gradient-masking checks (one extra PGD at a huge eps
+            on at most 500 examples, one gradient pass on at most 1,000).
+        verbose: 1 shows a progress bar.
+        image_shape: how each Square attack without an `image_shape` of
+            its own (`"square"`, `"standard"`'s, or a `Square(...)`) views
+            each example, e.g. `(28, 28)` for flattened MNIST (see
+            `attacks.square`); default the example's own shape.
+        cascade: run the attacks in order, each on the points the previous
+            ones left robust, so each row is the robust accuracy after that
+            attack (AutoAttack's way; cheaper, same worst case). Default:
+            True for `attacks="standard"`, else False (every attack on every
+            point, so each row is that attack alone).
+        noise_stds: standard deviations of additive Gaussian noise to test
+            under as well (the paper's Table IV), each with the noisy inputs
+            clipped to `input_range` and not (`noise_accuracy`, seeded with
+            `seed`); `attacks` may then be empty.
+        noise_draws: noise draws averaged per std, >= 1.
+
+    Returns:
+        A `RobustnessReport`; `print(report)` shows the Markdown table.
+
+    Raises:
+        ValueError: for an unknown attack or norm, or missing radii.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> x = np.random.default_rng(0).uniform(size=(32, 4)).astype("float32")
+        >>> report = evaluate_robustness(model, x, np.zeros(32, "int32"), ["linf"],
+        ...                              [0.05], checks=False, verbose=0)
+        >>> report.accuracy("linf", 0.05) <= report.clean_accuracy
+        True
+    """
+    standard = isinstance(attacks, str) and attacks == "standard"
+    if cascade is None:
+        cascade = standard
+    if not isinstance(cascade, bool):
+        raise ValueError(
+            f"Argument `cascade` must be True, False or None. Received: cascade={cascade!r}"
+        )
+    if standard:
+        attack_objects = [
+            _attacks.APGD(), _attacks.APGD(targeted=True), _attacks.Square(),
+        ]  # fmt: skip
+    else:
+        attacks = [attacks] if isinstance(attacks, str) else attacks
+        attack_objects = [_attacks.get(a) for a in attacks]
+    if image_shape is not None:  # for every Square without a view of its own
+        attack_objects = [
+            dataclasses.replace(a, image_shape=image_shape)
+            if isinstance(a, _attacks.Square) and a.image_shape is None
+            else a
+            for a in attack_objects
+        ]
+    noise_stds = _check_noise_stds(noise_stds)
+    check_integer("noise_draws", noise_draws)
+    if not attack_objects and not noise_stds:
+        raise ValueError(
+            "Argument `attacks` must name at least one attack (or give "
+            "`noise_stds`). Received: ()"
+        )
+    radii = _eps_by_norm(norms, eps_values)
+    x, y = check_data(x, y, None)
+    if len(x) == 0:
+        raise ValueError("Argument `x` must hold at least one example. Received: 0")
+    if standard:
+        classes = _attacks.num_classes(model, x[:1])
+        if classes < 4:  # the targeted DLR loss needs four classes
+            attack_objects.pop(1)
+            warnings.warn(
+                f"The standard suite skips APGD-T for a model with {classes} "
+                "classes (its targeted DLR loss needs at least 4); it runs "
+                "APGD-CE and Square.",
+                stacklevel=2,
+            )
+    correct = _attacks.correct_predictions(model, x, y, batch_size)
+    points = [
+        (n, e, a) for n, values in radii.items() for e in values for a in attack_objects
+    ]
+    progress = (
+        keras.utils.Progbar(
+            len(points) + 2 * len(noise_stds),
+            unit_name="evaluation",
+            stateful_metrics=["accuracy"],
+        )
+        if verbose
+        else None
+    )
+    rows, survived = [], {}
+    for i, (norm, eps, attack) in enumerate(points):
+        # The ensemble attacks only what is still robust; single attacks all.
+        todo = survived.get((norm, eps), correct) if cascade else np.ones_like(correct)
+        robust = correct & todo
+        if todo.any():
+            x_adv = attack(
+                model, x[todo], y[todo], norm, eps, input_range=input_range,
+                batch_size=batch_size, seed=seed,
+            )  # fmt: skip
+            robust[todo] &= _attacks.correct_predictions(
+                model, x_adv, y[todo], batch_size
+            )
+        rows.append(
+            {
+                "attack": attack.name,
+                "norm": norm,
+                "eps": eps,
+                "accuracy": float(robust.mean()),
+            }
+        )
+        survived[(norm, eps)] = survived.get((norm, eps), correct) & robust
+        if progress:
+            progress.update(i + 1, [("accuracy", float(robust.mean()))])
+    for (norm, eps), robust in survived.items():
+        rows.append(
+            {
+                "attack": WORST_CASE,
+                "norm": norm,
+                "eps": eps,
+                "accuracy": float(robust.mean()),
+            }
+        )
+    noise = []
+    for std in noise_stds:
+        for clip in (input_range, None):
+            result = noise_accuracy(
+                model, x, y, std, draws=noise_draws, clip=clip, seed=seed,
+                batch_size=batch_size,
+            )  # fmt: skip
+            noise.append(
+                {"std": result.std, "clip": clip, "accuracy": result.mean,
+                 "spread": result.spread, "draws": result.draws}
+            )  # fmt: skip
+            if progress:
+                progress.add(1, [("accuracy", result.mean)])
+    report = RobustnessReport(float(correct.mean()), rows, [], int(len(x)), noise)
+    if checks and attack_objects:
+        report.warnings = masking_checks(
+            model, x, y, report, attack_objects, input_range, batch_size, seed
+        )
+        for message in report.warnings:
+            warnings.warn(message, GradientMaskingWarning, stacklevel=2)
+    return report
+
+
+def _check_noise_stds(noise_stds) -> tuple:
+    values = (noise_stds,) if isinstance(noise_stds, (int, float)) else noise_stds
+    try:
+        values = tuple(values)
+        valid = all(
+            not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in values
+        )
+    except TypeError:
+        valid = False
+    if not valid:
+        raise ValueError(
+            "Argument `noise_stds` must be finite numbers >= 0. Received: "
+            f"noise_stds={noise_stds!r}"
+        )
+    return tuple(float(v) for v in values)

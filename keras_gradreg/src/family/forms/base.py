@@ -1,0 +1,205 @@
+"""The base class of the family's training forms.
+
+A form says how one step trains `max_{||r||_p <= sigma} L(x + r)`: which
+adversarial term `L_adv` it builds from the clean pass, and what the step
+must compute for it (a second derivative, a random start, the clean pass's
+noise replayed). What every form shares (the norm, sigma, alpha, the input
+range, which inputs, the feature mask) is the `GradientRegularizer`'s.
+
+A new member of the family is one module: a `Form` subclass that owns its
+arguments, their checks and its config, registered with Keras's
+serialization, and its tests. Neither the backends nor `GradRegModel`
+change for it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Callable, NamedTuple
+
+import keras
+from keras import ops
+
+from keras_gradreg.src.family import inputs
+from keras_gradreg.src.family.norms import worst_case_perturbation
+
+
+class FormContext(NamedTuple):
+    """What a train step hands a form: one batch's clean pass and the
+    passes the form may ask for.
+
+    Attributes:
+        regularizer: the `GradientRegularizer` (norm, alpha, input range).
+        sigma: the radius, a scalar tensor (it may change during `fit`).
+        clean_loss: the weighted clean batch loss `(1/B) sum_i w_i L(x_i)`.
+        gradients: each example's input gradient, times the feature mask;
+            differentiable with respect to the weights when the form is
+            `second_order`.
+        raw_gradients: the same without the feature mask.
+        norms: `||gradients_i||_q` per example, q dual to the norm.
+        weights: the feature mask per regularized input, or None.
+        sample_weight: per-example weights, or None.
+        perturbed_loss: `(deltas, target=None) -> (1/B) sum_i w_i
+            L(clip(x_i + delta_i))`, one more forward pass (the label-free
+            member's divergence from `target` instead of the loss).
+        input_gradient: `(deltas, target=None) -> dL_i/dx` at `clip(x_i +
+            delta_i)`, weights held constant.
+        selection: the regularized inputs (`inputs.InputSelection`).
+        start: the random start the form asked for (`Form.start_norm`), a
+            point of the unit ball per input, or None.
+        target: the label-free member's constant clean probabilities p(x).
+    """
+
+    regularizer: object
+    sigma: object
+    clean_loss: object
+    gradients: list
+    raw_gradients: list
+    norms: object
+    weights: object
+    sample_weight: object
+    perturbed_loss: Callable
+    input_gradient: Callable | None
+    selection: object
+    start: object
+    target: object
+
+    def worst_case(self, radius) -> list:
+        """The first-order worst case `r*` of radius `radius` in the norm,
+        with the feature mask applied (`w * r*(w g)`)."""
+        reg = self.regularizer
+        deltas = worst_case_perturbation(self.gradients, reg.norm, radius)
+        return inputs.weighted(deltas, self.weights)
+
+    def batch_mean(self, values):
+        """`(1/B) sum_i w_i v_i`, the reduction of Keras's losses."""
+        return weighted_batch_mean(values, self.sample_weight)
+
+    def mixed(self, adv_loss):
+        """`alpha L(x) + (1 - alpha) L_adv` (just `L_adv` at alpha = 0)."""
+        alpha = self.regularizer.alpha
+        if alpha == 0.0:
+            return adv_loss
+        return alpha * self.clean_loss + (1.0 - alpha) * adv_loss
+
+
+def weighted_batch_mean(values, sample_weight):
+    """`(1/B) sum_i w_i v_i`, Keras's "sum_over_batch_size" reduction.
+
+    For a multi-output model Keras hands the train step one weight array per
+    output (a plain 1-D `sample_weight` is broadcast to every output); the
+    per-example penalty then carries the mean of example i's per-output
+    weights, which is the weight itself in the broadcast case.
+    """
+    if sample_weight is None:
+        return ops.mean(values)
+    leaves = [w for w in keras.tree.flatten(sample_weight) if w is not None]
+    if not leaves:
+        return ops.mean(values)
+    weights = [ops.reshape(ops.cast(w, values.dtype), (-1,)) for w in leaves]
+    weights = weights[0] if len(weights) == 1 else ops.mean(ops.stack(weights), 0)
+    return ops.mean(weights * values)
+
+
+#: Shorthand -> form class, filled as `Form` subclasses are defined.
+REGISTRY: dict = {}
+
+
+class Form:
+    """How one member of the family is trained (the base class).
+
+    Subclasses set `name` (the string shorthand), implement `terms`, take
+    their own arguments in `__init__` (checked there, with errors naming
+    the argument and the value) and return them from `get_config`. The
+    class attributes and methods below tell the train step what to
+    compute; their defaults suit a first-order form that perturbs the
+    inputs once.
+
+    Attributes:
+        name: the string shorthand (`form="perturb"`).
+        second_order: whether the objective differentiates through the input
+            gradient (double backpropagation).
+        label_free: whether the adversarial term is a divergence from the
+            clean prediction rather than the loss: it then trains on every
+            row, labeled or not.
+        aliases: 0.1.0's keyword names for this form's arguments
+            (`{"fd_step": "step"}`), accepted by `GradientRegularizer`.
+    """
+
+    name: str = ""
+    second_order: bool = False
+    label_free: bool = False
+    aliases: dict = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            if (
+                cls.name in REGISTRY
+                and REGISTRY[cls.name].__qualname__ != cls.__qualname__
+            ):
+                raise ValueError(
+                    f"The form name {cls.name!r} is taken by "
+                    f"{REGISTRY[cls.name].__name__}. Received: {cls.__name__}.name="
+                    f"{cls.name!r}"
+                )
+            REGISTRY[cls.name] = cls
+
+    def terms(self, context: FormContext):
+        """Returns `(total, adv_loss)`: what the optimizer minimizes (before
+        layer losses) and the adversarial term logged as `adv_loss`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement `terms`.")
+
+    def uses_clean_loss(self, alpha: float) -> bool:
+        """Whether the objective contains the clean loss (its weight
+        gradient is then needed, not only dL/dx)."""
+        del alpha
+        return True
+
+    @property
+    def replays_noise(self) -> bool:
+        """Whether the step's later passes replay the clean pass's random
+        draws (dropout masks), so that they see the same network."""
+        return True
+
+    def start_norm(self, norm):
+        """The norm of the unit ball the step draws a random start from,
+        or None for no random start."""
+        del norm
+        return None
+
+    # Configuration, equality and display, from `get_config`.
+
+    def get_config(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Form:
+        return cls(**config)
+
+    def replace(self, **changes) -> Form:
+        """A copy with `changes` applied (and checked)."""
+        return type(self).from_config({**self.get_config(), **changes})
+
+    @classmethod
+    def argument_names(cls) -> tuple:
+        """The names `__init__` takes."""
+        if cls.__init__ is object.__init__:
+            return ()
+        parameters = inspect.signature(cls.__init__).parameters
+        return tuple(name for name in parameters if name != "self")
+
+    def __eq__(self, other):
+        if isinstance(other, str):  # the shorthand builds the default object
+            if other not in REGISTRY:
+                return False
+            other = REGISTRY[other]()
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash((type(self), json.dumps(self.get_config(), sort_keys=True)))
+
+    def __repr__(self):
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({arguments})"
