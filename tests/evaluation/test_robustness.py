@@ -65,9 +65,11 @@ def test_real_attacks_on_a_linear_model_give_a_clean_report():
     with warnings.catch_warnings():
         warnings.simplefilter("error", kg.GradientMaskingWarning)
         report = kg.evaluate_robustness(
-            model, x, y, ["linf", "l2"], {"linf": [0.02, 0.1], "l2": [0.1]}, verbose=0
-        )
+            model, x, y, ["linf", "l2"], {"linf": [0.02, 0.1], "l2": [0.1]}, "fast",
+            verbose=0,
+        )  # fmt: skip
     assert report.warnings == []
+    assert "upper bound" in report.suite and "upper bound" in report.to_markdown()
     assert report.clean_accuracy == 1.0
     for norm, eps in (("linf", 0.02), ("linf", 0.1), ("l2", 0.1)):
         worst = report.accuracy(norm, eps)
@@ -75,6 +77,18 @@ def test_real_attacks_on_a_linear_model_give_a_clean_report():
             report.accuracy(norm, eps, "FGM"), report.accuracy(norm, eps, "PGD-20")
         )
     assert report.accuracy("linf", 0.1) <= report.accuracy("linf", 0.02)
+
+
+def test_the_standard_suite_is_the_default_and_names_itself():
+    rng = np.random.default_rng(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    x = rng.uniform(0, 1, (40, 8)).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    report = kg.evaluate_robustness(model, x, y, ["linf"], [0.05], verbose=0)
+    attacks = [row["attack"] for row in report.rows]
+    assert attacks == ["APGD-CE", "APGD-T", "Square", "worst case"]
+    assert "standard suite (APGD-CE, APGD-T, Square" in report.to_markdown()
+    assert "upper bound" not in report.to_markdown()
 
 
 class _Quantize(keras.layers.Layer):

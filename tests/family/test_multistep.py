@@ -12,7 +12,13 @@ import keras_gradreg as kg
 from keras_gradreg.src.family import multistep
 from keras_gradreg.src.family.norms import norm_exponent
 from tests import reference
-from tests.training.test_gradients import ATOL, RTOL, _data, _library_gradient, _tiny_model
+from tests.training.test_gradients import (
+    ATOL,
+    RTOL,
+    _data,
+    _library_gradient,
+    _tiny_model,
+)
 
 NORMS = {"linf": math.inf, "l2": 2.0, "l1": 1.0, 3.0: 3.0}
 

@@ -33,9 +33,9 @@ import numpy as np
 
 from keras_gradreg.src.api_export import keras_gradreg_export
 from keras_gradreg.src.evaluation.attacks import classification_accuracy
+from keras_gradreg.src.evaluation.robust_accuracy import RobustAccuracy
 from keras_gradreg.src.family.norms import canonical_norm
 from keras_gradreg.src.family.regularizer import FORMS, GradientRegularizer
-from keras_gradreg.src.evaluation.robust_accuracy import RobustAccuracy
 
 #: Objective name -> direction.
 OBJECTIVES = {

@@ -18,6 +18,9 @@ from keras_gradreg.src.tools.cli._parser import DEFAULT_EPS
 
 def _fill_defaults(args) -> None:
     """Sets PGD's settings and the radii, refusing those that do nothing."""
+    if "fast" in args.attacks:  # FGM and PGD-20
+        args.attacks = [a for a in args.attacks if a != "fast"]
+        args.attacks += [a for a in ("fgm", "pgd") if a not in args.attacks]
     if "pgd" not in args.attacks:
         refuse_given(
             {"--steps": args.steps, "--restarts": args.restarts},

@@ -202,10 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--attacks",
         nargs="+",
-        choices=("fgm", "pgd", "apgd-ce", "apgd-t", "square", "standard"),
-        default=["fgm", "pgd"],
-        help="apgd-ce, apgd-t and square are AutoAttack's (linf and l2); "
-        "'standard' runs AutoAttack's ensemble alone",
+        choices=("standard", "fast", "fgm", "pgd", "apgd-ce", "apgd-t", "square"),
+        default=["standard"],
+        help="'standard' (the default) runs AutoAttack's ensemble (APGD-CE, "
+        "APGD-T, Square) alone; 'fast' is FGM and PGD-20, an upper bound; "
+        "apgd-ce, apgd-t and square are AutoAttack's (linf and l2)",
     )
     evaluate.add_argument(
         "--steps", type=_number(int), default=None, help="PGD steps (default 20)"
