@@ -3,10 +3,12 @@ string names one with its defaults (`form="multistep"`); `get` resolves
 shorthands and configs; a new member subclasses `Form`."""
 
 from keras_gradreg.src.family.forms import (
+    FGSMRandomStart,
     FiniteDifference,
     Form,
     FormContext,
     Multistep,
+    NoisyFGSM,
     Penalty,
     Perturb,
     Virtual,
@@ -15,10 +17,12 @@ from keras_gradreg.src.family.forms import (
 )
 
 __all__ = [
+    "FGSMRandomStart",
     "FiniteDifference",
     "Form",
     "FormContext",
     "Multistep",
+    "NoisyFGSM",
     "Penalty",
     "Perturb",
     "Virtual",

@@ -194,3 +194,20 @@ def multistep_perturbation(
         if clip is not None:
             r = np.clip(x + r, *clip) - x
     return r
+
+
+def single_step_perturbation(params, x, y, *, p, start, step, radius, clip):
+    """One ascent step from `x + start` (start clipped into the range): the
+    unit steepest-ascent direction of the gradient there times `step`,
+    projected onto the `radius`-ball unless `radius` is None, and clipped
+    into the range (FGSM-RS projects, N-FGSM does not)."""
+    eta = np.clip(x + start, *clip) - x
+    g = input_gradients(params, x + eta, y)
+    r = eta + step * worst_case(g, p, 1.0)
+    if radius is not None:
+        if p == np.inf:
+            r = np.clip(r, -radius, radius)
+        else:
+            length = np.linalg.norm(r, ord=p, axis=1, keepdims=True)
+            r = r * np.minimum(1.0, radius / np.maximum(length, 1e-12))
+    return np.clip(x + r, *clip) - x

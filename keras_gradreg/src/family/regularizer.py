@@ -249,6 +249,7 @@ class GradientRegularizer:
             "labeled_rows",
             check_integer("labeled_rows", labeled_rows, allow_none=True),
         )
+        self.form.check(self)
 
     def __setattr__(self, name, value):
         raise AttributeError(

@@ -19,6 +19,7 @@ from keras_gradreg.src.family.forms.finite_difference import FiniteDifference
 from keras_gradreg.src.family.forms.multistep import Multistep
 from keras_gradreg.src.family.forms.penalty import Penalty
 from keras_gradreg.src.family.forms.perturb import Perturb
+from keras_gradreg.src.family.forms.single_step import FGSMRandomStart, NoisyFGSM
 from keras_gradreg.src.family.forms.virtual import Virtual
 
 
@@ -62,10 +63,12 @@ def names() -> tuple:
 
 
 __all__ = [
+    "FGSMRandomStart",
     "FiniteDifference",
     "Form",
     "FormContext",
     "Multistep",
+    "NoisyFGSM",
     "Penalty",
     "Perturb",
     "Virtual",

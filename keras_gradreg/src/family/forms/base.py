@@ -169,6 +169,12 @@ class Form:
         del norm
         return None
 
+    def check(self, regularizer) -> None:
+        """Refuses, with a `ValueError` naming the argument and the value,
+        what the regularizer shares that this form cannot train (called
+        when a `GradientRegularizer` is made)."""
+        del regularizer
+
     # Configuration, equality and display, from `get_config`.
 
     def get_config(self) -> dict:
