@@ -20,6 +20,7 @@ from keras_gradreg.src.family.forms.multistep import Multistep
 from keras_gradreg.src.family.forms.penalty import Penalty
 from keras_gradreg.src.family.forms.perturb import Perturb
 from keras_gradreg.src.family.forms.single_step import FGSMRandomStart, NoisyFGSM
+from keras_gradreg.src.family.forms.squared_penalty import SquaredPenalty
 from keras_gradreg.src.family.forms.virtual import Virtual
 
 
@@ -71,6 +72,7 @@ __all__ = [
     "NoisyFGSM",
     "Penalty",
     "Perturb",
+    "SquaredPenalty",
     "Virtual",
     "get",
     "names",
