@@ -1,6 +1,9 @@
 """Callbacks for training a GradRegModel: resumable backups, a sigma
 schedule, epoch timing, and robust accuracy in the logs."""
 
+from keras_gradreg.src.evaluation.overfitting_guard import (
+    CatastrophicOverfittingGuard,
+)
 from keras_gradreg.src.evaluation.robust_accuracy import RobustAccuracy
 from keras_gradreg.src.training.callbacks import (
     BackupAndRestore,
@@ -8,4 +11,10 @@ from keras_gradreg.src.training.callbacks import (
     SigmaSchedule,
 )
 
-__all__ = ["BackupAndRestore", "EpochTimer", "RobustAccuracy", "SigmaSchedule"]
+__all__ = [
+    "BackupAndRestore",
+    "CatastrophicOverfittingGuard",
+    "EpochTimer",
+    "RobustAccuracy",
+    "SigmaSchedule",
+]
