@@ -1,48 +1,5 @@
 """Attacks and accuracy under attack: FGM/FGSM, PGD, APGD (cross-entropy,
 DLR, targeted), Square, and the input gradients behind them."""
 
-from keras_gradreg.src.evaluation.attacks import (
-    APGD,
-    FGM,
-    OBJECTIVES,
-    PGD,
-    AttackLoss,
-    Square,
-    apgd,
-    apgd_targeted,
-    classification_accuracy,
-    correct_predictions,
-    dlr_loss,
-    fgm,
-    fgsm_accuracy,
-    get,
-    input_gradients,
-    labels_of,
-    num_classes,
-    pgd,
-    predicted_classes,
-    square,
-)
-
-__all__ = [
-    "APGD",
-    "FGM",
-    "OBJECTIVES",
-    "PGD",
-    "AttackLoss",
-    "Square",
-    "apgd",
-    "apgd_targeted",
-    "classification_accuracy",
-    "correct_predictions",
-    "dlr_loss",
-    "fgm",
-    "fgsm_accuracy",
-    "get",
-    "input_gradients",
-    "labels_of",
-    "num_classes",
-    "pgd",
-    "predicted_classes",
-    "square",
-]
+from keras_gradreg.src.evaluation.attacks import *  # noqa: F403
+from keras_gradreg.src.evaluation.attacks import __all__  # noqa: F401

@@ -2,32 +2,5 @@
 string names one with its defaults (`form="multistep"`); `get` resolves
 shorthands and configs; a new member subclasses `Form`."""
 
-from keras_gradreg.src.family.forms import (
-    FGSMRandomStart,
-    FiniteDifference,
-    Form,
-    FormContext,
-    Multistep,
-    NoisyFGSM,
-    Penalty,
-    Perturb,
-    SquaredPenalty,
-    Virtual,
-    get,
-    names,
-)
-
-__all__ = [
-    "FGSMRandomStart",
-    "FiniteDifference",
-    "Form",
-    "FormContext",
-    "Multistep",
-    "NoisyFGSM",
-    "Penalty",
-    "Perturb",
-    "SquaredPenalty",
-    "Virtual",
-    "get",
-    "names",
-]
+from keras_gradreg.src.family.forms import *  # noqa: F403
+from keras_gradreg.src.family.forms import __all__  # noqa: F401

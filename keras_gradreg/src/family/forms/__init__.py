@@ -13,7 +13,7 @@ from keras_gradreg.src.family.forms.base import (
     REGISTRY,
     Form,
     FormContext,
-    weighted_batch_mean,
+    PerturbingForm,
 )
 from keras_gradreg.src.family.forms.finite_difference import FiniteDifference
 from keras_gradreg.src.family.forms.multistep import Multistep
@@ -68,6 +68,7 @@ __all__ = [
     "FiniteDifference",
     "Form",
     "FormContext",
+    "PerturbingForm",
     "Multistep",
     "NoisyFGSM",
     "Penalty",
@@ -76,5 +77,4 @@ __all__ = [
     "Virtual",
     "get",
     "names",
-    "weighted_batch_mean",
 ]

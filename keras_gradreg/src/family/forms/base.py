@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple
 import keras
 from keras import ops
 
+from keras_gradreg.src.checks import check_bool
 from keras_gradreg.src.family import inputs
 from keras_gradreg.src.family.norms import worst_case_perturbation
 
@@ -209,3 +210,30 @@ class Form:
     def __repr__(self):
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({arguments})"
+
+
+class PerturbingForm(Form):
+    """A form that trains on the loss at perturbed inputs, `L(x + r)` with
+    r held constant: the clean loss enters only through alpha, and the
+    perturbed passes draw the clean pass's dropout masks unless
+    `share_noise` is False.
+
+    Args:
+        share_noise: whether every pass draws the clean pass's random noise
+            (dropout masks), so that r is the worst case of the network
+            being trained (default). False draws fresh noise, as training
+            code that calls the model twice does.
+    """
+
+    def __init__(self, share_noise: bool = True):
+        self.share_noise = check_bool("share_noise", share_noise)
+
+    def uses_clean_loss(self, alpha: float) -> bool:
+        return alpha > 0.0
+
+    @property
+    def replays_noise(self) -> bool:
+        return self.share_noise
+
+    def get_config(self) -> dict:
+        return {"share_noise": self.share_noise}

@@ -6,11 +6,11 @@ from __future__ import annotations
 from keras_gradreg.src.api_export import keras_gradreg_export
 from keras_gradreg.src.checks import check_bool, check_integer, check_number
 from keras_gradreg.src.family import multistep
-from keras_gradreg.src.family.forms.base import Form
+from keras_gradreg.src.family.forms.base import PerturbingForm
 
 
 @keras_gradreg_export("keras_gradreg.forms.Multistep")
-class Multistep(Form):
+class Multistep(PerturbingForm):
     """`L_adv = L(x + r_k)`, `r_k` from k steps of projected steepest ascent.
 
     `r_{t+1} = clip_range(Proj_sigma(r_t + step_size * d_p(dL/dx at x +
@@ -58,7 +58,7 @@ class Multistep(Form):
         )
         self.random_start = check_bool("random_start", random_start)
         self.l1_sparsity = check_number("l1_sparsity", l1_sparsity, 0.0, below=1.0)
-        self.share_noise = check_bool("share_noise", share_noise)
+        super().__init__(share_noise)
 
     def terms(self, context):
         deltas = multistep.maximize(
@@ -73,13 +73,6 @@ class Multistep(Form):
         adv_loss = context.perturbed_loss(deltas)
         return context.mixed(adv_loss), adv_loss
 
-    def uses_clean_loss(self, alpha: float) -> bool:
-        return alpha > 0.0
-
-    @property
-    def replays_noise(self) -> bool:
-        return self.share_noise
-
     def start_norm(self, norm):
         return norm if self.random_start else None
 
@@ -89,5 +82,5 @@ class Multistep(Form):
             "step_size": self.step_size,
             "random_start": self.random_start,
             "l1_sparsity": self.l1_sparsity,
-            "share_noise": self.share_noise,
+            **super().get_config(),
         }

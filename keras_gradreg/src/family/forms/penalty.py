@@ -29,9 +29,12 @@ class Penalty(Form):
 
     name = "penalty"
     second_order = True
+    #: The power of the gradient norm penalized.
+    exponent = 1
 
     def terms(self, context):
-        penalty = context.sigma * context.batch_mean(context.norms)
+        norms = context.norms if self.exponent == 1 else context.norms**self.exponent
+        penalty = context.sigma * context.batch_mean(norms)
         alpha = context.regularizer.alpha
         total = context.clean_loss + (1.0 - alpha) * penalty
         return total, context.clean_loss + penalty

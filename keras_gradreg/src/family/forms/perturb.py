@@ -4,12 +4,11 @@ generalization to every norm)."""
 from __future__ import annotations
 
 from keras_gradreg.src.api_export import keras_gradreg_export
-from keras_gradreg.src.checks import check_bool
-from keras_gradreg.src.family.forms.base import Form
+from keras_gradreg.src.family.forms.base import PerturbingForm
 
 
 @keras_gradreg_export("keras_gradreg.forms.Perturb")
-class Perturb(Form):
+class Perturb(PerturbingForm):
     """`L_adv = L(clip(x + r*))`, with `r*` held constant.
 
     `r*` is the first-order worst case of radius sigma in the norm p
@@ -31,19 +30,6 @@ class Perturb(Form):
 
     name = "perturb"
 
-    def __init__(self, share_noise: bool = True):
-        self.share_noise = check_bool("share_noise", share_noise)
-
     def terms(self, context):
         adv_loss = context.perturbed_loss(context.worst_case(context.sigma))
         return context.mixed(adv_loss), adv_loss
-
-    def uses_clean_loss(self, alpha: float) -> bool:
-        return alpha > 0.0
-
-    @property
-    def replays_noise(self) -> bool:
-        return self.share_noise
-
-    def get_config(self) -> dict:
-        return {"share_noise": self.share_noise}

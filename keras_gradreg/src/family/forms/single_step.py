@@ -6,13 +6,13 @@ from __future__ import annotations
 from keras import ops
 
 from keras_gradreg.src.api_export import keras_gradreg_export
-from keras_gradreg.src.checks import check_bool, check_number
+from keras_gradreg.src.checks import check_number
 from keras_gradreg.src.family import geometry
-from keras_gradreg.src.family.forms.base import Form
+from keras_gradreg.src.family.forms.base import PerturbingForm
 from keras_gradreg.src.family.multistep import flatten, unflatten
 
 
-class _SingleStep(Form):
+class _SingleStep(PerturbingForm):
     """One ascent step from a random point: `r = clip_range(P(eta + a *
     d_p(dL/dx at x + eta)))` with `eta` random in the ball of radius
     `noise * sigma`, `a = step * sigma`, `P` the projection onto the
@@ -23,7 +23,7 @@ class _SingleStep(Form):
     def __init__(self, step: float, noise: float, share_noise: bool = True):
         self.step = check_number("step", step, 0.0, exclusive=True, finite=True)
         self.noise = check_number("noise", noise, 0.0, exclusive=True, finite=True)
-        self.share_noise = check_bool("share_noise", share_noise)
+        super().__init__(share_noise)
 
     def terms(self, context):
         reg, sigma = context.regularizer, context.sigma
@@ -42,13 +42,6 @@ class _SingleStep(Form):
         adv_loss = context.perturbed_loss(unflatten(ops.stop_gradient(delta), leaves))
         return context.mixed(adv_loss), adv_loss
 
-    def uses_clean_loss(self, alpha: float) -> bool:
-        return alpha > 0.0
-
-    @property
-    def replays_noise(self) -> bool:
-        return self.share_noise
-
     def start_norm(self, norm):
         return norm
 
@@ -66,7 +59,7 @@ class _SingleStep(Form):
             )
 
     def get_config(self) -> dict:
-        return {"step": self.step, "noise": self.noise, "share_noise": self.share_noise}
+        return {"step": self.step, "noise": self.noise, **super().get_config()}
 
 
 @keras_gradreg_export("keras_gradreg.forms.FGSMRandomStart")

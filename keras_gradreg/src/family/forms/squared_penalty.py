@@ -4,11 +4,11 @@ LeCun (1992) and Ross & Doshi-Velez (2018) train it."""
 from __future__ import annotations
 
 from keras_gradreg.src.api_export import keras_gradreg_export
-from keras_gradreg.src.family.forms.base import Form
+from keras_gradreg.src.family.forms.penalty import Penalty
 
 
 @keras_gradreg_export("keras_gradreg.forms.SquaredPenalty")
-class SquaredPenalty(Form):
+class SquaredPenalty(Penalty):
     """`L_adv = L(x) + sigma * ||dL/dx||_q^2`, differentiated exactly.
 
     "Double backpropagation" (Drucker & LeCun, 1992) and the input-gradient
@@ -27,14 +27,4 @@ class SquaredPenalty(Form):
     """
 
     name = "squared_penalty"
-    second_order = True
-
-    def terms(self, context):
-        penalty = context.sigma * context.batch_mean(context.norms**2)
-        alpha = context.regularizer.alpha
-        total = context.clean_loss + (1.0 - alpha) * penalty
-        return total, context.clean_loss + penalty
-
-    @property
-    def replays_noise(self) -> bool:
-        return False  # one forward pass
+    exponent = 2
