@@ -84,7 +84,9 @@ def test_the_standard_suite_is_the_default_and_names_itself():
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
     x = rng.uniform(0, 1, (40, 8)).astype("float32")
     y = np.argmax(model.predict(x, verbose=0), axis=1)
-    report = kg.evaluate_robustness(model, x, y, ["linf"], [0.05], verbose=0)
+    report = kg.evaluate_robustness(
+        model, x, y, ["linf"], [0.05], verbose=0, image_shape=(2, 4)
+    )
     attacks = [row["attack"] for row in report.rows]
     assert attacks == ["APGD-CE", "APGD-T", "Square", "worst case"]
     assert "standard suite (APGD-CE, APGD-T, Square" in report.to_markdown()
@@ -279,7 +281,7 @@ def test_evaluate_command_writes_report_json_and_pictures(tmp_path, capsys):
         "evaluate", "--model-path", str(tmp_path / "model.keras"),
         "--data-dir", str(tmp_path / "data"), "--limit", "16",
         "--norms", "linf", "l2", "--linf-eps", "0.1", "--l2-eps", "1", "2",
-        "--steps", "3", "--examples", "2", "--noise-stds", "0.1", "0.3",
+        "--attacks", "fast", "--steps", "3", "--examples", "2", "--noise-stds", "0.1", "0.3",
         "--noise-draws", "2", "--output", str(out),
     ])  # fmt: skip
     assert code == 0
