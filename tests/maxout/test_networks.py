@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_gradreg as kg
+from keras_gradreg.src.maxout import networks
 from keras_gradreg.src.maxout.layers import Maxout, MaxoutConv2D
 
 
@@ -109,7 +110,7 @@ def test_paper_network_builds_the_protocols_networks_as_pylearn2_does():
     """One network per `MAXOUT_PROTOCOLS` entry, with pylearn2's arguments
     (init +-0.005, unscaled input dropout; CIFAR-10's max-norms and
     padding); keyword arguments replace them; another name is refused."""
-    assert set(kg.models.networks._PAPER_NETWORKS) == set(kg.protocol.MAXOUT_PROTOCOLS)
+    assert set(networks._PAPER_NETWORKS) == set(kg.protocol.MAXOUT_PROTOCOLS)
     mlp = kg.models.paper_network("mnist_pi", norm="l2", sigma=0.3)
     assert mlp.name == "mnist_maxout_mlp"
     assert mlp.regularizer == kg.GradientRegularizer(norm="l2", sigma=0.3)
