@@ -28,6 +28,7 @@ def assert_refuses(main, argv):
 
 @pytest.mark.slow
 @requires_mnist
+@on_one_backend("the forms and the standard suite in their own tests", "jax")
 def test_demo_compares_plain_and_family_members(capsys):
     demo_mnist = import_example("demo_mnist")
     rows = demo_mnist.main(

@@ -247,9 +247,11 @@ def evaluate_robustness(
         >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
         >>> x = np.random.default_rng(0).uniform(size=(32, 4)).astype("float32")
         >>> report = evaluate_robustness(model, x, np.zeros(32, "int32"), ["linf"],
-        ...                              [0.05], checks=False, verbose=0)
+        ...                              [0.05], "fast", checks=False, verbose=0)
         >>> report.accuracy("linf", 0.05) <= report.clean_accuracy
         True
+        >>> report.suite
+        'attacks FGM, PGD-20 (each an upper bound on robust accuracy)'
     """
     if isinstance(attacks, str) and attacks == "fast":
         attacks = ("fgm", "pgd")
