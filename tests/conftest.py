@@ -10,8 +10,8 @@ BACKEND = keras.backend.backend()
 
 
 def pytest_configure(config):
-    """On JAX, one session's compiled programs are shared through JAX's
-    persistent compilation cache, in a folder of the session's own (so every
+    """On JAX, one pytest run's compiled programs are shared through JAX's
+    persistent compilation cache, in a folder of the run's own (so every
     run starts cold, as CI does). Models of the same architecture compile to
     the same XLA program, whatever their weights: the example scripts'
     members, seeds and attacks then compile once (JAX's suite alone took

@@ -55,7 +55,7 @@ requires_mnist = pytest.mark.skipif(
 def on_one_backend(tested_elsewhere, backend="jax"):
     """Marks an end-to-end test of a backend-agnostic script, run on one
     backend only (JAX by default: the paper runs' backend, and the cheapest
-    to compile there since the session shares its compiled programs).
+    to compile there since one pytest run shares its compiled programs).
     `tested_elsewhere` names where the library code the script calls is
     tested on every backend."""
     return pytest.mark.skipif(

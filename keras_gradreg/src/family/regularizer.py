@@ -287,20 +287,9 @@ class GradientRegularizer:
     def replace(self, **changes) -> GradientRegularizer:
         """Returns a copy with `changes` applied (and checked). The form's
         arguments may be changed by name (`replace(steps=3)`)."""
+        # The constructor routes the form's arguments to the form.
         shared = {k: getattr(self, k) for k in SHARED_ARGUMENTS}
-        given = {k: v for k, v in changes.items() if k in SHARED_ARGUMENTS}
-        shorthands = {k: v for k, v in changes.items() if k not in SHARED_ARGUMENTS}
-        form = given.pop("form", self.form)
-        if shorthands and "virtual" not in shorthands:
-            form = forms.get(form)
-            own = {}
-            spelled = {}
-            for name in list(shorthands):
-                target = _form_argument(type(form), name)
-                if target is not None:
-                    own[target], spelled[target] = shorthands.pop(name), name
-            form = _replace_form(form, own, spelled) if own else form
-        return type(self)(**{**shared, **given, "form": form}, **shorthands)
+        return type(self)(**{**shared, **changes})
 
     def get_config(self) -> dict:
         return {

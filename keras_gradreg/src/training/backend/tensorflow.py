@@ -28,7 +28,7 @@ def _train_step(model, data):
     record_clean, second_order = plan.record_clean, plan.second_order
     scale = loss_scale.input_gradient_loss_scale(model.optimizer, x)
     share = objective.shares_clean_backward(reg, sample_weight, scale)
-    start = objective.random_start(model, moved) if plan.random_start else None
+    start = objective.random_start(model, moved)
     # The passes over the regularized rows draw the noise of their first pass.
     replay = _noise_replay(model) if unlabeled is None else None
 

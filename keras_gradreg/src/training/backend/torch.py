@@ -155,7 +155,7 @@ def train_step(model, data):
         model.sigma_variable,
         input_gradient=input_gradient,
         selection=constant,
-        start=objective.random_start(model, moved) if plan.random_start else None,
+        start=objective.random_start(model, moved),
         target=target,
     )
     regularization = objective.regularization_losses(layer_losses)
