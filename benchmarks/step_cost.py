@@ -48,6 +48,13 @@ CONFIGS = [
         for norm in ("linf", "l2")
         for k in (3, 7)
     ],
+    ("fgsm_rs linf", {"form": "fgsm_rs", "norm": "linf"}),
+    ("n_fgsm linf", {"form": "n_fgsm", "norm": "linf"}),
+    ("squared_penalty l2", {"form": "squared_penalty", "norm": "l2"}),
+    ("gradalign linf", {"form": "gradalign", "norm": "linf"}),
+    ("curvature linf", {"form": "curvature", "norm": "linf"}),
+    ("jacobian l2 (1 projection)", {"form": "jacobian", "norm": "l2"}),
+    ("trades linf k=7", {"form": "trades", "norm": "linf", "steps": 7}),
 ]
 
 
@@ -102,6 +109,12 @@ def selected(only) -> list:
     ]
 
 
+def _second_order(regularizer) -> bool:
+    import keras_gradreg as kg
+
+    return bool(regularizer) and kg.GradientRegularizer(**regularizer).form.second_order
+
+
 def run_backend(
     rounds: int, steps: int, batch: int, only=(), torch_compile: bool = False
 ) -> dict:
@@ -116,7 +129,7 @@ def run_backend(
     data = fit_data(x, y, batch)
     models = {}
     for name, regularizer in selected(only):
-        if jit and backend == "torch" and (regularizer or {}).get("form") == "penalty":
+        if jit and backend == "torch" and _second_order(regularizer):
             continue  # torch.compile cannot differentiate twice
         keras.utils.set_random_seed(0)
         model = build(regularizer)

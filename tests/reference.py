@@ -166,15 +166,20 @@ def project_l1(r, eps):
 
 
 def multistep_perturbation(
-    params, x, y, *, p, sigma, steps, step_size, clip=None, coordinates=1
-):
-    """`steps` steps of projected steepest ascent from r = 0 (no ties
-    assumed): linf sign steps, l2 normalized steps, l1 steps spread over
-    the `coordinates` largest movable |g|, a number p the Hölder direction
-    with radial retraction onto the ball."""
-    r = np.zeros_like(x)
+    params, x, y, *, p, sigma, steps, step_size, clip=None, coordinates=1,
+    start=None, gradient=None,
+):  # fmt: skip
+    """`steps` steps of projected steepest ascent from r = 0 or `start`
+    (no ties assumed): linf sign steps, l2 normalized steps, l1 steps
+    spread over the `coordinates` largest movable |g|, a number p the
+    Hölder direction with radial retraction onto the ball. `gradient(x)`
+    replaces the loss's input gradient (the ascent of another function)."""
+    gradient = gradient or (lambda moved: input_gradients(params, moved, y))
+    r = np.zeros_like(x) if start is None else start.copy()
+    if clip is not None:
+        r = np.clip(x + r, *clip) - x
     for _ in range(steps):
-        g = input_gradients(params, np.clip(x + r, *clip) if clip else x + r, y)
+        g = gradient(np.clip(x + r, *clip) if clip else x + r)
         if p == 1.0:
             if clip is not None:
                 stuck = ((x + r <= clip[0]) & (g < 0)) | ((x + r >= clip[1]) & (g > 0))
@@ -211,3 +216,29 @@ def single_step_perturbation(params, x, y, *, p, start, step, radius, clip):
             length = np.linalg.norm(r, ord=p, axis=1, keepdims=True)
             r = r * np.minimum(1.0, radius / np.maximum(length, 1e-12))
     return np.clip(x + r, *clip) - x
+
+
+def probabilities(params, x):
+    _, z = forward(params, x)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def kl(p, q):
+    """KL(p || q) per row."""
+    return np.sum(p * (np.log(p) - np.log(q)), axis=1)
+
+
+def kl_input_gradients(params, x, p_clean):
+    """Closed-form d KL(p_clean || p(x)) / dx per row, p_clean constant:
+    the logits' gradient is p(x) - p_clean."""
+    w1, _, w2, _ = params
+    h, _ = forward(params, x)
+    return (((probabilities(params, x) - p_clean) @ w2.T) * (1.0 - h**2)) @ w1.T
+
+
+def jacobians(params, x):
+    """Closed-form d logits / dx per row: shape (batch, classes, inputs)."""
+    w1, _, w2, _ = params
+    h, _ = forward(params, x)
+    return np.einsum("ik,jk,kc->icj", 1.0 - h**2, w1, w2)

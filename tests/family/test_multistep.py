@@ -159,7 +159,10 @@ def test_iterates_stay_in_the_ball_and_the_range(norm):
     assert np.all(np.linalg.norm(flat_start, ord=p, axis=1) <= 1.0 + 1e-5)
     assert np.ptp(np.linalg.norm(flat_start, ord=p, axis=1)) > 0.1  # random radii
     clean = input_gradient(None)
-    deltas = multistep.maximize(input_gradient, clean, leaves, reg, sigma, start)
+    deltas = multistep.maximize(
+        input_gradient, clean, leaves, norm=reg.norm, sigma=sigma, steps=reg.steps,
+        step_size=reg.step_size, input_range=reg.input_range, start=start,
+    )  # fmt: skip
     flat_x = np.asarray(multistep.flatten(leaves))
     for iterate in seen[1:] + [deltas]:  # every point a gradient was taken at, and r_k
         flat = np.asarray(multistep.flatten(iterate))
@@ -248,7 +251,10 @@ def test_masked_multistep_stays_in_the_weighted_ball(norm):
     )
     erratic = lambda d: [rng.normal(0, 1, x.shape).astype("float32")]  # noqa: E731
     start = multistep.random_unit_start([x], reg.norm, keras.random.SeedGenerator(0))
-    (r,) = multistep.maximize(erratic, erratic(None), [x], reg, 0.3, start, weights)
+    (r,) = multistep.maximize(
+        erratic, erratic(None), [x], norm=reg.norm, sigma=0.3, steps=reg.steps,
+        input_range=reg.input_range, start=start, weights=weights,
+    )  # fmt: skip
     r = np.asarray(r)
     assert np.all(r[:, 1] == 0.0)
     scaled = np.delete(r, 1, axis=1) / np.delete(MASK, 1)

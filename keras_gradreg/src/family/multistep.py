@@ -91,12 +91,17 @@ def maximize(
     input_gradient: Callable,
     clean_gradients: Sequence,
     leaves: Sequence,
-    regularizer,
+    *,
+    norm: Norm,
     sigma,
+    steps: int,
+    step_size=None,
+    input_range=None,
+    l1_sparsity: float = 0.95,
     start: Sequence | None = None,
     weights: Sequence | None = None,
 ) -> list:
-    """`regularizer.steps` steps of projected steepest ascent on the loss.
+    """`steps` steps of projected steepest ascent on the loss.
 
     Args:
         input_gradient: `deltas -> dL_i/dx` at `clip_range(x + deltas)`, one
@@ -104,9 +109,14 @@ def maximize(
         clean_gradients: `dL_i/dx` at x, the first step's gradient when
             there is no random start (it costs no extra pass).
         leaves: the clean regularized inputs.
-        regularizer: the `GradientRegularizer` (norm, steps, step_size,
-            input_range, l1_sparsity).
+        norm: the perturbation norm (canonical).
         sigma: the radius (a scalar tensor; it may change during `fit`).
+        steps: the number of ascent steps k.
+        step_size: the length of one step in the norm; default
+            `2.5 * sigma / steps` (Madry et al.).
+        input_range: `(low, high)` that `x + r` is kept in, or None.
+        l1_sparsity: for the l1 norm, the quantile of |g| above which
+            coordinates move in one step.
         start: a point of the unit ball from `random_unit_start`, or None
             to start at x.
         weights: the `feature_mask` per leaf, or None. The ascent then runs
@@ -120,19 +130,18 @@ def maximize(
 
     Examples:
         >>> import numpy as np
-        >>> from keras_gradreg import GradientRegularizer
         >>> w = np.array([[1.0, -2.0]], "float32")  # L(x) = w . x
-        >>> reg = GradientRegularizer(norm="l2", form="multistep", steps=3)
-        >>> r = maximize(lambda d: [w], [w], [np.zeros_like(w)], reg, 1.0)
+        >>> r = maximize(
+        ...     lambda d: [w], [w], [np.zeros_like(w)], norm="l2", sigma=1.0, steps=3
+        ... )
         >>> np.asarray(r[0], "float64").round(3).tolist()  # sigma * w / ||w||_2
         [[0.447, -0.894]]
     """
-    reg = regularizer
     x = flatten([ops.stop_gradient(ops.convert_to_tensor(t)) for t in leaves])
     sigma = ops.cast(sigma, x.dtype)
-    step = sigma * (2.5 / reg.steps) if reg.step_size is None else reg.step_size
+    step = sigma * (2.5 / steps) if step_size is None else step_size
     step = ops.cast(step, x.dtype)
-    coordinates = geometry.l1_coordinates(reg.l1_sparsity, x.shape[1])
+    coordinates = geometry.l1_coordinates(l1_sparsity, x.shape[1])
     w = None
     if weights is not None:
         w = flatten(
@@ -141,14 +150,14 @@ def maximize(
 
     def perturbation(s):
         """`r = w * s` clipped to the input range, and `s` following it."""
-        delta = geometry.clip_to_range(x, s if w is None else w * s, reg.input_range)
+        delta = geometry.clip_to_range(x, s if w is None else w * s, input_range)
         if w is None:
             return delta, delta
         return delta, ops.where(w > 0, delta / ops.where(w > 0, w, 1.0), s)
 
     s = ops.zeros_like(x) if start is None else flatten(start) * sigma
     delta, s = perturbation(s)
-    for i in range(reg.steps):
+    for i in range(steps):
         if i == 0 and start is None:
             gradient = clean_gradients
         else:
@@ -157,7 +166,7 @@ def maximize(
         if w is not None:
             gradient = w * gradient
         direction = geometry.ascent_direction(
-            gradient, reg.norm, x + delta, reg.input_range, coordinates
+            gradient, norm, x + delta, input_range, coordinates
         )
-        delta, s = perturbation(geometry.project(s + step * direction, reg.norm, sigma))
+        delta, s = perturbation(geometry.project(s + step * direction, norm, sigma))
     return unflatten(ops.stop_gradient(delta), leaves)

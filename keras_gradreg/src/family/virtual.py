@@ -34,8 +34,9 @@ def kl_divergence(p_clean, p_moved, epsilon: float = 1e-7):
     """`KL(p_clean || p_moved)` per example, over the last axis.
 
     Args:
-        p_clean: class probabilities at x, shape (batch, classes); treated
-            as a constant.
+        p_clean: class probabilities at x, shape (batch, classes);
+            differentiated through unless it is a constant (stop its
+            gradient for the label-free member's fixed target).
         p_moved: class probabilities at x + r, the same shape.
         epsilon: floor of the probabilities inside the logarithms.
 
@@ -48,7 +49,7 @@ def kl_divergence(p_clean, p_moved, epsilon: float = 1e-7):
         >>> np.asarray(kl_divergence(p, p)).tolist()
         [0.0]
     """
-    p = ops.stop_gradient(ops.convert_to_tensor(p_clean))
+    p = ops.convert_to_tensor(p_clean)
     log_ratio = ops.log(ops.maximum(p, epsilon)) - ops.log(
         ops.maximum(p_moved, epsilon)
     )

@@ -101,35 +101,40 @@ def outputs_are_logits(model) -> bool:
     return bool(config.get("from_logits", False))
 
 
+def clean_probabilities(model, y_pred):
+    """The class probabilities of the clean outputs (their softmax when the
+    loss takes logits), differentiable where `y_pred` is."""
+    return ops.softmax(y_pred, axis=-1) if outputs_are_logits(model) else y_pred
+
+
 def virtual_target(model, y_pred):
     """The label-free member's constant target p(x), the clean class
     probabilities, or None for the other members."""
     if not is_label_free(model.regularizer):
         return None
-    if outputs_are_logits(model):
-        y_pred = ops.softmax(y_pred, axis=-1)
-    return ops.stop_gradient(y_pred)
-
-
-def _moved_probabilities(model, y_adv):
-    return ops.softmax(y_adv, axis=-1) if outputs_are_logits(model) else y_adv
+    return ops.stop_gradient(clean_probabilities(model, y_pred))
 
 
 def adversarial_loss(model, y, y_adv, sample_weight, target=None):
-    """The loss at the moved inputs: the compiled loss, or for the
-    label-free member (a `target`) the mean KL over every row, labeled or
-    not."""
+    """The loss at the moved inputs: the compiled loss, or with a `target`
+    (class probabilities) the mean KL divergence `KL(target || p(x + r))`
+    over every row, labeled or not, differentiated through the target too
+    unless it is a constant (the label-free member's is; TRADES's is not)."""
     if target is None:
         return compiled_loss(model, y, y_adv, sample_weight)
-    return ops.mean(virtual.kl_divergence(target, _moved_probabilities(model, y_adv)))
+    return ops.mean(virtual.kl_divergence(target, clean_probabilities(model, y_adv)))
 
 
-def ascent_loss(model, y, y_adv, target=None):
-    """The summed per-example loss whose input gradient the ascent and
-    power-iteration steps follow (see `summed_loss`)."""
+def ascent_loss(model, y, y_adv, target=None, output_fn=None):
+    """The summed per-example quantity whose input gradient the ascent and
+    power-iteration steps follow: `output_fn(y_adv)` when given, else the
+    summed loss (see `summed_loss`) or, with a `target`, the summed KL
+    divergence from it."""
+    if output_fn is not None:
+        return output_fn(y_adv)
     if target is None:
         return summed_loss(model, y, y_adv)
-    return ops.sum(virtual.kl_divergence(target, _moved_probabilities(model, y_adv)))
+    return ops.sum(virtual.kl_divergence(target, clean_probabilities(model, y_adv)))
 
 
 def _summed(unweighted, y_pred):
@@ -163,6 +168,7 @@ def family_objective(
     selection: inputs.InputSelection | None = None,
     start=None,
     target=None,
+    probabilities: Callable | None = None,
 ) -> Terms:
     """Combines the clean loss and the input gradient into the objective:
     what every form shares (the feature mask, the logged gradient norm,
@@ -181,13 +187,17 @@ def family_objective(
         sigma: the radius as a tensor or variable (GradRegModel passes the
             variable it keeps, so sigma can change during `fit` without a
             retrace); default `regularizer.sigma`.
-        input_gradient: `(delta, target=None) -> dL_i/dx` at `clip(x_i +
-            delta_i)`, weights held constant (see `multistep.maximize`).
+        input_gradient: `(delta, target=None, *, differentiable=False,
+            output_fn=None) -> dL_i/dx` at `clip(x_i + delta_i)` (see
+            `keras_gradreg.forms.FormContext`).
         selection: the regularized inputs (for `feature_mask` and the
             multistep form).
         start: the random start the form asked for (`Form.start_norm`), or
             None.
         target: the label-free member: the clean probabilities p(x).
+        probabilities: `() -> p(x)`, the clean class probabilities,
+            differentiable with respect to the weights when the clean pass
+            is (`keras_gradreg.forms.Form.uses_clean_outputs`).
 
     Returns:
         `Terms(total, clean_loss, adv_loss, grad_norm)`.
@@ -216,6 +226,7 @@ def family_objective(
         selection=selection,
         start=start,
         target=target,
+        probabilities=probabilities,
     )
     total, adv_loss = reg.form.terms(context)
     return Terms(total, clean_loss, adv_loss, grad_norm)
@@ -243,12 +254,14 @@ def shares_clean_backward(regularizer, sample_weight, scale):
     an input of its own and add its derivative times that weight gradient
     (`add_scaled`). With sample weights the two losses differ row by row,
     and loss scaling (`scale`, mixed precision) keeps its own path; both
-    backpropagate twice. So do the backends when the clean pass adds layer
-    losses (an activity regularizer's input gradient would enter g_i).
+    backpropagate twice, as do the forms that differentiate the clean
+    outputs themselves (`Form.uses_clean_outputs`). So do the backends when
+    the clean pass adds layer losses (an activity regularizer's input gradient would enter g_i).
     """
     return (
         needs_clean_weight_gradient(regularizer)
         and not needs_second_order(regularizer)
+        and not (regularizer.active and regularizer.form.uses_clean_outputs)
         and all(w is None for w in keras.tree.flatten(sample_weight))
         and scale is None
     )

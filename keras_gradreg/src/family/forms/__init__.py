@@ -15,12 +15,16 @@ from keras_gradreg.src.family.forms.base import (
     FormContext,
     PerturbingForm,
 )
+from keras_gradreg.src.family.forms.curvature import Curvature
 from keras_gradreg.src.family.forms.finite_difference import FiniteDifference
+from keras_gradreg.src.family.forms.gradalign import GradAlign
+from keras_gradreg.src.family.forms.jacobian import Jacobian
 from keras_gradreg.src.family.forms.multistep import Multistep
 from keras_gradreg.src.family.forms.penalty import Penalty
 from keras_gradreg.src.family.forms.perturb import Perturb
 from keras_gradreg.src.family.forms.single_step import FGSMRandomStart, NoisyFGSM
 from keras_gradreg.src.family.forms.squared_penalty import SquaredPenalty
+from keras_gradreg.src.family.forms.trades import TRADES
 from keras_gradreg.src.family.forms.virtual import Virtual
 
 
@@ -64,16 +68,20 @@ def names() -> tuple:
 
 
 __all__ = [
+    "Curvature",
     "FGSMRandomStart",
     "FiniteDifference",
     "Form",
     "FormContext",
+    "GradAlign",
+    "Jacobian",
     "PerturbingForm",
     "Multistep",
     "NoisyFGSM",
     "Penalty",
     "Perturb",
     "SquaredPenalty",
+    "TRADES",
     "Virtual",
     "get",
     "names",

@@ -44,12 +44,22 @@ class FormContext(NamedTuple):
         perturbed_loss: `(deltas, target=None) -> (1/B) sum_i w_i
             L(clip(x_i + delta_i))`, one more forward pass (the label-free
             member's divergence from `target` instead of the loss).
-        input_gradient: `(deltas, target=None) -> dL_i/dx` at `clip(x_i +
-            delta_i)`, weights held constant.
+        input_gradient: `(deltas, target=None, *, differentiable=False,
+            output_fn=None) -> dL_i/dx` at `clip(x_i + delta_i)`, one more
+            forward and backward pass. With a `target`, the gradient of
+            the KL divergence from it instead of the loss; with
+            `output_fn`, of `output_fn(outputs)` (a scalar summed over the
+            batch, such as a projection of the logits). The weights are
+            held constant unless `differentiable`: then the gradient is
+            differentiated with respect to them too (double
+            backpropagation at the moved point; set `second_order`).
         selection: the regularized inputs (`inputs.InputSelection`).
         start: the random start the form asked for (`Form.start_norm`), a
             point of the unit ball per input, or None.
         target: the label-free member's constant clean probabilities p(x).
+        probabilities: `() -> p(x)`, the clean class probabilities,
+            differentiable with respect to the weights when the form sets
+            `uses_clean_outputs` (TRADES's divergence from them).
     """
 
     regularizer: object
@@ -65,13 +75,21 @@ class FormContext(NamedTuple):
     selection: object
     start: object
     target: object
+    probabilities: Callable | None = None
 
     def worst_case(self, radius) -> list:
         """The first-order worst case `r*` of radius `radius` in the norm,
-        with the feature mask applied (`w * r*(w g)`)."""
+        with the feature mask applied (`w * r*(w g)`), a constant of the
+        weight gradient."""
         reg = self.regularizer
-        deltas = worst_case_perturbation(self.gradients, reg.norm, radius)
+        gradients = [ops.stop_gradient(g) for g in self.gradients]
+        deltas = worst_case_perturbation(gradients, reg.norm, radius)
         return inputs.weighted(deltas, self.weights)
+
+    def zeros(self) -> list:
+        """Zero perturbations of the moved inputs (`input_gradient` at the
+        clean point), shaped like the random start."""
+        return [ops.zeros_like(t) for t in self.start]
 
     def batch_mean(self, values):
         """`(1/B) sum_i w_i v_i`, the reduction of Keras's losses."""
@@ -126,12 +144,17 @@ class Form:
             row, labeled or not.
         aliases: 0.1.0's keyword names for this form's arguments
             (`{"fd_step": "step"}`), accepted by `GradientRegularizer`.
+        uses_clean_outputs: whether the objective differentiates the clean
+            outputs themselves, not only the clean loss (TRADES's
+            divergence from p(x)): the clean pass then keeps its own
+            backward.
     """
 
     name: str = ""
     second_order: bool = False
     label_free: bool = False
     aliases: dict = {}
+    uses_clean_outputs: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

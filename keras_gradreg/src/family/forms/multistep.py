@@ -61,13 +61,18 @@ class Multistep(PerturbingForm):
         super().__init__(share_noise)
 
     def terms(self, context):
+        reg = context.regularizer
         deltas = multistep.maximize(
             context.input_gradient,
             context.raw_gradients,
             context.selection.leaves,
-            context.regularizer,
-            context.sigma,
-            context.start,
+            norm=reg.norm,
+            sigma=context.sigma,
+            steps=self.steps,
+            step_size=self.step_size,
+            input_range=reg.input_range,
+            l1_sparsity=self.l1_sparsity,
+            start=context.start,
             weights=context.weights,
         )
         adv_loss = context.perturbed_loss(deltas)

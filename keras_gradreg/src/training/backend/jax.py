@@ -181,15 +181,18 @@ def train_step(model, state, data):
                 latest["losses"] = adv_losses
             return objective.adversarial_loss(model, y, y_adv, sample_weight, target)
 
-        def input_gradient(deltas, target=None):
-            # The multistep form's ascent: first derivatives, weights fixed.
-            weights = jax.lax.stop_gradient(trainable)
+        def input_gradient(
+            deltas, target=None, *, differentiable=False, output_fn=None
+        ):
+            # The ascent steps' first derivatives, weights fixed; a gradient
+            # the objective differentiates again keeps them.
+            weights = trainable if differentiable else jax.lax.stop_gradient(trainable)
 
             def summed_loss(leaves, non_trainable):
                 y_adv, non_trainable, _ = _stateless_forward(
                     model, weights, non_trainable, moved.rebuild(moved_x, leaves)
                 )
-                summed = objective.ascent_loss(model, y, y_adv, target)
+                summed = objective.ascent_loss(model, y, y_adv, target, output_fn)
                 return loss_scale.scale_summed_loss(summed, scale), non_trainable
 
             leaves = inputs.perturbed_leaves(moved, deltas, reg.input_range)
@@ -209,6 +212,7 @@ def train_step(model, state, data):
             selection=selection,
             start=start,
             target=target,
+            probabilities=lambda: objective.clean_probabilities(model, y_pred),
         )
         regularization = objective.regularization_losses(latest["losses"])
         total = terms.total + regularization.astype(terms.total.dtype)

@@ -85,15 +85,21 @@ def _train_step(model, data):
                 layer_losses = model.losses
             return objective.adversarial_loss(model, y, y_adv, sample_weight, target)
 
-        def input_gradient(deltas, target=None):
-            # The multistep form's ascent: first derivatives, weights fixed.
-            with tape.stop_recording():
+        def input_gradient(
+            deltas, target=None, *, differentiable=False, output_fn=None
+        ):
+            # The ascent steps' first derivatives, weights fixed; a gradient
+            # the objective differentiates again is recorded by the tape.
+            recording = (
+                contextlib.nullcontext() if differentiable else tape.stop_recording()
+            )
+            with recording:
                 leaves = inputs.perturbed_leaves(moved, deltas, reg.input_range)
                 with tf.GradientTape(watch_accessed_variables=False) as step_tape:
                     step_tape.watch(leaves)
                     replay()
                     y_adv = call_model(model, moved.rebuild(moved_x, leaves))
-                    summed = objective.ascent_loss(model, y, y_adv, target)
+                    summed = objective.ascent_loss(model, y, y_adv, target, output_fn)
                     summed = loss_scale.scale_summed_loss(summed, scale)
                 moved_gradients = step_tape.gradient(summed, leaves)
             return loss_scale.unscale_input_gradients(moved_gradients, scale)
@@ -109,6 +115,7 @@ def _train_step(model, data):
             selection=selection,
             start=start,
             target=target,
+            probabilities=lambda: objective.clean_probabilities(model, y_pred),
         )
         regularization = objective.regularization_losses(layer_losses)
         total = terms.total + tf.cast(regularization, terms.total.dtype)

@@ -136,15 +136,22 @@ def train_step(model, data):
             layer_losses = model.losses
         return objective.adversarial_loss(model, y, y_adv, sample_weight, target)
 
-    def input_gradient(deltas, target=None):
-        # The multistep form's ascent: first derivatives, weights fixed.
+    def input_gradient(deltas, target=None, *, differentiable=False, output_fn=None):
+        # The ascent steps' first derivatives, weights fixed; a gradient the
+        # objective differentiates again keeps its graph.
         leaves = inputs.perturbed_leaves(moved, deltas, reg.input_range)
         leaves = [t.detach().requires_grad_(True) for t in leaves]
         replay()
         y_adv = call_model(model, moved.rebuild(moved_x, leaves))
-        summed = objective.ascent_loss(model, y, y_adv, target)
-        steps = torch.autograd.grad(loss_scale.scale_summed_loss(summed, scale), leaves)
-        return loss_scale.unscale_input_gradients([g.detach() for g in steps], scale)
+        summed = objective.ascent_loss(model, y, y_adv, target, output_fn)
+        steps = torch.autograd.grad(
+            loss_scale.scale_summed_loss(summed, scale),
+            leaves,
+            create_graph=differentiable,
+        )
+        if not differentiable:
+            steps = [g.detach() for g in steps]
+        return loss_scale.unscale_input_gradients(steps, scale)
 
     terms = objective.family_objective(
         reg,
@@ -157,6 +164,7 @@ def train_step(model, data):
         selection=constant,
         start=objective.random_start(model, moved),
         target=target,
+        probabilities=lambda: objective.clean_probabilities(model, y_pred),
     )
     regularization = objective.regularization_losses(layer_losses)
     total = terms.total + regularization.to(terms.total.dtype)
