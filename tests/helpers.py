@@ -44,6 +44,27 @@ def compile_(model, lr=0.01, **kwargs):
     return model
 
 
+def fit_and_reload(folder, form, hidden=8, logits=False, **regularizer):
+    """Trains a small classifier of 6 inputs and 3 classes with `form` for
+    one epoch on random data, saves it to `folder` and loads it back.
+
+    Returns:
+        `(history, model, loaded)`: `fit`'s history dict, the model and its
+        reloaded copy.
+    """
+    from keras_gradreg import GradRegModel
+
+    inputs = keras.Input((6,))
+    h = keras.layers.Dense(hidden, activation="tanh")(inputs) if hidden else inputs
+    outputs = keras.layers.Dense(3, activation=None if logits else "softmax")(h)
+    model = GradRegModel(inputs, outputs, form=form, **regularizer)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=logits))
+    x = np.random.default_rng(0).random((16, 6)).astype("float32")
+    history = model.fit(x, np.arange(16) % 3, batch_size=8, epochs=1, verbose=0)
+    model.save(folder / "m.keras")
+    return history.history, model, keras.saving.load_model(folder / "m.keras")
+
+
 #: Skips a test that needs the real MNIST: `mnist.npz` where the loaders look
 #: (`$KERAS_GRADREG_DATA` first; CI points it at the shared copy).
 requires_mnist = pytest.mark.skipif(

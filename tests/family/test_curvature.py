@@ -4,12 +4,12 @@ against float64 finite differences of the independent NumPy objective
 
 import math
 
-import keras
 import numpy as np
 import pytest
 
 import keras_gradreg as kg
 from tests import reference
+from tests.helpers import fit_and_reload
 from tests.training.test_gradients import (
     ATOL,
     RTOL,
@@ -70,16 +70,8 @@ def test_weight_gradient_matches_finite_differences(
 
 
 def test_curvature_trains_round_trips_and_refuses_bad_arguments(tmp_path):
-    inputs = keras.Input((6,))
-    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
-    outputs = keras.layers.Dense(3, activation="softmax")(hidden)
-    model = kg.GradRegModel(inputs, outputs, norm="linf", sigma=0.1, form="curvature")
-    model.compile("sgd", "sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).random((16, 6)).astype("float32")
-    logs = model.fit(x, np.arange(16) % 3, epochs=1, verbose=0).history
+    logs, _, loaded = fit_and_reload(tmp_path, "curvature", norm="linf", sigma=0.1)
     assert logs["adv_loss"][0] > logs["clean_loss"][0]
-    model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.regularizer.form == kg.forms.Curvature()
     with pytest.raises(ValueError, match="Received: weight=nan"):
         kg.forms.Curvature(weight=float("nan"))

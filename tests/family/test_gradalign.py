@@ -12,6 +12,7 @@ import pytest
 import keras_gradreg as kg
 from keras_gradreg.src.family import multistep
 from tests import reference
+from tests.helpers import fit_and_reload
 from tests.training.test_gradients import (
     ATOL,
     RTOL,
@@ -89,17 +90,10 @@ def test_cosine_similarity_is_one_for_parallel_rows_and_zero_for_a_zero_row():
 
 
 def test_gradalign_trains_round_trips_and_refuses_bad_arguments(tmp_path):
-    inputs = keras.Input((6,))
-    outputs = keras.layers.Dense(3, activation="softmax")(inputs)
-    model = kg.GradRegModel(
-        inputs, outputs, norm="linf", sigma=0.1, form="gradalign", input_range=(0, 1)
+    logs, model, loaded = fit_and_reload(
+        tmp_path, "gradalign", hidden=None, norm="linf", sigma=0.1, input_range=(0, 1)
     )
-    model.compile("sgd", "sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).random((16, 6)).astype("float32")
-    logs = model.fit(x, np.arange(16) % 3, epochs=1, verbose=0).history
     assert logs["adv_loss"][0] > logs["clean_loss"][0]
-    model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.regularizer == model.regularizer
     assert loaded.regularizer.form == kg.forms.GradAlign()
     with pytest.raises(ValueError, match="Received: weight=-1"):

@@ -3,13 +3,13 @@ norm and its random-projection estimate against float64 finite differences
 of the independent NumPy objective (tests/reference.py; the random
 directions are fixed so that both see them)."""
 
-import keras
 import numpy as np
 import pytest
 
 import keras_gradreg as kg
 from tests import reference
 from tests.family.test_gradalign import fix_start
+from tests.helpers import fit_and_reload
 from tests.training.test_gradients import (
     ATOL,
     RTOL,
@@ -70,24 +70,15 @@ def test_the_projections_estimate_the_frobenius_norm_without_bias():
 
 
 def test_jacobian_trains_semi_supervised_round_trips_and_refuses(tmp_path):
-    inputs = keras.Input((6,))
-    hidden = keras.layers.Dense(8, activation="tanh")(inputs)
-    outputs = keras.layers.Dense(3)(hidden)
-    model = kg.GradRegModel(inputs, outputs, sigma=0.1, form="jacobian", labeled_rows=4)
-    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x = np.random.default_rng(0).random((16, 6)).astype("float32")
-    logs = model.fit(x, np.arange(16) % 3, batch_size=8, epochs=1, verbose=0).history
+    logs, model, loaded = fit_and_reload(
+        tmp_path, "jacobian", logits=True, sigma=0.1, labeled_rows=4
+    )
     assert logs["adv_loss"][0] > 0.0  # the penalty, on the unlabeled rows
-    model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.regularizer.form == kg.forms.Jacobian()
     with pytest.raises(ValueError, match="Received: norm='linf'"):
         kg.GradientRegularizer(norm="linf", form="jacobian")
     with pytest.raises(ValueError, match="Received: projections=0"):
         kg.forms.Jacobian(projections=0)
-    narrow = kg.GradRegModel(
-        inputs, outputs, sigma=0.1, form=kg.forms.Jacobian(projections=3)
-    )
-    narrow.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # Three projections of 3 outputs need 9 input coordinates, not 6.
     with pytest.raises(ValueError, match="Received: projections=3"):
-        narrow.fit(x, np.arange(16) % 3, epochs=1, verbose=0)
+        fit_and_reload(tmp_path, kg.forms.Jacobian(projections=3), sigma=0.1)

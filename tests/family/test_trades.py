@@ -6,13 +6,13 @@ p(x) too."""
 
 import math
 
-import keras
 import numpy as np
 import pytest
 
 import keras_gradreg as kg
 from tests import reference
 from tests.family.test_gradalign import fix_start
+from tests.helpers import fit_and_reload
 from tests.training.test_gradients import (
     ATOL,
     RTOL,
@@ -59,17 +59,10 @@ def test_weight_gradient_matches_finite_differences(
 
 
 def test_trades_trains_round_trips_and_refuses_what_it_cannot(tmp_path):
-    inputs = keras.Input((6,))
-    outputs = keras.layers.Dense(3, activation="softmax")(inputs)
-    model = kg.GradRegModel(
-        inputs, outputs, norm="linf", sigma=0.1, form="trades", input_range=(0, 1)
+    logs, _, loaded = fit_and_reload(
+        tmp_path, "trades", hidden=None, norm="linf", sigma=0.1, input_range=(0, 1)
     )
-    model.compile("sgd", "sparse_categorical_crossentropy")
-    x = np.random.default_rng(0).random((16, 6)).astype("float32")
-    logs = model.fit(x, np.arange(16) % 3, epochs=1, verbose=0).history
     assert logs["adv_loss"][0] > 0.0  # the divergence
-    model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert loaded.regularizer.form == kg.forms.TRADES()
     with pytest.raises(ValueError, match="Received: alpha=0.5"):
         kg.GradientRegularizer(form="trades", alpha=0.5)
