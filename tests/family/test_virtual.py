@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import keras_gradreg as kg
 from keras_gradreg.src.family import virtual
 
 
@@ -338,3 +339,8 @@ def test_the_label_free_member_propagates_six_labels_along_two_moons():
         errors[name] = 1.0 - kg.classification_accuracy(model, x_test, y_test)
     assert errors["supervised"] > 0.08, errors
     assert errors["label-free"] < 0.02, errors
+
+
+def test_the_label_free_member_refuses_alpha():
+    with pytest.raises(ValueError, match="Received: alpha=0.3"):
+        kg.GradientRegularizer(form="virtual", alpha=0.3)

@@ -151,9 +151,12 @@ class GradientRegularizer:
     The `form` (a `keras_gradreg.forms.Form`) says how the inner max is
     trained: `Penalty` (the expansion, differentiated exactly), `Perturb`
     (the first-order worst case, FGSM's generalization), `FiniteDifference`,
-    `Multistep` (projected ascent, PGD training) or `Virtual` (the label-free
-    member). With `L_adv` its adversarial term, each example's objective is
-    `alpha * L(x) + (1 - alpha) * L_adv`.
+    `Multistep` (projected ascent, PGD training), `Virtual` (the label-free
+    member), or a later member of the family (`SquaredPenalty`,
+    `FGSMRandomStart`, `NoisyFGSM`, `GradAlign`, `Curvature`, `Jacobian`,
+    `TRADES`). With `L_adv` its adversarial term, each example's objective
+    is `alpha * L(x) + (1 - alpha) * L_adv` (see each form for how it uses
+    alpha).
 
     A string names a form with its defaults (`form="multistep"`), and the
     forms' arguments may be given here by name as 0.1.0 took them

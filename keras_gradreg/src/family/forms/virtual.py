@@ -20,7 +20,8 @@ class Virtual(Form):
     `labeled_rows`). The divergence has zero gradient at r = 0, so r* is
     taken along the dominant eigenvector of its Hessian, found by power
     iteration from a random direction, and scaled to radius sigma in the
-    norm. 0.1.0 spelled it `virtual=True` with `form="perturb"`.
+    norm. 0.1.0 spelled it `virtual=True` with `form="perturb"`. `weight`,
+    not `alpha`, weighs the two terms.
 
     Args:
         weight: the weight of the divergence term, >= 0 (0.1.0's
@@ -65,6 +66,14 @@ class Virtual(Form):
     def start_norm(self, norm):
         del norm
         return "l2"  # the power iteration's random unit direction
+
+    def check(self, regularizer) -> None:
+        if regularizer.alpha != 0.0:
+            raise ValueError(
+                "The label-free member adds `weight` times the divergence to the "
+                "clean loss; `alpha` does not apply. Received: "
+                f"alpha={regularizer.alpha}"
+            )
 
     def get_config(self) -> dict:
         return {
