@@ -12,6 +12,7 @@ from keras_gradreg import (
     models,
     optimizers,
     protocol,
+    recipes,
     semi_supervised,
 )
 from keras_gradreg.attacks import (
@@ -75,6 +76,7 @@ __all__ = [
     "pgd",
     "plots",
     "protocol",
+    "recipes",
     "semi_supervised",
     "tuning",
     "worst_case_perturbation",

@@ -1,10 +1,12 @@
 """Dataset loaders (MNIST, Fashion-MNIST, CIFAR-10 from local files or
-TensorFlow Datasets) and the maxout papers' preprocessing."""
+TensorFlow Datasets), the maxout papers' preprocessing, and augmented
+training batches."""
 
 from keras_gradreg.src.maxout.preprocessing import (
     ZCAWhitening,
     global_contrast_normalize,
 )
+from keras_gradreg.src.recipes.batches import AugmentedBatches
 from keras_gradreg.src.tools.datasets import (
     CIFAR10_CLASSES,
     DATA_ENV,
@@ -17,6 +19,7 @@ from keras_gradreg.src.tools.datasets import (
 )
 
 __all__ = [
+    "AugmentedBatches",
     "CIFAR10_CLASSES",
     "DATA_ENV",
     "SOURCES",

@@ -1,4 +1,4 @@
-"""`GradRegModel` and the paper's networks."""
+"""`GradRegModel`, the paper's networks and PreActResNet-18."""
 
 from keras_gradreg.src.maxout.networks import (
     cifar10_conv_maxout,
@@ -6,6 +6,7 @@ from keras_gradreg.src.maxout.networks import (
     mnist_maxout_mlp,
     paper_network,
 )
+from keras_gradreg.src.recipes.preact_resnet import preact_resnet18
 from keras_gradreg.src.training.grad_reg_model import (
     FunctionalGradRegModel,
     GradRegModel,
@@ -18,4 +19,5 @@ __all__ = [
     "mnist_conv_maxout",
     "mnist_maxout_mlp",
     "paper_network",
+    "preact_resnet18",
 ]
