@@ -26,6 +26,15 @@ def test_presets_hold_the_papers_settings():
     assert dict(trades.form_arguments) == {"beta": 6.0, "steps": 10}
 
 
+def test_presets_build_their_members():
+    align = CIFAR10_RECIPES["gradalign"].replace(width=2).build()
+    assert align.regularizer.form == kg.forms.GradAlign(weight=0.2, step=1.0)
+    assert "normalize" not in [layer.name for layer in align.layers]
+    trades = CIFAR10_RECIPES["trades"].replace(width=2).build()
+    assert trades.regularizer.form == kg.forms.TRADES(beta=6.0, steps=10)
+    assert (trades.regularizer.alpha, trades.regularizer.sigma) == (0.0, 8 / 255)
+
+
 def test_prepare_compiles_the_member_on_the_cyclic_schedule():
     x, y = _data(40)
     recipe = CIFAR10Recipe(
