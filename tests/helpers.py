@@ -1,6 +1,6 @@
 """Small helpers shared by test modules."""
 
-import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -65,9 +65,14 @@ def on_one_backend(tested_elsewhere, backend="jax"):
 
 
 def import_example(name):
-    """Imports `examples/<name>.py` as a module."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
+    """Loads `examples/<name>.py`, a script rather than a package module, as
+    the module `examples.<name>` (once per test run)."""
+    qualified = f"examples.{name}"
+    if qualified not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            qualified, ROOT / "examples" / f"{name}.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[qualified] = module
+        spec.loader.exec_module(module)
+    return sys.modules[qualified]
