@@ -33,6 +33,20 @@ def write_fake_mnist(folder, n=64, n_test=None):
     )
 
 
+def write_image_folder(root, per_class=2):
+    """Writes random 32 x 32 RGB images in CIFAR-10's folder layout:
+    `root/{train,test}/<class>/NNNN.png`, `per_class` images per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in datasets.CIFAR10_CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i:04d}.png")
+
+
 def compile_(model, lr=0.01, **kwargs):
     """Compiles `model` with plain SGD at `lr` and sparse crossentropy."""
     model.compile(

@@ -8,7 +8,13 @@ import os
 import keras
 import pytest
 
-from tests.helpers import ROOT, import_example, on_one_backend, requires_mnist
+from tests.helpers import (
+    ROOT,
+    import_example,
+    on_one_backend,
+    requires_mnist,
+    write_image_folder,
+)
 
 
 @pytest.mark.slow
@@ -41,6 +47,93 @@ def test_demo_compares_plain_and_family_members(capsys):
         assert row["robust"] <= row["fgsm"] <= 1.0
     plain, fgsm_trained, _ = rows
     assert fgsm_trained["fgsm"] > plain["fgsm"]  # adversarial training buys robustness
+
+
+@pytest.mark.slow
+@on_one_backend("the forms in tests/family, the standard suite in test_apgd.py")
+def test_image_folder_example_trains_evaluates_and_saves(tmp_path, monkeypatch, capsys):
+    """A small folder in CIFAR-10's layout, found where the default looks
+    (`$KERAS_GRADREG_DATA/cifar10-jpeg`), then a folder of class subfolders
+    alone, split in two."""
+    write_image_folder(tmp_path / "data" / "cifar10-jpeg", per_class=6)
+    monkeypatch.setenv("KERAS_GRADREG_DATA", str(tmp_path / "data"))
+    example = import_example("train_image_folder")
+    argv = [
+        "--epochs", "2", "--filters", "4", "8", "--robust-points", "10",
+        "--verbose", "0", "--output", str(tmp_path / "out"),
+    ]  # fmt: skip
+    summary = example.main(argv)
+    printed = capsys.readouterr().out
+    assert "10 classes, 60 held-out images" in printed
+    assert "Robust accuracy under the standard suite" in printed
+    assert summary["robust_points"] == 10 and summary["seconds_per_epoch"] > 0
+    assert 0.0 <= summary["robust"] <= 1.0 and 0.0 <= summary["clean"] <= 1.0
+    model = keras.saving.load_model(tmp_path / "out" / "model.keras")
+    assert model.regularizer.form.name == "fgsm_rs" and model.regularizer.alpha == 0.5
+    assert model.regularizer.sigma == pytest.approx(8 / 255)  # warmed up to it
+    assert model.regularizer.input_range == (0.0, 1.0)
+    assert model.output_shape == (None, 10)
+    # No test/ folder: --test-split of the one folder is held out.
+    argv = [*argv[:-1], str(tmp_path / "plain"), "--sigma", "0", "--test-split", "0.25"]
+    argv[1] = "1"  # one epoch
+    example.main([*argv, "--data", str(tmp_path / "data" / "cifar10-jpeg" / "train")])
+    assert "10 classes, 15 held-out images" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        example.main([*argv, "--data", str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert "--data must be a folder of class subfolders" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@on_one_backend("the attacks in tests/evaluation, the plots in test_plots.py")
+def test_saved_model_example_reports_and_draws(tmp_path, monkeypatch, capsys):
+    """Any saved Keras classifier, on an image folder and on a dataset the
+    library loads: the report printed and written, and both pictures."""
+    write_image_folder(tmp_path / "data" / "cifar10-jpeg", per_class=2)
+    monkeypatch.setenv("KERAS_GRADREG_DATA", str(tmp_path / "data"))
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.save(tmp_path / "plain.keras")
+    example = import_example("evaluate_saved_model")
+    folder = tmp_path / "data" / "cifar10-jpeg" / "test"
+    report = example.main(
+        [str(tmp_path / "plain.keras"), "--images", str(folder), "--points", "12"]
+    )
+    printed = capsys.readouterr().out
+    assert (
+        report.num_examples == 12
+        and "Robust accuracy under the standard suite" in printed
+    )
+    assert [r["eps"] for r in report.rows if r["attack"] == "worst case"] == [
+        pytest.approx(e / 255) for e in (4, 8)
+    ]
+    for eps in (4, 8):  # robust points are among the correctly classified
+        assert report.accuracy("linf", eps / 255) <= report.clean_accuracy
+    assert "| linf | 0.0313725 |" in (tmp_path / "report.md").read_text()
+    for picture in ("robust_accuracy.png", "gradients.png"):
+        assert (tmp_path / picture).stat().st_size > 5000, picture
+    out = tmp_path / "cifar"
+    report = example.main(
+        [str(tmp_path / "plain.keras"), "--dataset", "cifar10", "--points", "8",
+         "--attacks", "fast", "--norm", "l2", "--eps", "0.5", "--output", str(out)]
+    )  # fmt: skip
+    assert report.num_examples == 8 and report.suite.startswith("attacks FGM, PGD-20")
+    assert (out / "gradients.png").exists() and (out / "robust_accuracy.png").exists()
+    flat = keras.Sequential([keras.Input((3072,)), keras.layers.Dense(10)])
+    flat.save(tmp_path / "flat.keras")
+    with pytest.raises(ValueError, match=r"input shape \(3072,\)"):
+        example.main([str(tmp_path / "flat.keras"), "--images", str(folder)])
+    with pytest.raises(SystemExit) as exit_info:
+        example.main(
+            [str(tmp_path / "plain.keras"), "--dataset", "mnist", "--eps", "0"]
+        )
+    assert exit_info.value.code == 2
+    assert "--eps must be > 0. Received: [0.0]" in capsys.readouterr().err
 
 
 def test_public_api_is_flat_documented_and_registered():

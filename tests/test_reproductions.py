@@ -16,7 +16,7 @@ from reproductions import (
     reproduce_paper,
     standard_suite,
 )
-from tests.helpers import on_one_backend, requires_mnist
+from tests.helpers import on_one_backend, requires_mnist, write_image_folder
 
 
 def assert_resumes(main, argv, rows, trained_marker, capsys):
@@ -292,9 +292,7 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
     sigma with the best validation accuracy, its 50K row a retraining with
     that sigma; a second run reads everything back, as does the table call
     after `--retrain-sigma` retrained the chosen sigma ahead of it."""
-    from tests.tools.test_datasets import _write_image_folder
-
-    _write_image_folder(tmp_path / "data" / "cifar10-jpeg", per_class=8)
+    write_image_folder(tmp_path / "data" / "cifar10-jpeg", per_class=8)
     monkeypatch.setenv("KERAS_GRADREG_DATA", str(tmp_path / "data"))
     cifar = reproduce_cifar10
     argv = [
