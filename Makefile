@@ -54,12 +54,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check keras_gradreg tests examples benchmarks
-	$(BIN)/ruff format --check keras_gradreg tests examples benchmarks
+	$(BIN)/ruff check keras_gradreg tests examples benchmarks reproductions
+	$(BIN)/ruff format --check keras_gradreg tests examples benchmarks reproductions
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix keras_gradreg tests examples benchmarks
-	$(BIN)/ruff format keras_gradreg tests examples benchmarks
+	$(BIN)/ruff check --fix keras_gradreg tests examples benchmarks reproductions
+	$(BIN)/ruff format keras_gradreg tests examples benchmarks reproductions
 
 # Warnings (broken links, docstrings that do not match signatures) fail it.
 # (Not --quiet: it hides the warnings from strict mode, which then passes.)

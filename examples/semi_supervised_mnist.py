@@ -6,10 +6,10 @@ MNIST, 100 labels): 10 labeled images per class, all 60,000 training images
 unlabeled, test error on the 10,000 test images. Every run trains the same
 MLP on the same batches (`keras_gradreg.semi_supervised`): `--labeled-batch`
 labeled rows and `--unlabeled-batch` unlabeled rows (weight 0). The
-defaults are Miyato et al.'s code's and `semi_supervised_reference.py`'s:
-784-1200-1200-10 with batch normalization after every linear layer, 100
-labeled and 250 unlabeled rows, Adam at 2e-3 times 0.9 after each of 20
-epochs of 500 updates.
+defaults are Miyato et al.'s code's (and the hand-written JAX check's,
+`reproductions/semi_supervised_reference.py`): 784-1200-1200-10 with batch
+normalization after every linear layer, 100 labeled and 250 unlabeled rows,
+Adam at 2e-3 times 0.9 after each of 20 epochs of 500 updates.
 
 - supervised only: a `GradRegModel` with sigma = 0, so only the labeled
   rows reach the loss;
@@ -44,7 +44,6 @@ import time
 from pathlib import Path
 
 import keras
-from run_records import refuse_mismatched_resume, refuse_non_positive
 
 import keras_gradreg as kg
 from keras_gradreg.semi_supervised import SemiSupervisedBatches, balanced_labels
@@ -53,6 +52,38 @@ RUNS = {
     "supervised": {"sigma": 0.0},
     "virtual": {"virtual": True, "norm": "l2", "form": "perturb"},
 }
+
+
+def _refuse_non_positive(parser, args, *names) -> None:
+    """Exits through `parser.error` when a named argument (or an entry of a
+    list-valued one) is given and not > 0."""
+    for name in names:
+        value = getattr(args, name)
+        values = value if isinstance(value, list) else [value]
+        if any(v is not None and v <= 0 for v in values):
+            parser.error(f"--{name.replace('_', '-')} must be > 0. Received: {value}")
+
+
+def _refuse_other_settings(parser, folder: Path, settings: dict) -> None:
+    """Records `settings` in `folder/settings.json`, or exits through
+    `parser.error` when the folder holds runs made with other settings."""
+    path = folder / "settings.json"
+    settings = json.loads(json.dumps(settings))  # tuples as JSON lists
+    if not path.exists():
+        path.write_text(json.dumps(settings, indent=2))
+        return
+    recorded = json.loads(path.read_text())
+    changes = [
+        f"{name}: {recorded.get(name)!r} -> {value!r}"
+        for name, value in settings.items()
+        if recorded.get(name) != value
+    ]
+    if changes:
+        parser.error(
+            f"--output {folder} holds runs made with other settings "
+            f"({', '.join(changes)}); resume with the same settings or choose "
+            "another --output."
+        )
 
 
 def _run_names(sigmas):
@@ -127,7 +158,7 @@ def main(argv=None) -> dict:
             f"argument --steps-per-epoch must be >= 0. Received: {args.steps_per_epoch}"
         )
     steps_per_epoch = args.steps_per_epoch or None
-    refuse_non_positive(
+    _refuse_non_positive(
         parser,
         args,
         "labels_per_class",
@@ -150,7 +181,7 @@ def main(argv=None) -> dict:
     # Each radius is a run of its own: more can be added to a folder later.
     ignored = ("runs", "output", "verbose", "sigma")
     settings = {k: v for k, v in vars(args).items() if k not in ignored}
-    refuse_mismatched_resume(parser, args.output, settings)
+    _refuse_other_settings(parser, args.output, settings)
     print(
         f"MNIST: {len(labeled)} labels, {len(x_train)} unlabeled, {len(x_val)} "
         f"validation and {len(x_test)} test images; backend "

@@ -1,6 +1,6 @@
 """Small helpers shared by test modules."""
 
-import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -31,6 +31,20 @@ def write_fake_mnist(folder, n=64, n_test=None):
         x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
         y_test=rng.integers(0, 10, n_test).astype(np.uint8),
     )
+
+
+def write_image_folder(root, per_class=2):
+    """Writes random 32 x 32 RGB images in CIFAR-10's folder layout:
+    `root/{train,test}/<class>/NNNN.png`, `per_class` images per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in datasets.CIFAR10_CLASSES:
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i:04d}.png")
 
 
 def compile_(model, lr=0.01, **kwargs):
@@ -86,9 +100,14 @@ def on_one_backend(tested_elsewhere, backend="jax"):
 
 
 def import_example(name):
-    """Imports `examples/<name>.py` as a module."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
+    """Loads `examples/<name>.py`, a script rather than a package module, as
+    the module `examples.<name>` (once per test run)."""
+    qualified = f"examples.{name}"
+    if qualified not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            qualified, ROOT / "examples" / f"{name}.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[qualified] = module
+        spec.loader.exec_module(module)
+    return sys.modules[qualified]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_gradreg.src.tools import datasets
-from tests.helpers import requires_mnist
+from tests.helpers import requires_mnist, write_image_folder
 
 
 def _write_fake_mnist(folder, value):
@@ -106,20 +106,8 @@ def test_fashion_mnist_reads_its_own_file(tmp_path):
     assert x[0, 0, 0] == pytest.approx(0.2)
 
 
-def _write_image_folder(root, per_class=2):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for name in datasets.CIFAR10_CLASSES:
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f"{i:04d}.png")
-
-
 def test_cifar10_reads_a_jpeg_image_folder_and_labels_its_source(tmp_path):
-    _write_image_folder(tmp_path / "cifar10-jpeg")
+    write_image_folder(tmp_path / "cifar10-jpeg")
     (x, y), (xt, yt), label = datasets.load_cifar10(
         data_dir=tmp_path, return_source=True
     )

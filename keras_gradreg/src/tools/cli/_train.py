@@ -19,7 +19,7 @@ from keras_gradreg.src.tools.cli._common import (
 
 #: `--protocol maxout`: the `protocol.MAXOUT_PROTOCOLS` entry of each model.
 #: CIFAR-10's is missing: its second model is trained afresh for 785 epochs
-#: rather than continued (`examples/reproduce_cifar10.py`).
+#: rather than continued (`reproductions/reproduce_cifar10.py`).
 MAXOUT_PROTOCOL_OF = {"maxout_mlp": "mnist_pi", "mnist_conv_maxout": "mnist_conv"}
 #: The arguments that change what `--protocol maxout` trains: a resume with
 #: other values is refused.
@@ -76,8 +76,8 @@ def _fill_defaults(args) -> None:
             raise ValueError(
                 "--protocol maxout trains maxout_mlp or mnist_conv_maxout; "
                 "CIFAR-10's protocol trains its second model afresh for 785 "
-                "epochs, which examples/reproduce_cifar10.py runs. Received: "
-                f"--model {args.model}"
+                "epochs, which the repository's reproductions/reproduce_cifar10.py "
+                f"runs. Received: --model {args.model}"
             )
         refuse_given({"--lr-schedule": args.lr_schedule}, "--protocol adam",
                      "--protocol maxout")  # fmt: skip

@@ -42,9 +42,9 @@ Runs are checkpointed every epoch and resume; finished runs' records go to
 `--record` (see `reproduce_paper.py`).
 
 Usage:
-    KERAS_BACKEND=jax python examples/reproduce_cifar10.py \\
+    KERAS_BACKEND=jax python -m reproductions.reproduce_cifar10 \\
         --record docs/data/paper-table3                          # on a GPU
-    KERAS_BACKEND=jax python examples/reproduce_cifar10.py --width 0.125 \\
+    KERAS_BACKEND=jax python -m reproductions.reproduce_cifar10 --width 0.125 \\
         --init glorot --conv-lr-scale 0.3 --max-epochs 10 --patience 5 \\
         --retrain-epochs 10 --output runs/paper-table3-cpu \\
         --record docs/data/paper-table3-cpu                      # 2 CPU cores
@@ -60,12 +60,13 @@ import shutil
 from pathlib import Path
 
 import keras
-from paper_study import draw_runs, keep_histories
-from run_records import cached, refuse_mismatched_resume, refuse_non_positive
 
 import keras_gradreg as kg
 from keras_gradreg.callbacks import EpochTimer
 from keras_gradreg.protocol import MAXOUT_PROTOCOLS, train_then_continue
+
+from .paper_study import draw_runs, keep_histories
+from .run_records import cached, refuse_mismatched_resume, refuse_non_positive
 
 #: The paper's Table III test errors (%): (40K, 50K).
 PAPER = {"plain": (14.05, 12.93), "l2": (13.26, 12.28)}

@@ -1,4 +1,4 @@
-"""The standard suite the examples attack their final models with:
+"""The standard suite the reproductions attack their final models with:
 AutoAttack's APGD-CE, APGD-T and Square, each on the points the previous
 ones left, beside the older FGM + PGD-20 worst case on the same images."""
 

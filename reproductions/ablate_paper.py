@@ -28,14 +28,14 @@ are, in their own folders (`settings.json` refuses a resume with other
 settings).
 
 Usage:
-    KERAS_BACKEND=jax python examples/ablate_paper.py \
+    KERAS_BACKEND=jax python -m reproductions.ablate_paper \
         --record docs/data/paper-table1-ablations
 """
 
 from __future__ import annotations
 
-from paper_study import Study
-from reproduce_paper import main
+from .paper_study import Study
+from .reproduce_paper import main
 
 ABLATIONS = Study(
     members={

@@ -4,7 +4,7 @@ of the label-free member on the 100-label MNIST benchmark.
 Nothing here uses Keras's training loop or keras_gradreg's objective; only
 the data (`keras_gradreg.datasets`) and the batches
 (`keras_gradreg.semi_supervised.SemiSupervisedBatches`, so a run sees the
-same rows as `semi_supervised_mnist.py`). The step is Miyato et al.'s
+same rows as `examples/semi_supervised_mnist.py`). The step is Miyato et al.'s
 (2018), with one power iteration:
 
     d ~ N(0, I),  g = d/dr sum_i KL(p(x_i) || p(x_i + r)) at r = xi d/|d|,
@@ -26,8 +26,8 @@ offset) after every linear layer including the last, as Miyato et al.'s
 network. Validation uses population statistics from 10,000 training images.
 
 Usage (docs/results.md has the runs):
-    KERAS_BACKEND=jax python examples/semi_supervised_reference.py --batch-norm --passes separate
-    python examples/semi_supervised_reference.py --epochs 1 --steps-per-epoch 2  # smoke
+    KERAS_BACKEND=jax python -m reproductions.semi_supervised_reference --batch-norm --passes separate
+    python -m reproductions.semi_supervised_reference --epochs 1 --steps-per-epoch 2  # smoke
 """
 
 from __future__ import annotations
@@ -40,10 +40,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from run_records import refuse_non_positive
 
 import keras_gradreg as kg
 from keras_gradreg.semi_supervised import SemiSupervisedBatches, balanced_labels
+
+from .run_records import refuse_non_positive
 
 EPSILON_BN = 1e-3
 

@@ -18,7 +18,7 @@ the run in progress under `<output>/backup/`; re-running resumes, and
 `<output>/settings.json` refuses a resume with other settings.
 
 Usage:
-    KERAS_BACKEND=jax python examples/compare_inner_max.py --epochs 10 --output runs/inner-max
+    KERAS_BACKEND=jax python -m reproductions.compare_inner_max --epochs 10 --output runs/inner-max
 """
 
 from __future__ import annotations
@@ -29,16 +29,17 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from reproduce_mnist import train
-from run_records import cached, refuse_mismatched_resume, refuse_non_positive
-from standard_suite import (
+
+import keras_gradreg as kg
+
+from .reproduce_mnist import train
+from .run_records import cached, refuse_mismatched_resume, refuse_non_positive
+from .standard_suite import (
     PGD_STEPS,
     add_standard_suite_arguments,
     evaluate_standard,
     standard_suite_lines,
 )
-
-import keras_gradreg as kg
 
 
 def members(sigma, steps=(7, 20)):

@@ -16,9 +16,10 @@ import json
 import shutil
 
 import numpy as np
-from standard_suite import standard_suite_lines
 
 import keras_gradreg as kg
+
+from .standard_suite import standard_suite_lines
 
 #: The paper's test errors (%) by table and member (Table II's p = inf row
 #: is the linf member; Table I's is Goodfellow et al.'s FGSM training).

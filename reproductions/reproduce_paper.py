@@ -35,9 +35,9 @@ in the order that answers the paper's main claim first (l2 and plain,
 seed 0, then the other seeds, then the other members).
 
 Usage:
-    KERAS_BACKEND=jax python examples/reproduce_paper.py \
+    KERAS_BACKEND=jax python -m reproductions.reproduce_paper \
         --record docs/data/paper-table1
-    KERAS_BACKEND=jax python examples/reproduce_paper.py --table 2 \
+    KERAS_BACKEND=jax python -m reproductions.reproduce_paper --table 2 \
         --record docs/data/paper-table2                      # on a GPU
 """
 
@@ -49,19 +49,20 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from paper_study import (
+
+import keras_gradreg as kg
+from keras_gradreg.callbacks import EpochTimer
+from keras_gradreg.protocol import MAXOUT_PROTOCOLS, train_then_continue
+
+from .paper_study import (
     NOISE_STDS,
     PAPER_STUDY,
     keep_histories,
     recorded,
     write_tables,
 )
-from run_records import cached, refuse_mismatched_resume
-from standard_suite import add_standard_suite_arguments, evaluate_standard
-
-import keras_gradreg as kg
-from keras_gradreg.callbacks import EpochTimer
-from keras_gradreg.protocol import MAXOUT_PROTOCOLS, train_then_continue
+from .run_records import cached, refuse_mismatched_resume
+from .standard_suite import add_standard_suite_arguments, evaluate_standard
 
 PROTOCOLS = {1: "mnist_pi", 2: "mnist_conv"}
 

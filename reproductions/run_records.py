@@ -1,4 +1,4 @@
-"""The bookkeeping the long example scripts share, so that a run never
+"""The bookkeeping the reproduction scripts share, so that a run never
 loses work: each finished result cached as JSON (`cached`), the settings
 recorded beside the runs and a resume with other settings refused
 (`refuse_mismatched_resume`), and positive arguments checked."""

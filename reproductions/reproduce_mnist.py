@@ -32,12 +32,12 @@ linf, l2, l1); processes given disjoint members can run side by side in one
 run back into the whole table.
 
 Usage:
-    KERAS_BACKEND=jax python examples/reproduce_mnist.py --budget quick \\
+    KERAS_BACKEND=jax python -m reproductions.reproduce_mnist --budget quick \\
         --output runs/repro-quick
     # the full budget on two cores, then the whole table:
-    python examples/reproduce_mnist.py --budget full \\
+    python -m reproductions.reproduce_mnist --budget full \\
         --output runs/repro-full --members plain fgsm linf &
-    python examples/reproduce_mnist.py --budget full \\
+    python -m reproductions.reproduce_mnist --budget full \\
         --output runs/repro-full --members l2 l1
 """
 
@@ -49,16 +49,17 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from run_records import cached, refuse_mismatched_resume
-from standard_suite import (
+
+import keras_gradreg as kg
+from keras_gradreg.callbacks import EpochTimer
+
+from .run_records import cached, refuse_mismatched_resume
+from .standard_suite import (
     PGD_STEPS,
     add_standard_suite_arguments,
     evaluate_standard,
     standard_suite_lines,
 )
-
-import keras_gradreg as kg
-from keras_gradreg.callbacks import EpochTimer
 
 BUDGETS = {
     # epochs for sigma selection, epochs for the final run, sigma grids.
