@@ -10,13 +10,19 @@ import pytest
 from reproductions import (
     ablate_paper,
     compare_inner_max,
+    compare_members,
     paper_study,
     reproduce_cifar10,
     reproduce_mnist,
     reproduce_paper,
     standard_suite,
 )
-from tests.helpers import on_one_backend, requires_mnist, write_image_folder
+from tests.helpers import (
+    on_one_backend,
+    requires_mnist,
+    write_fake_mnist,
+    write_image_folder,
+)
 
 
 def assert_resumes(main, argv, rows, trained_marker, capsys):
@@ -350,3 +356,30 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
     assert_refuses(cifar.main, [*argv, "--retrain-sigma", "0"])
     assert_refuses(cifar.main, [*argv, "--width", "0.1"])
     assert_refuses(cifar.main, [*argv, "--conv-lr-scale", "0.05"])
+
+
+@pytest.mark.slow
+@on_one_backend("the members in tests/family/, the suite in tests/evaluation/")
+def test_members_study_writes_its_table_and_curves_and_resumes(
+    tmp_path, capsys, monkeypatch
+):
+    data = tmp_path / "data"
+    write_fake_mnist(data, n=96, n_test=520)  # 500 held-out images + 20
+    monkeypatch.setenv("KERAS_GRADREG_DATA", str(data))
+    argv = [
+        "--settings", "mnist-collapse", "--members", "plain", "fgsm", "gradalign",
+        "--seeds", "0", "--epochs", "2", "--train-limit", "64",
+        "--standard-points", "20", "--apgd-steps", "3", "--square-queries", "5",
+        "--output", str(tmp_path / "runs"), "--verbose", "0",
+    ]  # fmt: skip
+    rows = compare_members.main(argv)
+    assert [r["member"] for r in rows] == ["plain", "fgsm", "gradalign"]
+    for row in rows:
+        assert row["setting"] == "mnist-collapse" and row["sigma"] == 0.4
+        assert 0.0 <= row["robust_accuracy"] <= row["clean_accuracy"] <= 1.0
+        assert len(row["held_pgd_accuracy"]) == 2  # one value per epoch
+    table = (tmp_path / "runs" / "results.md").read_text()
+    assert "| mnist-collapse (linf 0.4) | GradAlign | 1 |" in table
+    assert (tmp_path / "runs" / "curves.png").stat().st_size > 0
+    assert_resumes(compare_members.main, argv, rows, "== mnist", capsys)
+    assert_refuses(compare_members.main, [*argv, "--pgd-steps", "3"])

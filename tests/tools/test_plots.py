@@ -136,3 +136,9 @@ def test_read_history_gives_back_what_the_csv_logger_wrote(tmp_path):
         np.testing.assert_allclose(read[key], values, rtol=1e-6)
     (tmp_path / "empty.csv").write_text("epoch,loss\n")
     assert kg.plots.read_history(tmp_path / "empty.csv") == {}
+    # Without validation data the logger writes "NA" in the val_ columns.
+    logger = keras.callbacks.CSVLogger(str(tmp_path / "no_validation.csv"))
+    history = model.fit(x, y, epochs=2, callbacks=[logger], verbose=0).history
+    read = kg.plots.read_history(tmp_path / "no_validation.csv")
+    assert "NA" in (tmp_path / "no_validation.csv").read_text()
+    assert set(read) == {"epoch", *history}

@@ -6,6 +6,7 @@ and returns their paths."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -239,11 +240,22 @@ def read_history(path) -> dict:
         path: the CSV file.
 
     Returns:
-        The columns; `{}` for a file with no epochs yet.
+        The columns; `{}` for a file with no epochs yet. The logger writes
+        "NA" where an epoch has no value (the `val_` columns of a `fit`
+        without validation data): such a value reads as NaN, and a column
+        of nothing else is left out, as `History.history` leaves it out.
     """
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    columns = {
+        key: [math.nan if row[key] == "NA" else float(row[key]) for row in rows]
+        for key in (rows[0] if rows else {})
+    }
+    return {
+        key: values
+        for key, values in columns.items()
+        if not all(row[key] == "NA" for row in rows)
+    }
 
 
 def _loss_scale(values) -> str:

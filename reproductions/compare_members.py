@@ -1,0 +1,311 @@
+"""The family's members side by side on small CNNs.
+
+Trains each member on MNIST at linf 0.3 and Fashion-MNIST at linf 0.1, and
+once more on MNIST at a radius where FGSM training overfits
+catastrophically, and reports clean test accuracy, the standard suite's
+robust accuracy (APGD-CE, APGD-T, Square, as a cascade) on the first
+`--standard-points` test images and the training time per epoch relative
+to plain training. Each epoch also logs PGD-10 accuracy on 500 held-out
+test images (`RobustAccuracy`), the learning curves in which a collapse
+shows.
+
+Network (every setting): conv 32 3x3 ReLU, conv 64 3x3 stride 2 ReLU,
+conv 64 3x3 stride 2 ReLU, dense 128 ReLU, dense 10 (logits); Adam, learning
+rate 1e-3 with cosine decay, batch 128, inputs in [0, 1].
+
+Members, at the setting's linf radius sigma: plain; FGSM training (the
+perturb form, alpha 0); FGSM-RS; N-FGSM; GradAlign (lambda `--gradalign`);
+PGD-k training (the multistep form, alpha 0, `--pgd-steps` steps, random
+start); TRADES (beta 6, `--pgd-steps` steps); and the paper's linf (sigma)
+and l2 (`l2_sigma`) penalty members. The collapse setting trains the
+single-step members against PGD-k.
+
+Every run is cached under `--output` (its results JSON, per-epoch history
+and model), an interrupted one resumes from its last finished epoch, and
+`settings.json` refuses a resume with other settings.
+
+Usage:
+    KERAS_BACKEND=jax python -m reproductions.compare_members \
+        --output runs/members --record docs/data/members
+    # a reduced budget, stated in the records:
+    KERAS_BACKEND=jax python -m reproductions.compare_members --epochs 3 \
+        --train-limit 10000 --seeds 0 --output runs/members-reduced
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import keras_gradreg as kg
+from keras_gradreg.callbacks import EpochTimer
+
+from .run_records import cached, refuse_mismatched_resume, refuse_non_positive
+from .standard_suite import add_standard_suite_arguments
+
+#: Setting -> (dataset, linf radius, l2 radius of the l2 member, members).
+SETTINGS = {
+    "mnist": ("mnist", 0.3, 2.0, None),
+    "fashion": ("fashion_mnist", 0.1, 1.0, None),
+    "mnist-collapse": ("mnist", 0.4, None, ("plain", "fgsm", "fgsm_rs", "n_fgsm",
+                                            "gradalign", "pgd")),
+}  # fmt: skip
+LABELS = {
+    "plain": "plain",
+    "fgsm": "FGSM training",
+    "fgsm_rs": "FGSM-RS",
+    "n_fgsm": "N-FGSM",
+    "gradalign": "GradAlign",
+    "pgd": "PGD-k training",
+    "trades": "TRADES",
+    "linf": "linf penalty",
+    "l2": "l2 penalty",
+}
+
+
+def members(sigma, l2_sigma, steps, gradalign):
+    """Member name -> `GradRegModel` arguments at linf radius `sigma`."""
+    linf = {"norm": "linf", "sigma": sigma, "input_range": (0.0, 1.0)}
+    return {
+        "plain": {"sigma": 0.0},
+        "fgsm": {**linf, "form": "perturb"},
+        "fgsm_rs": {**linf, "form": "fgsm_rs"},
+        "n_fgsm": {**linf, "form": "n_fgsm"},
+        "gradalign": {**linf, "form": kg.forms.GradAlign(weight=gradalign)},
+        "pgd": {**linf, "form": kg.forms.Multistep(steps=steps)},
+        "trades": {**linf, "form": kg.forms.TRADES(steps=steps)},
+        "linf": {**linf, "form": "penalty"},
+        "l2": {**linf, "norm": "l2", "sigma": l2_sigma or 0.0, "form": "penalty"},
+    }
+
+
+def small_cnn(regularizer):
+    inputs = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(32, 3, activation="relu", padding="same")(inputs)
+    h = keras.layers.Conv2D(64, 3, strides=2, activation="relu", padding="same")(h)
+    h = keras.layers.Conv2D(64, 3, strides=2, activation="relu", padding="same")(h)
+    h = keras.layers.Dense(128, activation="relu")(keras.layers.Flatten()(h))
+    outputs = keras.layers.Dense(10)(h)
+    return kg.GradRegModel(inputs, outputs, **regularizer)
+
+
+def suite(args):
+    """The standard suite, APGD-CE, APGD-T and Square, at the budget asked
+    for (AutoAttack's: 100 steps, 5,000 queries)."""
+    return [
+        kg.attacks.APGD(steps=args.apgd_steps),
+        kg.attacks.APGD(steps=args.apgd_steps, targeted=True),
+        kg.attacks.Square(queries=args.square_queries),
+    ]
+
+
+def load(dataset, limit):
+    loader = (
+        kg.datasets.load_mnist if dataset == "mnist" else kg.datasets.load_fashion_mnist
+    )
+    (x, y), (x_test, y_test) = loader()
+    x, x_test = x[..., None], x_test[..., None]
+    return (x[:limit], y[:limit]), (x_test, y_test)
+
+
+def train(regularizer, data, held, args, seed, folder):
+    """Trains one member; returns `(model, seconds per epoch, history)`."""
+    (x, y), (x_held, y_held, sigma) = data, held
+    keras.utils.set_random_seed(seed)
+    model = small_cnn(regularizer)
+    steps = args.epochs * -(-len(x) // args.batch_size)
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(1e-3, steps)
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    timer = EpochTimer()
+    history = model.fit(
+        x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=args.verbose,
+        callbacks=[
+            kg.callbacks.RobustAccuracy(
+                (x_held, y_held), eps=sigma, subset_size=None, seed=seed,
+                name="held_pgd_accuracy",
+            ),
+            kg.callbacks.BackupAndRestore(str(folder / "backup"), delete_checkpoint=True),
+            keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+            timer,
+        ],
+    )  # fmt: skip
+    del history  # a resumed run's history starts at the resume: read the log
+    return model, timer.median, kg.plots.read_history(folder / "history.csv")
+
+
+def run_member(run, regularizer, data, test, held, args, folder, record):
+    """Trains and evaluates one run, `(setting, member, seed)`; returns its
+    results row."""
+    setting, member, seed = run
+    name, sigma = folder.name, held[2]
+    print(f"\n== {name}", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    model, seconds, history = train(regularizer, data, held, args, seed, folder)
+    points = args.standard_points
+    x_test, y_test = test[0][:points], test[1][:points]
+    report = kg.evaluate_robustness(
+        model, x_test, y_test, ["linf"], {"linf": (sigma,)}, suite(args),
+        seed=seed, cascade=True, verbose=min(args.verbose, 1),
+    )  # fmt: skip
+    (record / "histories").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / "history.csv", record / "histories" / f"{name}.csv")
+    return {
+        "setting": setting, "member": member, "seed": seed, "sigma": sigma,
+        "clean_accuracy": report.clean_accuracy,
+        "robust_accuracy": report.accuracy("linf", sigma),
+        "attacks": {r["attack"]: r["accuracy"] for r in report.rows},
+        "seconds_per_epoch": seconds,
+        "held_pgd_accuracy": history["held_pgd_accuracy"],
+    }  # fmt: skip
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS)
+    )
+    parser.add_argument(
+        "--members", nargs="+", choices=list(LABELS), default=list(LABELS)
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--train-limit", type=int, default=None, help="first N training images"
+    )
+    parser.add_argument("--pgd-steps", type=int, default=10)
+    parser.add_argument(
+        "--gradalign", type=float, default=0.2, help="GradAlign's lambda"
+    )
+    add_standard_suite_arguments(parser)
+    parser.add_argument("--output", default="runs/members")
+    parser.add_argument(
+        "--record", default=None, help="records folder (default --output)"
+    )
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
+    args = parser.parse_args(argv)
+    refuse_non_positive(
+        parser, args, "epochs", "batch_size", "train_limit", "pgd_steps",
+        "standard_points", "apgd_steps", "square_queries",
+    )  # fmt: skip
+    out = Path(args.output)
+    record = Path(args.record or args.output)
+    settings = {
+        "epochs": args.epochs, "batch_size": args.batch_size,
+        "train_limit": args.train_limit, "pgd_steps": args.pgd_steps,
+        "gradalign": args.gradalign, "standard_points": args.standard_points,
+        "apgd_steps": args.apgd_steps, "square_queries": args.square_queries,
+        "network": "conv32-conv64s2-conv64s2-dense128", "backend": keras.backend.backend(),
+    }  # fmt: skip
+    for folder in {out, record}:
+        folder.mkdir(parents=True, exist_ok=True)
+        refuse_mismatched_resume(parser, folder, settings)
+
+    rows = []
+    for setting in args.settings:
+        dataset, sigma, l2_sigma, only = SETTINGS[setting]
+        data, (x_test, y_test) = load(dataset, args.train_limit)
+        held = (x_test[-500:], y_test[-500:], sigma)
+        chosen = members(sigma, l2_sigma, args.pgd_steps, args.gradalign)
+        for seed in args.seeds:
+            for member in args.members:
+                if only is not None and member not in only:
+                    continue
+                name = f"{setting}-{member}-seed{seed}"
+
+                run = functools.partial(
+                    run_member, (setting, member, seed), chosen[member], data,
+                    (x_test, y_test), held, args, out / "runs" / name, record,
+                )  # fmt: skip
+                row = cached(record / "results" / f"{name}.json", run)
+                rows.append(row)
+    lines = table(rows, args)
+    (record / "results.md").write_text("\n".join(lines) + "\n")
+    (record / "results.json").write_text(json.dumps(rows, indent=2))
+    curves(rows, record / "curves.png")
+    print("\n".join(lines), flush=True)
+    return rows
+
+
+def _cell(values, percent=True):
+    values = np.asarray(values, float)
+    text = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:.2f}")
+    if len(values) == 1:
+        return text(values[0])
+    return f"{text(values.mean())} ± {text(values.std(ddof=1))}"
+
+
+def table(rows, args):
+    lines = [
+        f"Small CNN, {args.epochs} epochs"
+        + (
+            f" on the first {args.train_limit} training images"
+            if args.train_limit
+            else ""
+        )
+        + f"; the standard suite on the first {args.standard_points} test images "
+        "(mean ± sd over seeds).",
+        "",
+        "| setting | member | seeds | clean | standard suite | time x plain |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["setting"], row["member"]), []).append(row)
+    for (setting, member), group in groups.items():
+        plain = {r["seed"]: r for r in groups.get((setting, "plain"), [])}
+        ratio = [
+            r["seconds_per_epoch"] / plain[r["seed"]]["seconds_per_epoch"]
+            for r in group if r["seed"] in plain
+        ]  # fmt: skip
+        lines.append(
+            f"| {setting} (linf {group[0]['sigma']:g}) | {LABELS[member]} | {len(group)} | "
+            f"{_cell([r['clean_accuracy'] for r in group])} | "
+            f"{_cell([r['robust_accuracy'] for r in group])} | "
+            f"{_cell(ratio, percent=False) if ratio else ''} |"
+        )
+    return lines
+
+
+def curves(rows, path):
+    """PGD-10 accuracy on the held images per epoch, one panel per setting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    fig, axes = plt.subplots(
+        1, len(settings), figsize=(5 * len(settings), 3.8), squeeze=False
+    )
+    for ax, setting in zip(axes[0], settings):
+        for row in rows:
+            if row["setting"] == setting:
+                values = row["held_pgd_accuracy"]
+                ax.plot(
+                    range(1, len(values) + 1), values, marker="o", markersize=3,
+                    label=f"{LABELS[row['member']]}, seed {row['seed']}",
+                )  # fmt: skip
+        ax.set_title(f"{setting}: PGD-10 accuracy on 500 held-out images")
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
