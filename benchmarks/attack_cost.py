@@ -10,13 +10,15 @@ runs in its own process and times, on the first `--points` test images:
 - `fgm`, `pgd`: the library's FGM and PGD-20 (one random start), each after
   one untimed call that compiles it;
 - `standard`: `evaluate_robustness(attacks="standard")`, AutoAttack's
-  ensemble (APGD-CE, APGD-T with 9 targets, Square with 5000 queries; each
-  attack on the points the previous ones left robust), after an untimed
-  call on 100 images that compiles it;
+  standard version (APGD-CE, APGD-T with 9 targets, FAB-T with 9 targets,
+  Square with 5000 queries; each attack on the points the previous ones
+  left robust), after an untimed call on 100 images that compiles it;
+- `standard-no-fab`: the same without FAB-T;
 - `torchattacks` (torch backend only): the same ensemble from torchattacks
   3.5.1 (`MultiAttack([APGD(loss="ce"), APGDT(n_classes=10),
-  Square(n_queries=5000)])`, 100 steps, one restart, which also attacks only
-  the points still robust), on the same Keras model as a `torch.nn.Module`.
+  FAB(multi_targeted=True, n_classes=10), Square(n_queries=5000)])`, 100
+  steps, one restart, which also attacks only the points still robust), on
+  the same Keras model as a `torch.nn.Module`.
 
 Needs MNIST (`$KERAS_GRADREG_DATA` or the Keras cache). The rows are printed
 as a Markdown table and written as JSON with `--json`.
@@ -101,11 +103,11 @@ def _measure_one(model, x, y, suite, norm, steps):
 
     eps = EPS[norm]
     clean = kg.attacks.correct_predictions(model, x, y)
-    if suite == "standard":
+    if suite.startswith("standard"):
 
         def run(n):
             return kg.evaluate_robustness(
-                model, x[:n], y[:n], [norm], [eps], attacks="standard",
+                model, x[:n], y[:n], [norm], [eps], attacks=suite,
                 checks=False, verbose=0,
             )  # fmt: skip
 
@@ -135,6 +137,8 @@ def _torchattacks(model, x, y, norm, eps):
         [
             torchattacks.APGD(model, norm=name, eps=eps, steps=100, loss="ce", seed=0),
             torchattacks.APGDT(model, norm=name, eps=eps, steps=100, n_classes=10, seed=0),
+            torchattacks.FAB(model, norm=name, eps=eps, steps=100, n_classes=10,
+                             multi_targeted=True, seed=0),
             torchattacks.Square(model, norm=name, eps=eps, n_queries=5000, seed=0),
         ]
     )  # fmt: skip
@@ -147,7 +151,7 @@ def main(argv=None):
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
     parser.add_argument(
         "--suites", nargs="+", default=["fgm", "pgd"],
-        choices=("fgm", "pgd", "standard", "torchattacks"),
+        choices=("fgm", "pgd", "standard", "standard-no-fab", "torchattacks"),
     )  # fmt: skip
     parser.add_argument("--norms", nargs="+", default=["linf", "l2"])
     parser.add_argument("--points", type=int, default=10000)

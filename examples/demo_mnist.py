@@ -9,9 +9,9 @@ seconds per epoch:
   (Goodfellow et al. 2015 as a special case of the family);
 - L2 gradient penalty: the l2 member, exact penalty form (double backprop).
 
-Robust accuracy is the standard suite's (AutoAttack's APGD-CE, APGD-T and
-Square, as a cascade) at linf eps 0.1 on the first 1,000 test images: the
-number a reviewer accepts. `--fgsm` adds FGSM accuracy, an upper bound that
+Robust accuracy is the standard suite's (AutoAttack's standard version:
+APGD-CE, APGD-T, FAB-T and Square, as a cascade) at linf eps 0.1 on the
+first 1,000 test images: the number a reviewer accepts. `--fgsm` adds FGSM accuracy, an upper bound that
 overstates single-step-trained models by tens of points.
 
 MNIST comes from `$KERAS_GRADREG_DATA` (the Makefile points it at

@@ -24,9 +24,9 @@ from keras_gradreg.attacks import (
 )
 from keras_gradreg.models import GradRegModel
 from keras_gradreg.src.evaluation.noise import NoiseAccuracy, noise_accuracy
+from keras_gradreg.src.evaluation.report import RobustnessReport, write_model_card
 from keras_gradreg.src.evaluation.robustness import (
     GradientMaskingWarning,
-    RobustnessReport,
     evaluate_robustness,
 )
 from keras_gradreg.src.family.norms import (
@@ -80,4 +80,5 @@ __all__ = [
     "semi_supervised",
     "tuning",
     "worst_case_perturbation",
+    "write_model_card",
 ]

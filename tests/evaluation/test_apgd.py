@@ -178,7 +178,7 @@ def test_square_stays_in_the_ball_breaks_points_and_repeats(norm):
         kg.attacks.square(model, x.reshape(60, 36)[:, None, :].reshape(60, 36), y)
 
 
-def test_the_standard_suite_cascades_apgd_ce_apgd_t_and_square():
+def test_the_standard_suite_cascades_apgd_ce_apgd_t_fab_t_and_square():
     rng = np.random.default_rng(6)
     x, y = _four_class_data(rng, (5, 5))
     inputs = keras.Input((5, 5))
@@ -190,10 +190,10 @@ def test_the_standard_suite_cascades_apgd_ce_apgd_t_and_square():
         model, x, y, ["linf"], [0.05], "standard", checks=False, verbose=0
     )
     order = [row["attack"] for row in report.rows]
-    assert order == ["APGD-CE", "APGD-T", "Square", "worst case"]
+    assert order == ["APGD-CE", "APGD-T", "FAB-T", "Square", "worst case"]
     cumulative = [row["accuracy"] for row in report.rows]
-    assert cumulative == sorted(cumulative, reverse=True)[:3] + [cumulative[2]]
-    assert report.accuracy("linf", 0.05) == cumulative[2] <= report.clean_accuracy
+    assert cumulative == sorted(cumulative, reverse=True)[:4] + [cumulative[3]]
+    assert report.accuracy("linf", 0.05) == cumulative[3] <= report.clean_accuracy
     # The cascade's result is the per-point worst case of the same attacks.
     single = kg.evaluate_robustness(
         model, x, y, ["linf"], [0.05], ["apgd-ce"], checks=False, verbose=0
@@ -216,7 +216,9 @@ def test_dlr_needs_enough_classes_and_the_suite_skips_apgd_t_below_four():
         report = kg.evaluate_robustness(
             model, x, y, ["linf"], [0.1], "standard", checks=False, verbose=0
         )
-    assert [row["attack"] for row in report.rows] == ["APGD-CE", "Square", "worst case"]
+    assert [row["attack"] for row in report.rows] == [
+        "APGD-CE", "FAB-T", "Square", "worst case"
+    ]  # fmt: skip
 
 
 def test_square_views_flat_examples_as_images():

@@ -1,4 +1,4 @@
-"""Our APGD and Square against an independent implementation (torchattacks) on the
+"""Our APGD, FAB-T and Square against an independent implementation (torchattacks) on the
 same network: on the torch backend a Keras model is a `torch.nn.Module`, so
 torchattacks attacks exactly the model ours does."""
 
@@ -79,3 +79,21 @@ def test_square_matches_torchattacks(mnist_model, norm, eps):
     # A random search: ours within 2 points of theirs, or lower.
     assert ours <= theirs + 0.02, (ours, theirs)
     assert ours < _robust(model, x, x, y)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm, eps", [("linf", 0.05), ("l2", 0.5)])
+def test_fab_t_matches_torchattacks(mnist_model, norm, eps):
+    """FAB-T is deterministic with one restart (no random start), and both
+    implement the same iteration: the robust accuracies agree to a point.
+    20 steps instead of AutoAttack's 100 keep the reference's run short."""
+    model, x, y, torch_x, torch_y = mnist_model
+    theirs = torchattacks.FAB(
+        model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, steps=20,
+        n_restarts=1, multi_targeted=True, n_classes=10, seed=0,
+    )(torch_x, torch_y)  # fmt: skip
+    ours = kg.attacks.fab_targeted(model, x, y, norm, eps, steps=20)
+    theirs = _robust(model, theirs.detach().numpy(), x, y)
+    ours = _robust(model, ours, x, y)
+    assert abs(ours - theirs) <= 0.01, (ours, theirs)
+    assert ours < _robust(model, x, x, y) - 0.1  # the radius breaks points

@@ -88,9 +88,16 @@ def test_the_standard_suite_is_the_default_and_names_itself():
         model, x, y, ["linf"], [0.05], verbose=0, image_shape=(2, 4)
     )
     attacks = [row["attack"] for row in report.rows]
-    assert attacks == ["APGD-CE", "APGD-T", "Square", "worst case"]
-    assert "standard suite (APGD-CE, APGD-T, Square" in report.to_markdown()
+    # AutoAttack's standard version: FAB-T after APGD-T, before Square.
+    assert attacks == ["APGD-CE", "APGD-T", "FAB-T", "Square", "worst case"]
+    caption = (
+        "standard suite (AutoAttack's standard version: APGD-CE, APGD-T, FAB-T, Square)"
+    )
+    assert f"Robust accuracy under the {caption}, keras_gradreg {kg.__version__}." in (
+        report.to_markdown()
+    )
     assert "upper bound" not in report.to_markdown()
+    assert report.suite_name == "standard" and report.version == kg.__version__
 
 
 class _Quantize(keras.layers.Layer):
@@ -200,9 +207,28 @@ def test_robust_accuracy_every_k_carries_the_last_value_for_monitors(
     assert checkpoint.best == max(values)
 
 
+def test_robust_accuracy_runs_a_list_of_attacks_as_a_cascade(classification_data):
+    x, y = classification_data
+    model = _small_classifier()
+    pgd = kg.attacks.PGD(steps=5)
+    callback = kg.callbacks.RobustAccuracy((x, y), attack=["fgm", pgd], eps=0.2)
+    callback.set_model(model)
+    # FGM on every point classified correctly, PGD on those FGM left.
+    robust = kg.attacks.correct_predictions(model, callback.x, callback.y)
+    x_fgm = kg.fgm(model, callback.x[robust], callback.y[robust], "linf", 0.2)
+    robust[robust] = kg.attacks.correct_predictions(model, x_fgm, callback.y[robust])
+    x_pgd = pgd(model, callback.x[robust], callback.y[robust], "linf", 0.2, seed=0)
+    robust[robust] = kg.attacks.correct_predictions(model, x_pgd, callback.y[robust])
+    assert callback.robust_accuracy() == pytest.approx(np.mean(robust))
+    names = [a.name for a in kg.callbacks.RobustAccuracy((x, y), "standard").attack]
+    assert names == ["APGD-CE", "APGD-T", "FAB-T", "Square"]
+    assert kg.callbacks.RobustAccuracy((x, y)).attack.name == "PGD-10"
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
+        ({"attack": []}, "attack=\\[\\]"),
         ({"eps": -1.0}, "eps=-1.0"),
         ({"subset_size": 0}, "subset_size=0"),
         ({"every": 0}, "every=0"),

@@ -50,7 +50,11 @@ def test_train_writes_model_history_results_and_curves(tmp_path, capsys):
     rows = json.loads((tmp_path / "eval" / "robustness.json").read_text())["report"][
         "rows"
     ]
-    assert [r["attack"] for r in rows] == ["APGD-CE", "APGD-T", "Square", "worst case"]
+    assert [r["attack"] for r in rows] == [
+        "APGD-CE", "APGD-T", "FAB-T", "Square", "worst case"
+    ]  # fmt: skip
+    card = json.loads((tmp_path / "eval" / "model_card-linf-0.1.json").read_text())
+    assert card["eps"] == "0.1" and card["evaluation"]["num_examples"] == 16
 
 
 def test_train_with_the_maxout_protocol_resumes_and_refuses_other_settings(

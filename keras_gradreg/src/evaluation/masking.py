@@ -54,17 +54,20 @@ def masking_checks(model, x, y, report, attacks, input_range, batch_size, seed):
                         f"eps={row['eps']:g} ({row['accuracy']:.2%} vs {weak:.2%} "
                         "robust accuracy): the loss surface may be masking gradients."
                     )
-    # 1b. The gradient-free Square breaking points APGD could not.
+    # 1b. The gradient-free Square breaking points the gradient attacks
+    # before it (APGD-T, FAB-T) could not.
     names = [a.name for a in attacks]
-    if "Square" in names and "APGD-T" in names:
+    before_square = [n for n in ("FAB-T", "APGD-T") if n in names]
+    if "Square" in names and before_square:
         for row in report.rows:
             if row["attack"] != "Square":
                 continue
-            before = report.accuracy(row["norm"], row["eps"], "APGD-T")
+            before = report.accuracy(row["norm"], row["eps"], before_square[0])
             if row["accuracy"] < before - tolerance:
                 messages.append(
-                    f"The gradient-free Square attack broke points that APGD could "
-                    f"not at {row['norm']} eps={row['eps']:g} ({before:.2%} -> "
+                    f"The gradient-free Square attack broke points that the "
+                    f"gradient attacks could not at {row['norm']} eps={row['eps']:g} "
+                    f"({before:.2%} after {before_square[0]} -> "
                     f"{row['accuracy']:.2%}): gradients may be masked."
                 )
     # 2. Accuracy rising with eps.

@@ -25,7 +25,14 @@ class RobustAccuracy(keras.callbacks.Callback):
 
     Args:
         validation_data: `(x_val, y_val)` with integer labels.
-        attack: "pgd" (default: PGD-10), "fgm" or an attack object.
+        attack: "pgd" (default: PGD-10, cheap enough for every epoch but
+            an **upper bound** on robust accuracy, like every attack but the
+            standard suite), "fgm", "apgd-ce", "apgd-t", "fab-t", "square",
+            an attack object, a list of them run as a cascade (each on the
+            points the ones before left robust, as `evaluate_robustness`
+            does), or "standard" / "standard-no-fab" for the suites of
+            `evaluate_robustness` (the number to report; far slower; for
+            flat image inputs, a list with `Square(image_shape=...)`).
         norm: the perturbation norm.
         eps: the radius.
         subset_size: how many validation examples to attack (the first ones
@@ -74,9 +81,25 @@ class RobustAccuracy(keras.callbacks.Callback):
         check_integer("subset_size", subset_size, allow_none=True)
         check_integer("every", every)
         check_eps(eps)
-        if attack == "pgd":
+        if isinstance(attack, str) and attack in ("standard", "standard-no-fab"):
+            fab = [attacks.FAB()] if attack == "standard" else []
+            attack = [
+                attacks.APGD(),
+                attacks.APGD(targeted=True),
+                *fab,
+                attacks.Square(),
+            ]
+        if isinstance(attack, str) and attack == "pgd":
             attack = attacks.PGD(steps=10)
-        self.attack = attacks.get(attack)
+        if isinstance(attack, (list, tuple)):
+            if not attack:
+                raise ValueError(
+                    "Argument `attack` must name at least one attack. Received: "
+                    f"attack={attack!r}"
+                )
+            self.attack = tuple(attacks.get(a) for a in attack)
+        else:
+            self.attack = attacks.get(attack)
         self.norm = canonical_norm(norm)
         self.eps = float(eps)
         self.subset_size = subset_size
@@ -101,11 +124,16 @@ class RobustAccuracy(keras.callbacks.Callback):
 
     def robust_accuracy(self) -> float:
         """Attacks the subset with the model's current weights."""
-        correct = attacks.correct_predictions(self.model, self.x, self.y)
-        x_adv = self.attack(
-            self.model, self.x, self.y, self.norm, self.eps,
-            input_range=self.input_range, seed=self.seed,
-        )  # fmt: skip
-        return float(
-            np.mean(correct & attacks.correct_predictions(self.model, x_adv, self.y))
-        )
+        robust = attacks.correct_predictions(self.model, self.x, self.y)
+        cascade = self.attack if isinstance(self.attack, tuple) else (self.attack,)
+        for attack in cascade:  # each on the points still robust
+            if not robust.any():
+                break
+            x_adv = attack(
+                self.model, self.x[robust], self.y[robust], self.norm, self.eps,
+                input_range=self.input_range, seed=self.seed,
+            )  # fmt: skip
+            robust[robust] = attacks.correct_predictions(
+                self.model, x_adv, self.y[robust]
+            )
+        return float(np.mean(robust))

@@ -1,5 +1,5 @@
 """Attacks for evaluating robustness, one per module: `fgm`, `pgd`, `apgd`
-(its losses in `losses`), `square`.
+(its losses in `losses`), `fab` (targeted FAB), `square`.
 
 Threat model: each input x may be replaced by any x' with
 `||x' - x||_p <= eps` inside the declared input range (default [0, 1]); the
@@ -41,6 +41,7 @@ from keras_gradreg.src.evaluation.attacks._data import (  # noqa: F401
 from keras_gradreg.src.evaluation.attacks._runner import num_classes  # noqa: F401
 from keras_gradreg.src.evaluation.attacks._scoring import OBJECTIVES, AttackLoss  # noqa: F401
 from keras_gradreg.src.evaluation.attacks.apgd import APGD, apgd, apgd_targeted
+from keras_gradreg.src.evaluation.attacks.fab import FAB, fab_targeted
 from keras_gradreg.src.evaluation.attacks.fgm import FGM, fgm, fgsm_accuracy
 from keras_gradreg.src.evaluation.attacks.gradients import input_gradients
 from keras_gradreg.src.evaluation.attacks.losses import dlr_loss
@@ -49,6 +50,7 @@ from keras_gradreg.src.evaluation.attacks.square import Square, square
 
 __all__ = [
     "APGD",
+    "FAB",
     "FGM",
     "OBJECTIVES",
     "PGD",
@@ -59,6 +61,7 @@ __all__ = [
     "classification_accuracy",
     "correct_predictions",
     "dlr_loss",
+    "fab_targeted",
     "fgm",
     "fgsm_accuracy",
     "get",
@@ -71,9 +74,9 @@ __all__ = [
 ]
 
 
-def get(attack) -> FGM | PGD | APGD | Square:
-    """Resolves "fgm", "pgd", "apgd-ce", "apgd-t", "square" or an attack object
-    (returned unchanged).
+def get(attack) -> FGM | PGD | APGD | FAB | Square:
+    """Resolves "fgm", "pgd", "apgd-ce", "apgd-t", "fab-t", "square" or an
+    attack object (returned unchanged).
 
     Raises:
         ValueError: for anything else.
@@ -86,12 +89,14 @@ def get(attack) -> FGM | PGD | APGD | Square:
         return APGD()
     if isinstance(attack, str) and attack.lower() == "apgd-t":
         return APGD(targeted=True)
+    if isinstance(attack, str) and attack.lower() == "fab-t":
+        return FAB()
     if isinstance(attack, str) and attack.lower() == "square":
         return Square()
     if callable(attack) and hasattr(attack, "name"):
         return attack
     raise ValueError(
-        "An attack must be 'fgm', 'pgd', 'apgd-ce', 'apgd-t', 'square' or an attack "
-        "object such as "
+        "An attack must be 'fgm', 'pgd', 'apgd-ce', 'apgd-t', 'fab-t', 'square' or "
+        "an attack object such as "
         f"`keras_gradreg.attacks.PGD(steps=40)`. Received: {attack!r}"
     )

@@ -67,13 +67,14 @@ def evaluate(args) -> dict:
     splits, dataset_label = load(args)
     x_test, y_test = splits[-1]
     output.mkdir(parents=True, exist_ok=True)
-    if "standard" in args.attacks:
+    suites = [a for a in args.attacks if a.startswith("standard")]
+    if suites:
         if len(args.attacks) > 1:
             raise ValueError(
-                "--attacks standard runs AutoAttack's ensemble alone. Received: "
+                f"--attacks {suites[0]} runs AutoAttack's ensemble alone. Received: "
                 f"--attacks {' '.join(args.attacks)}"
             )
-        attacks = "standard"
+        attacks = suites[0]
     else:
         attacks = [
             kg.attacks.PGD(steps=args.steps, restarts=args.restarts)
@@ -118,6 +119,13 @@ def evaluate(args) -> dict:
         "![input gradients and worst-case perturbations](gradients.png)",
     ]
     (output / "report.md").write_text("\n".join(lines) + "\n")
+    cards = []
+    if report.suite_name == "standard":  # a RobustBench model card per threat
+        for norm, eps in report.threats():
+            cards.append(output / f"model_card-{norm}-{eps:g}.json")
+            kg.write_model_card(
+                report, cards[-1], norm, eps, name=label, dataset=args.dataset
+            )
     results = {
         "model": str(path),
         "dataset": dataset_label,
@@ -126,6 +134,7 @@ def evaluate(args) -> dict:
         "settings": {k: v for k, v in vars(args).items() if k != "command"},
         "report": report.to_dict(),
         "figures": [p.name for p in figures],
+        "model_cards": [p.name for p in cards],
         "versions": versions(),
     }
     (output / "robustness.json").write_text(

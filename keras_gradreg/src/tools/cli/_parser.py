@@ -202,11 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--attacks",
         nargs="+",
-        choices=("standard", "fast", "fgm", "pgd", "apgd-ce", "apgd-t", "square"),
+        choices=(
+            "standard",
+            "standard-no-fab",
+            "fast",
+            "fgm",
+            "pgd",
+            "apgd-ce",
+            "apgd-t",
+            "fab-t",
+            "square",
+        ),
         default=["standard"],
-        help="'standard' (the default) runs AutoAttack's ensemble (APGD-CE, "
-        "APGD-T, Square) alone; 'fast' is FGM and PGD-20, an upper bound; "
-        "apgd-ce, apgd-t and square are AutoAttack's (linf and l2)",
+        help="'standard' (the default) runs AutoAttack's standard version "
+        "(APGD-CE, APGD-T, FAB-T, Square) alone; 'standard-no-fab' the same "
+        "without FAB-T, quicker; 'fast' is FGM and PGD-20, an upper bound; "
+        "apgd-ce, apgd-t, fab-t and square are AutoAttack's (linf and l2)",
     )
     evaluate.add_argument(
         "--steps", type=_number(int), default=None, help="PGD steps (default 20)"
