@@ -2,10 +2,10 @@
 
 Trains each member on MNIST at linf 0.3 and Fashion-MNIST at linf 0.1, and
 once more on MNIST at a radius where FGSM training overfits
-catastrophically, and reports clean test accuracy, the standard suite's
-robust accuracy (APGD-CE, APGD-T, Square, as a cascade) on the first
-`--standard-points` test images and the training time per epoch relative
-to plain training. Each epoch also logs PGD-10 accuracy on 500 held-out
+catastrophically, and reports clean test accuracy, robust accuracy under
+APGD-CE, APGD-T and Square as a cascade (the standard suite without FAB-T,
+`attacks="standard-no-fab"`) on the first `--standard-points` test images,
+and the training time per epoch relative to plain training. Each epoch also logs PGD-10 accuracy on 500 held-out
 test images (`RobustAccuracy`), the learning curves in which a collapse
 shows.
 
