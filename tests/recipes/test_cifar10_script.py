@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from keras_gradreg.src.tools import datasets
-from tests.helpers import import_example, on_one_backend
+from reproductions import cifar10_recipe
+from tests.helpers import on_one_backend
 
 
 def _write_cifar10(root, per_class=3):
@@ -26,7 +27,7 @@ def _write_cifar10(root, per_class=3):
 @on_one_backend("the recipe's pieces in tests/recipes on every backend")
 def test_script_trains_tests_resumes_and_refuses_other_settings(tmp_path, capsys):
     _write_cifar10(tmp_path / "data" / "cifar10-jpeg")
-    script = import_example("cifar10_recipe")
+    script = cifar10_recipe
     out = tmp_path / "run"
     argv = [
         "--recipe", "fgsm_rs", "--width", "2", "--limit", "24", "--steps", "2",

@@ -32,14 +32,14 @@ The finished model (`model.keras`), its training record (`train.json`,
 and a finished stage is never repeated.
 
 Usage (on a GPU; each line one run):
-    KERAS_BACKEND=jax python examples/cifar10_recipe.py --recipe fgsm_rs \\
+    KERAS_BACKEND=jax python -m reproductions.cifar10_recipe --recipe fgsm_rs \\
         --mixed-precision mixed_float16 --output runs/cifar10-fgsm_rs
-    KERAS_BACKEND=jax python examples/cifar10_recipe.py --recipe gradalign \\
+    KERAS_BACKEND=jax python -m reproductions.cifar10_recipe --recipe gradalign \\
         --mixed-precision mixed_float16 --output runs/cifar10-gradalign
-    KERAS_BACKEND=jax python examples/cifar10_recipe.py --recipe trades \\
+    KERAS_BACKEND=jax python -m reproductions.cifar10_recipe --recipe trades \\
         --mixed-precision mixed_float16 --output runs/cifar10-trades
 A CPU smoke run (a few steps on a slice, a narrow network, a weak suite):
-    KERAS_BACKEND=jax python examples/cifar10_recipe.py --recipe fgsm_rs \\
+    KERAS_BACKEND=jax python -m reproductions.cifar10_recipe --recipe fgsm_rs \\
         --width 4 --limit 256 --steps 2 --epochs 1 --standard-points 16 \\
         --apgd-steps 2 --square-queries 10 --output runs/cifar10-smoke
 """
@@ -52,11 +52,12 @@ import time
 from pathlib import Path
 
 import keras
-from run_records import cached, refuse_mismatched_resume, refuse_non_positive
-from standard_suite import add_standard_suite_arguments
 
 import keras_gradreg as kg
 from keras_gradreg.recipes import CIFAR10_RECIPES, MIXED_PRECISION
+
+from .run_records import cached, refuse_mismatched_resume, refuse_non_positive
+from .standard_suite import add_standard_suite_arguments
 
 EPS = 8 / 255
 #: RobustBench's entries the recipes reproduce: (model id, clean %,
