@@ -78,7 +78,7 @@ def project_to_hyperplane(t, w, c, norm, input_range=(0.0, 1.0)):
         >>> t = np.array([[0.5, 0.5]], "float32")
         >>> w = np.array([[1.0, 1.0]], "float32")
         >>> d = project_to_hyperplane(t, w, np.array([0.4], "float32"), "linf")
-        >>> np.round(np.asarray(d), 4).tolist()
+        >>> np.round(np.asarray(d, "float64"), 4).tolist()
         [[-0.2, -0.2]]
     """
     t, w, c = (ops.convert_to_tensor(v, "float32") for v in (t, w, c))
