@@ -14,6 +14,10 @@ runs in its own process and times, on the first `--points` test images:
   Square with 5000 queries; each attack on the points the previous ones
   left robust), after an untimed call on 100 images that compiles it;
 - `standard-no-fab`: the same without FAB-T;
+- `fab-t`: where FAB-T's cost goes: APGD-T and FAB-T timed on the points
+  APGD-CE and APGD-T leave robust (those FAB-T attacks in the suite), each
+  after an untimed call on the same points that compiles it, and the
+  points FAB-T breaks there (what it adds to the suite before Square);
 - `torchattacks` (torch backend only): the same ensemble from torchattacks
   3.5.1 (`MultiAttack([APGD(loss="ce"), APGDT(n_classes=10),
   FAB(multi_targeted=True, n_classes=10), Square(n_queries=5000)])`, 100
@@ -26,6 +30,7 @@ as a Markdown table and written as JSON with `--json`.
 Usage:
     python benchmarks/attack_cost.py                     # FGM, PGD; TF, JAX
     python benchmarks/attack_cost.py --suites standard --backends tensorflow jax
+    python benchmarks/attack_cost.py --suites fab-t --backends jax --points 500
     python benchmarks/attack_cost.py --suites standard torchattacks \
         --backends torch --points 1000
 """
@@ -118,6 +123,8 @@ def _measure_one(model, x, y, suite, norm, steps):
             "robust_accuracy": report.accuracy(norm, eps),
             "per_attack": {r["attack"]: r["accuracy"] for r in report.rows},
         }
+    if suite == "fab-t":
+        return _fab_against_apgd_t(model, x, y, norm, eps, clean)
     if suite == "torchattacks":
         x_adv, seconds = _timed(_torchattacks, model, x, y, norm, eps)
     else:
@@ -126,6 +133,36 @@ def _measure_one(model, x, y, suite, norm, steps):
         x_adv, seconds = _timed(attack, model, x, y, norm, eps)
     robust = clean & kg.attacks.correct_predictions(model, x_adv, y)
     return {"seconds": seconds, "robust_accuracy": float(np.mean(robust))}
+
+
+def _fab_against_apgd_t(model, x, y, norm, eps, clean):
+    """FAB-T's and APGD-T's seconds on the points the APGDs leave robust."""
+    import numpy as np
+
+    import keras_gradreg as kg
+
+    robust = clean.copy()
+    for attack in (kg.attacks.APGD(), kg.attacks.APGD(targeted=True)):
+        if robust.any():
+            x_adv = attack(model, x[robust], y[robust], norm, eps)
+            robust[robust] = kg.attacks.correct_predictions(model, x_adv, y[robust])
+    row = {"survivors": int(robust.sum())}
+    if not robust.any():
+        return {"seconds": 0.0, "robust_accuracy": 0.0, **row}
+    xs, ys = x[robust], y[robust]
+    for attack in (kg.attacks.APGD(targeted=True), kg.attacks.FAB()):
+        _, first = _timed(attack, model, xs, ys, norm, eps)  # compiles
+        x_adv, seconds = _timed(attack, model, xs, ys, norm, eps)
+        broken = ~kg.attacks.correct_predictions(model, x_adv, ys)
+        row[attack.name] = {
+            "seconds": seconds, "first_call_seconds": first, "broken": int(broken.sum()),
+        }  # fmt: skip
+    robust[robust] = ~broken
+    return {
+        "seconds": row["FAB-T"]["seconds"],
+        "robust_accuracy": float(np.mean(robust)),
+        **row,
+    }
 
 
 def _torchattacks(model, x, y, norm, eps):
@@ -151,7 +188,7 @@ def main(argv=None):
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
     parser.add_argument(
         "--suites", nargs="+", default=["fgm", "pgd"],
-        choices=("fgm", "pgd", "standard", "standard-no-fab", "torchattacks"),
+        choices=("fgm", "pgd", "standard", "standard-no-fab", "fab-t", "torchattacks"),
     )  # fmt: skip
     parser.add_argument("--norms", nargs="+", default=["linf", "l2"])
     parser.add_argument("--points", type=int, default=10000)

@@ -27,10 +27,11 @@ class SuiteProgress:
     radius (after every attack so far, so the number only falls within a
     radius), its time, and an estimate of the time left.
 
-    The estimate charges each attack still to run its measured seconds per
-    attacked point (from an earlier radius) times the points it will at most
-    attack (those still robust at its radius); it is shown once every
-    remaining attack has run once.
+    The estimate charges each attack still to run its seconds per attacked
+    point in its latest run (the first includes compiling, so early
+    estimates run high) times the points it will at most attack (those
+    still robust at its radius); it is shown once every remaining attack
+    has run once.
 
     Args:
         points: the (norm, eps, attack) runs, in order.
@@ -45,7 +46,7 @@ class SuiteProgress:
         self.size = len(correct)
         self.finished = 0
         self.robust = {}  # (norm, eps) -> points still robust
-        self.cost = {}  # attack name -> [seconds, attacked points]
+        self.cost = {}  # attack name -> (seconds, attacked points), latest run
         self.current = None
 
     def start(self, norm, eps, name, attacked):
@@ -54,9 +55,8 @@ class SuiteProgress:
     def done(self, robust):
         norm, eps, name, attacked, began = self.current
         seconds = time.perf_counter() - began
-        spent = self.cost.setdefault(name, [0.0, 0])
-        spent[0] += seconds
-        spent[1] += attacked
+        if attacked or name not in self.cost:  # the latest run (compiled by then)
+            self.cost[name] = (seconds, attacked)
         self.robust[(norm, eps)] = int(robust.sum())
         self.finished += 1
         line = (
