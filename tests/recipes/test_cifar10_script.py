@@ -2,31 +2,16 @@
 
 import json
 
-import numpy as np
 import pytest
 
-from keras_gradreg.src.tools import datasets
 from reproductions import cifar10_recipe
-from tests.helpers import on_one_backend
-
-
-def _write_cifar10(root, per_class=3):
-    """A CIFAR-10 image folder of random pictures, `per_class` a class."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for name in datasets.CIFAR10_CLASSES:
-            (root / split / name).mkdir(parents=True)
-            for i in range(per_class):
-                pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+from tests.helpers import on_one_backend, write_image_folder
 
 
 @pytest.mark.slow
 @on_one_backend("the recipe's pieces in tests/recipes on every backend")
 def test_script_trains_tests_resumes_and_refuses_other_settings(tmp_path, capsys):
-    _write_cifar10(tmp_path / "data" / "cifar10-jpeg")
+    write_image_folder(tmp_path / "data" / "cifar10-jpeg", per_class=3)
     script = cifar10_recipe
     out = tmp_path / "run"
     argv = [
