@@ -47,6 +47,14 @@ def write_image_folder(root, per_class=2):
                 Image.fromarray(pixels).save(root / split / name / f"{i:04d}.png")
 
 
+def dense_model(w, b):
+    """A linear classifier `x -> x @ w + b` (logits), float32 weights."""
+    inputs = keras.Input((w.shape[0],))
+    model = keras.Model(inputs, keras.layers.Dense(w.shape[1])(inputs))
+    model.set_weights([w.astype("float32"), b.astype("float32")])
+    return model
+
+
 def compile_(model, lr=0.01, **kwargs):
     """Compiles `model` with plain SGD at `lr` and sparse crossentropy."""
     model.compile(

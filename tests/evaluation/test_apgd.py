@@ -8,6 +8,7 @@ import pytest
 import keras_gradreg as kg
 from keras_gradreg.src.evaluation.attacks import APGD, apgd, apgd_targeted, dlr_loss
 from keras_gradreg.src.evaluation.attacks.apgd import checkpoints
+from tests.helpers import dense_model
 
 
 def test_checkpoints_follow_the_papers_schedule():
@@ -35,13 +36,6 @@ def test_dlr_loss_matches_its_formula():
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-def _linear(w, b):
-    inputs = keras.Input((w.shape[0],))
-    model = keras.Model(inputs, keras.layers.Dense(w.shape[1])(inputs))
-    model.set_weights([w.astype("float32"), b.astype("float32")])
-    return model
-
-
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_reaches_the_closed_form_optimum_of_a_binary_linear_model(norm):
     """Two classes, logits difference d(x) = v . x + c: the minimum of
@@ -50,7 +44,7 @@ def test_reaches_the_closed_form_optimum_of_a_binary_linear_model(norm):
     rng = np.random.default_rng(0)
     v = rng.normal(size=6)
     w = np.stack([v / 2, -v / 2], axis=1)
-    model = _linear(w, np.zeros(2))
+    model = dense_model(w, np.zeros(2))
     x = rng.normal(size=(200, 6)).astype("float32")
     y = np.zeros(200, "int32")
     d = x @ v
@@ -109,7 +103,7 @@ def test_apgd_is_at_least_as_strong_as_pgd_on_a_trained_model():
 def test_apgd_objects_and_bad_arguments():
     assert kg.attacks.get("apgd-t") == APGD(targeted=True)
     assert APGD(loss="dlr").name == "APGD-DLR"
-    model = _linear(np.eye(3), np.zeros(3))
+    model = dense_model(np.eye(3), np.zeros(3))
     x, y = np.full((4, 3), 0.5, "float32"), np.zeros(4, "int32")
     with pytest.raises(ValueError, match="norm"):
         apgd(model, x, y, "l1", 0.1)

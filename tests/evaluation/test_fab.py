@@ -11,6 +11,7 @@ from scipy.optimize import linprog, minimize
 import keras_gradreg as kg
 from keras_gradreg.src.evaluation.attacks import FAB, fab_targeted
 from keras_gradreg.src.evaluation.attacks.fab import project_to_hyperplane
+from tests.helpers import dense_model
 
 
 def _corner(t, w, c):
@@ -81,13 +82,6 @@ def test_the_projection_is_the_smallest_move_to_the_hyperplane_in_the_box(norm):
     np.testing.assert_allclose(free, expected, rtol=1e-4, atol=1e-6)
 
 
-def _linear(w, b):
-    inputs = keras.Input((w.shape[0],))
-    model = keras.Model(inputs, keras.layers.Dense(w.shape[1])(inputs))
-    model.set_weights([w.astype("float32"), b.astype("float32")])
-    return model
-
-
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 @pytest.mark.parametrize("box", [False, True])
 def test_finds_the_minimal_perturbation_of_a_linear_classifier(norm, box):
@@ -98,7 +92,7 @@ def test_finds_the_minimal_perturbation_of_a_linear_classifier(norm, box):
     FAB-T's first step overshoots it by `eta`; its later ones close in."""
     rng = np.random.default_rng(1)
     w, b = rng.normal(size=(12, 4)), rng.normal(size=4) * 0.1
-    model = _linear(w, b)
+    model = dense_model(w, b)
     # Points near the box's faces, where the box binds, or central ones.
     x = rng.uniform(0.0, 0.15, (24, 12)) if box else rng.uniform(0.3, 0.7, (24, 12))
     x = x.astype("float32")
@@ -185,7 +179,7 @@ def test_restarts_and_a_binary_classifier():
 def test_fab_objects_and_bad_arguments():
     assert kg.attacks.get("fab-t") == FAB() and FAB().name == "FAB-T"
     assert FAB(steps=20).name == "FAB-T-20"
-    model = _linear(np.eye(3), np.zeros(3))
+    model = dense_model(np.eye(3), np.zeros(3))
     x, y = np.full((4, 3), 0.5, "float32"), np.zeros(4, "int32")
     for kwargs, message in [
         ({"eta": 0.9}, "eta=0.9"),

@@ -176,9 +176,10 @@ def _build_apgd(scoring, shape, norm, steps, loss, targeted, input_range):
     return attack
 
 
-def _start(rng, x, norm, eps, input_range):
-    """The reference's random start: a point on the ball's boundary along a
-    uniform (linf) or Gaussian (l2) direction, clipped to the range."""
+def random_start(rng, x, norm, eps, input_range):
+    """The reference's random start: a point at distance `eps` (the ball's
+    boundary for APGD; FAB passes half its radius) along a uniform (linf)
+    or Gaussian (l2) direction, clipped to the range."""
     t = rng.uniform(-1.0, 1.0, x.shape) if norm == "linf" else rng.normal(size=x.shape)
     order = np.inf if norm == "linf" else 2
     t = t / (np.linalg.norm(t, ord=order, axis=1, keepdims=True) + 1e-12)
@@ -228,7 +229,7 @@ def _run_apgd(model, x, y, norm, eps, steps, restarts, loss, targeted, target_ra
     best_value = np.full(len(x), -np.inf, "float32")
     for restart in range(restarts):
         for part in _restart_batches(restart, best_success, batch_size):
-            x0 = _start(rng, flat[part], norm, eps, input_range)
+            x0 = random_start(rng, flat[part], norm, eps, input_range)
             x_adv, success, value = (
                 ops.convert_to_numpy(t)[: len(part)]
                 for t in run(

@@ -31,6 +31,7 @@ from keras_gradreg.src.evaluation.attacks._runner import (
     _restart_batches,
     _setup,
 )
+from keras_gradreg.src.evaluation.attacks.apgd import random_start
 from keras_gradreg.src.family.norms import Norm
 from keras_gradreg.src.training import backend as _backend
 
@@ -179,17 +180,6 @@ def _build_fab(scoring, shape, norm, steps, alpha_max, eta, beta, input_range):
     return attack
 
 
-def _start(rng, x, norm, eps, input_range):
-    """A random restart's start: a point at distance eps / 2 along a uniform
-    (linf) or Gaussian (l2) direction, clipped to the range (as the
-    reference's)."""
-    t = rng.uniform(-1.0, 1.0, x.shape) if norm == "linf" else rng.normal(size=x.shape)
-    order = np.inf if norm == "linf" else 2
-    t = t / (np.linalg.norm(t, ord=order, axis=1, keepdims=True) + _TINY)
-    start = x + (0.5 * eps * t).astype(x.dtype)
-    return start if input_range is None else np.clip(start, *input_range)
-
-
 def _distances(a, b, norm):
     d = (a.reshape(len(a), -1) - b.reshape(len(b), -1)).astype("float64")
     return np.abs(d).max(axis=1) if norm == "linf" else np.sqrt((d * d).sum(axis=1))
@@ -312,7 +302,8 @@ def fab_targeted(
             for part in _restart_batches(1, broken, batch_size):
                 start = flat[part]
                 if restart:
-                    start = _start(rng, flat[part], norm, eps, input_range)
+                    # As the reference: a restart starts at distance eps / 2.
+                    start = random_start(rng, flat[part], norm, 0.5 * eps, input_range)
                 x_adv, _ = (
                     ops.convert_to_numpy(t)[: len(part)]
                     for t in run(
