@@ -30,9 +30,10 @@ from keras_gradreg.src.family.norms import canonical_norm
 DEFAULT_EPS = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0), "l1": (5.0, 10.0)}
 #: The named attack suites: "standard" is AutoAttack's standard version
 #: (APGD-CE, APGD-T, FAB-T, Square, as a cascade), the field's reported
-#: number; "standard-no-fab" the same without FAB-T, quicker (FAB-T rarely
-#: breaks a point the APGDs left, but may); "fast" is FGM and PGD-20,
-#: quicker still and an upper bound on robust accuracy.
+#: number; "standard-no-fab" the same without FAB-T, quicker (FAB-T may
+#: break points the APGDs left, though on the networks measured it broke
+#: none); "fast" is FGM and PGD-20, quicker still and an upper bound on
+#: robust accuracy.
 SUITES = ("standard", "standard-no-fab", "fast")
 STANDARD_SUITE = (
     "standard suite (AutoAttack's standard version: APGD-CE, APGD-T, FAB-T, Square)"
@@ -104,8 +105,8 @@ def evaluate_robustness(
             each on the points the previous ones left robust, so each
             attack's row is the robust accuracy after it and the worst case
             is the last; "standard-no-fab", the same without FAB-T, for
-            speed (FAB-T costs about as much as APGD-T on the points the
-            APGDs left, and seldom breaks one of them); "fast", FGM and
+            speed (FAB-T costs 1.4-1.6 times APGD-T on the points the
+            APGDs left; it may break some of them); "fast", FGM and
             PGD-20, quicker but an upper bound on robust accuracy (it
             overstates it, by tens of points for single-step-trained
             models); or a list of "fgm", "pgd", "apgd-ce", "apgd-t",

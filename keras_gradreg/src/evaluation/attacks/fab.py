@@ -5,7 +5,8 @@ version.
 Each iteration linearizes the decision boundary between the true class and
 a target class at the current iterate and projects both the iterate and the
 clean input onto it, inside the input box; the next iterate is a convex
-combination of the two projections (biased toward the clean input) pushed
+combination of the two projections (the clean input's weighted by at most
+`alpha_max`, more when the iterate is far from the boundary), pushed
 slightly past the boundary. Once an iterate is adversarial, it is recorded
 if it is the closest to the clean input so far, and the search steps back
 toward the clean input to look for a closer one.
