@@ -30,6 +30,11 @@ settings).
 Usage:
     KERAS_BACKEND=jax python -m reproductions.ablate_paper \
         --record docs/data/paper-table1-ablations
+    # the fresh-mask row on unclipped images, at the sigma chosen above:
+    KERAS_BACKEND=jax python -m reproductions.ablate_paper \
+        --members l2-perturb-fresh --sigma 1 --no-clip \
+        --output runs/paper-table1-ablations-noclip \
+        --record docs/data/paper-table1-ablations-noclip
 """
 
 from __future__ import annotations

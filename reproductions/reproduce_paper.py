@@ -17,7 +17,8 @@ Table IV's rows come from the same models.
 Models: plain maxout + dropout and the l2 penalty member (several seeds),
 FGSM adversarial training (linf perturb, alpha 0.5), the linf penalty and
 our l1 member. Sigma is chosen on the validation split (last 10,000
-training images) by stage 1 of the protocol capped at `--select-epochs`.
+training images) by stage 1 of the protocol capped at `--select-epochs`,
+or fixed with `--sigma`.
 Every final model is tested clean, under Gaussian noise (Table IV; std
 0.1 and 0.3, clipped to [0, 1] and not, several draws), under FGM and
 PGD-20, and under the standard suite (AutoAttack's APGD-CE, APGD-T and
@@ -142,6 +143,11 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
         help="'fresh': stage 2 starts from zero velocity, as pylearn2's "
         "mnist_pi_continued.yaml (default: stage 1's best state goes on)",
     )  # fmt: skip
+    parser.add_argument(
+        "--sigma", type=float, default=None,
+        help="train the members whose sigma the study chooses on the validation "
+        "split with this sigma instead, skipping the selection",
+    )  # fmt: skip
     add_standard_suite_arguments(parser)
     parser.add_argument("--limit", type=int, default=None, help="smoke runs")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
@@ -151,6 +157,8 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
         parser.error(
             f"--members must be among {list(study.members)}. Received: {unknown}"
         )
+    if args.sigma is not None and not args.sigma > 0:
+        parser.error(f"--sigma must be > 0. Received: {args.sigma}")
     protocol = MAXOUT_PROTOCOLS[PROTOCOLS[args.table]]
     for name in ("max_epochs", "continue_max_epochs", "patience", "stage2_optimizer"):
         if getattr(args, name) is not None:
@@ -168,6 +176,7 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
         "noise_draws": args.noise_draws,
         # Left out when clipped: folders made before `--no-clip` resume.
         **({"clip": False} if args.no_clip else {}),
+        **({"sigma": args.sigma} if args.sigma is not None else {}),
         "limit": args.limit,
         "backend": keras.backend.backend(),
     }
@@ -244,7 +253,9 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
     for member, seed in plan(args.seeds, args.members, study):
         regularizer = dict(study.members[member])
         source = study.sigma_source(member)
-        if source is not None:
+        if source is not None and args.sigma is not None:
+            regularizer["sigma"] = args.sigma
+        elif source is not None:
             selection[source] = cached(
                 record / "select" / f"{source}.json", lambda m=source: select(m)
             )

@@ -161,6 +161,37 @@ def test_ablations_change_one_thing_of_table_i_each():
 
 @pytest.mark.slow
 @requires_mnist
+@on_one_backend("the protocol in test_protocol.py, clipping in tests/training")
+def test_a_given_sigma_skips_the_selection_and_is_a_setting(tmp_path, capsys):
+    """`--sigma` trains a member whose sigma the study selects with the one
+    given, selects nothing, and is part of the settings a resume must match;
+    `--no-clip` builds the member without an input range."""
+    argv = [
+        "--output", str(tmp_path), "--limit", "32", "--seeds", "0",
+        "--members", "l2-perturb-fresh", "--sigma", "0.7", "--no-clip",
+        "--max-epochs", "1", "--patience", "1", "--continue-max-epochs", "1",
+        "--noise-draws", "1", "--square-queries", "10", "--apgd-steps", "2",
+        "--standard-points", "16", "--verbose", "0",
+    ]  # fmt: skip
+    (row,) = reproduce_paper.main(argv, study=ablate_paper.ABLATIONS)
+    assert row["regularizer"]["sigma"] == 0.7
+    assert row["regularizer"]["share_noise"] is False
+    assert not (tmp_path / "select").exists()
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert (settings["sigma"], settings["clip"]) == (0.7, False)
+    model = keras.saving.load_model(row["model_path"])
+    assert model.regularizer.input_range is None
+    assert_refuses(
+        lambda a: reproduce_paper.main(a, study=ablate_paper.ABLATIONS),
+        [*argv[:9], "0.5", *argv[10:]],
+    )
+    with pytest.raises(SystemExit):
+        reproduce_paper.main(["--sigma", "-1", "--output", str(tmp_path / "x")])
+    assert "--sigma must be > 0. Received: -1.0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@requires_mnist
 @on_one_backend("training in test_models.py, the attacks in test_attacks.py")
 def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, capsys):
     argv = [
