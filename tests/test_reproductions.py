@@ -11,6 +11,7 @@ from reproductions import (
     ablate_paper,
     compare_inner_max,
     compare_members,
+    goodfellow2015,
     paper_study,
     reproduce_cifar10,
     reproduce_mnist,
@@ -188,6 +189,35 @@ def test_a_given_sigma_skips_the_selection_and_is_a_setting(tmp_path, capsys):
     with pytest.raises(SystemExit):
         reproduce_paper.main(["--sigma", "-1", "--output", str(tmp_path / "x")])
     assert "--sigma must be > 0. Received: -1.0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@requires_mnist
+@on_one_backend("the protocol in test_protocol.py, RobustAccuracy in tests/evaluation")
+def test_goodfellow_recipe_stops_on_adversarial_accuracy_and_retrains(tmp_path, capsys):
+    """Goodfellow et al. 2015's recipe: a wider network, early stopping on
+    FGSM validation accuracy, then a new network trained from scratch on
+    train + validation for the best epoch's number of epochs."""
+    argv = [
+        "--output", str(tmp_path), "--limit", "64", "--units", "8",
+        "--max-epochs", "3", "--patience", "1", "--noise-draws", "1",
+        "--square-queries", "10", "--apgd-steps", "2", "--standard-points", "16",
+        "--verbose", "0",
+    ]  # fmt: skip
+    (row,) = goodfellow2015.main(argv)
+    history = (tmp_path / "runs" / "seed0" / "stage1" / "history.csv").read_text()
+    assert "val_robust_accuracy" in history.splitlines()[0]
+    stage1_epochs = len(history.splitlines()) - 1
+    assert row["best_epoch"] <= stage1_epochs <= 3
+    assert row["retrain_epochs"] == row["best_epoch"]
+    stage2 = (tmp_path / "runs" / "seed0" / "stage2" / "history.csv").read_text()
+    assert len(stage2.splitlines()) - 1 == row["best_epoch"]
+    model = keras.saving.load_model(row["model_path"])
+    assert model.get_layer("maxout_1").units == 8
+    assert model.regularizer.input_range is None and model.regularizer.sigma == 0.25
+    assert "0.782%" in (tmp_path / "results.md").read_text()
+    assert_resumes(goodfellow2015.main, argv, [row], "== goodfellow2015", capsys)
+    assert_refuses(goodfellow2015.main, [*argv, "--units", "16"])
 
 
 @pytest.mark.slow
