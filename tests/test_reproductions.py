@@ -12,6 +12,7 @@ from reproductions import (
     compare_inner_max,
     compare_members,
     goodfellow2015,
+    paired_gains,
     paper_study,
     reproduce_cifar10,
     reproduce_mnist,
@@ -158,6 +159,35 @@ def test_ablations_change_one_thing_of_table_i_each():
     study = paper_study.Study
     with pytest.raises(ValueError, match="'a' -> 'b'"):
         study(members={}, grids={"a": (0.1,)}, labels={}, shared_sigma={"a": "b"})
+
+
+def test_paired_gains_compare_each_seed_with_plain_of_that_seed(tmp_path, capsys):
+    def record(folder, member, seed, error):
+        path = tmp_path / folder / "results" / f"{member}-seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            json.dumps({"member": member, "seed": seed, "test_error": error})
+        )
+        standard = path.with_name(f"{member}-seed{seed}-standard.json")
+        standard.write_text("{}")  # the suite's record is not a run
+
+    for seed, error in enumerate([0.0105, 0.0107, 0.0112]):
+        record("table", "plain", seed, error)
+    for seed, error in [(0, 0.0090), (1, 0.0095), (2, 0.0094)]:
+        record("noclip", "fgsm", seed, error)
+    text = paired_gains.main([
+        "--plain", str(tmp_path / "table"),
+        "--row", f"FGSM, unclipped={tmp_path / 'noclip'}:fgsm:0.84",
+        "--output", str(tmp_path / "gains.md"),
+    ])  # fmt: skip
+    # Gains -0.15, -0.12, -0.18: mean -0.15, sd 0.03; the paper's -0.10.
+    assert "| FGSM, unclipped | 0.93 ± 0.03 (n=3) |" in text
+    assert "| −0.15 ± 0.03 (n=3) | 0.84 | −0.10 |" in text
+    assert "| maxout + dropout | 1.08 ± 0.04 (n=3) | 1.05, 1.07, 1.12 |" in text
+    assert (tmp_path / "gains.md").read_text() == text
+    with pytest.raises(SystemExit):
+        paired_gains.main(["--plain", str(tmp_path / "table"), "--row", "no folder"])
+    assert "Received: no folder" in capsys.readouterr().err
 
 
 @pytest.mark.slow
