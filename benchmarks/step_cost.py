@@ -55,6 +55,7 @@ CONFIGS = [
     ("curvature linf", {"form": "curvature", "norm": "linf"}),
     ("jacobian l2 (1 projection)", {"form": "jacobian", "norm": "l2"}),
     ("trades linf k=7", {"form": "trades", "norm": "linf", "steps": 7}),
+    ("llr linf k=3", {"form": "llr", "norm": "linf", "steps": 3}),
 ]
 
 

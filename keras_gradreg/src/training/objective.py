@@ -107,6 +107,17 @@ def clean_probabilities(model, y_pred):
     return ops.softmax(y_pred, axis=-1) if outputs_are_logits(model) else y_pred
 
 
+def clean_output_readers(model, y, y_pred) -> dict:
+    """The `FormContext` callables that read the clean outputs:
+    `probabilities` and `example_losses`, differentiable where `y_pred` is."""
+    return {
+        "probabilities": lambda: clean_probabilities(model, y_pred),
+        "example_losses": lambda outputs=None: example_losses(
+            model, y, y_pred if outputs is None else outputs
+        ),
+    }
+
+
 def virtual_target(model, y_pred):
     """The label-free member's constant target p(x), the clean class
     probabilities, or None for the other members."""
@@ -115,11 +126,36 @@ def virtual_target(model, y_pred):
     return ops.stop_gradient(clean_probabilities(model, y_pred))
 
 
-def adversarial_loss(model, y, y_adv, sample_weight, target=None):
+def example_losses(model, y, y_pred):
+    """Each example's own loss `L_i`, unweighted, shape (B,): the function
+    `compile()` received, unreduced (its mean over any further axes).
+
+    Raises:
+        ValueError: if the model was compiled with several losses or none.
+    """
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, keras.losses.Loss):
+        values = loss.call(y, y_pred)
+    elif isinstance(loss, str) or callable(loss):
+        values = keras.losses.get(loss)(y, y_pred)
+    else:
+        raise ValueError(
+            "This form needs each example's loss: compile the model with one "
+            f"loss (a name, a `keras.losses.Loss` or a function). Received: "
+            f"loss={loss!r}"
+        )
+    values = ops.reshape(values, (ops.shape(values)[0], -1))
+    return ops.mean(values, axis=1)
+
+
+def adversarial_loss(model, y, y_adv, sample_weight, target=None, per_example=False):
     """The loss at the moved inputs: the compiled loss, or with a `target`
     (class probabilities) the mean KL divergence `KL(target || p(x + r))`
     over every row, labeled or not, differentiated through the target too
-    unless it is a constant (the label-free member's is; TRADES's is not)."""
+    unless it is a constant (the label-free member's is; TRADES's is not).
+    With `per_example`, each example's unweighted loss (`example_losses`)."""
+    if per_example:
+        return example_losses(model, y, y_adv)
     if target is None:
         return compiled_loss(model, y, y_adv, sample_weight)
     return ops.mean(virtual.kl_divergence(target, clean_probabilities(model, y_adv)))
@@ -169,6 +205,7 @@ def family_objective(
     start=None,
     target=None,
     probabilities: Callable | None = None,
+    example_losses: Callable | None = None,
 ) -> Terms:
     """Combines the clean loss and the input gradient into the objective:
     what every form shares (the feature mask, the logged gradient norm,
@@ -182,8 +219,9 @@ def family_objective(
             differentiable with respect to the weights for a second-order
             form.
         sample_weight: per-example weights or None.
-        perturbed_loss: `(delta, target=None) -> (1/B) sum_i w_i
-            L(clip(x_i + delta_i))`, one more forward pass.
+        perturbed_loss: `(delta, target=None, *, per_example=False) ->
+            (1/B) sum_i w_i L(clip(x_i + delta_i))`, one more forward pass
+            (with `per_example`, each example's unweighted loss there).
         sigma: the radius as a tensor or variable (GradRegModel passes the
             variable it keeps, so sigma can change during `fit` without a
             retrace); default `regularizer.sigma`.
@@ -198,6 +236,8 @@ def family_objective(
         probabilities: `() -> p(x)`, the clean class probabilities,
             differentiable with respect to the weights when the clean pass
             is (`keras_gradreg.forms.Form.uses_clean_outputs`).
+        example_losses: `(outputs=None) -> L_i`, each example's unweighted
+            loss of the clean outputs or of `outputs`.
 
     Returns:
         `Terms(total, clean_loss, adv_loss, grad_norm)`.
@@ -227,6 +267,7 @@ def family_objective(
         start=start,
         target=target,
         probabilities=probabilities,
+        example_losses=example_losses,
     )
     total, adv_loss = reg.form.terms(context)
     return Terms(total, clean_loss, adv_loss, grad_norm)

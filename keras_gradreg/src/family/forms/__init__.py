@@ -19,6 +19,7 @@ from keras_gradreg.src.family.forms.curvature import Curvature
 from keras_gradreg.src.family.forms.finite_difference import FiniteDifference
 from keras_gradreg.src.family.forms.gradalign import GradAlign
 from keras_gradreg.src.family.forms.jacobian import Jacobian
+from keras_gradreg.src.family.forms.llr import LLR
 from keras_gradreg.src.family.forms.multistep import Multistep
 from keras_gradreg.src.family.forms.penalty import Penalty
 from keras_gradreg.src.family.forms.perturb import Perturb
@@ -75,6 +76,7 @@ __all__ = [
     "FormContext",
     "GradAlign",
     "Jacobian",
+    "LLR",
     "PerturbingForm",
     "Multistep",
     "NoisyFGSM",

@@ -41,9 +41,11 @@ class FormContext(NamedTuple):
         norms: `||gradients_i||_q` per example, q dual to the norm.
         weights: the feature mask per regularized input, or None.
         sample_weight: per-example weights, or None.
-        perturbed_loss: `(deltas, target=None) -> (1/B) sum_i w_i
-            L(clip(x_i + delta_i))`, one more forward pass (the label-free
-            member's divergence from `target` instead of the loss).
+        perturbed_loss: `(deltas, target=None, *, per_example=False) ->
+            (1/B) sum_i w_i L(clip(x_i + delta_i))`, one more forward pass
+            (the label-free member's divergence from `target` instead of
+            the loss; with `per_example`, each example's unweighted loss
+            `L(clip(x_i + delta_i))`, shape (B,)).
         input_gradient: `(deltas, target=None, *, differentiable=False,
             output_fn=None) -> dL_i/dx` at `clip(x_i + delta_i)`, one more
             forward and backward pass. With a `target`, the gradient of
@@ -60,6 +62,9 @@ class FormContext(NamedTuple):
         probabilities: `() -> p(x)`, the clean class probabilities,
             differentiable with respect to the weights when the form sets
             `uses_clean_outputs` (TRADES's divergence from them).
+        example_losses: `(outputs=None) -> L_i`, each example's unweighted
+            loss, shape (B,), of the clean outputs (differentiable under
+            `uses_clean_outputs`) or of `outputs` (inside an `output_fn`).
     """
 
     regularizer: object
@@ -76,6 +81,7 @@ class FormContext(NamedTuple):
     start: object
     target: object
     probabilities: Callable | None = None
+    example_losses: Callable | None = None
 
     def worst_case(self, radius) -> list:
         """The first-order worst case `r*` of radius `radius` in the norm,

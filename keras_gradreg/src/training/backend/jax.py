@@ -172,14 +172,16 @@ def train_step(model, state, data):
             )
         target = objective.virtual_target(model, target_outputs)
 
-        def perturbed_loss(deltas, target=None):
+        def perturbed_loss(deltas, target=None, *, per_example=False):
             x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
             y_adv, latest["non_trainable"], adv_losses = _stateless_forward(
                 model, trainable, noise.replayed(latest["non_trainable"]), x_adv
             )
             if precomputed:  # layer losses of the differentiated pass
                 latest["losses"] = adv_losses
-            return objective.adversarial_loss(model, y, y_adv, sample_weight, target)
+            return objective.adversarial_loss(
+                model, y, y_adv, sample_weight, target, per_example
+            )
 
         def input_gradient(
             deltas, target=None, *, differentiable=False, output_fn=None
@@ -212,7 +214,7 @@ def train_step(model, state, data):
             selection=selection,
             start=start,
             target=target,
-            probabilities=lambda: objective.clean_probabilities(model, y_pred),
+            **objective.clean_output_readers(model, y, y_pred),
         )
         regularization = objective.regularization_losses(latest["losses"])
         total = terms.total + regularization.astype(terms.total.dtype)

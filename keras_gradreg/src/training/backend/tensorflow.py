@@ -76,14 +76,16 @@ def _train_step(model, data):
                 replay = _noise_replay(model)
                 target = objective.virtual_target(model, call_model(model, unlabeled))
 
-        def perturbed_loss(deltas, target=None):
+        def perturbed_loss(deltas, target=None, *, per_example=False):
             nonlocal layer_losses
             x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
             replay()
             y_adv = call_model(model, x_adv)
             if not record_clean:
                 layer_losses = model.losses
-            return objective.adversarial_loss(model, y, y_adv, sample_weight, target)
+            return objective.adversarial_loss(
+                model, y, y_adv, sample_weight, target, per_example
+            )
 
         def input_gradient(
             deltas, target=None, *, differentiable=False, output_fn=None
@@ -115,7 +117,7 @@ def _train_step(model, data):
             selection=selection,
             start=start,
             target=target,
-            probabilities=lambda: objective.clean_probabilities(model, y_pred),
+            **objective.clean_output_readers(model, y, y_pred),
         )
         regularization = objective.regularization_losses(layer_losses)
         total = terms.total + tf.cast(regularization, terms.total.dtype)
