@@ -175,6 +175,7 @@ def test_eot_attack_on_a_random_model_lowers_accuracy_within_the_ball():
     assert eot.accuracy_over_draws(model, x_adv, y, 20).mean() < clean - 0.1
 
 
+@pytest.mark.slow  # the full suites: 100 steps, 20 draws
 def test_rand_suite_on_a_deterministic_model_equals_apgd_without_eot():
     model, x, y = _mlp(10, 4, 2, 40)
     y[:5] = (y[:5] + 1) % 4
@@ -192,6 +193,7 @@ def test_rand_suite_on_a_deterministic_model_equals_apgd_without_eot():
     assert "rand suite" in rand.suite and "rand suite" in rand.to_markdown()
 
 
+@pytest.mark.slow  # the full suites: 100 steps, 20 draws
 def test_rand_suite_scores_the_mean_over_draws():
     model = _dropout_model()
     x = np.random.default_rng(7).uniform(size=(24, 6)).astype("float32")
@@ -207,10 +209,11 @@ def test_rand_suite_scores_the_mean_over_draws():
     assert report.accuracy("linf", 0.1) < report.clean_accuracy
 
 
+@pytest.mark.slow  # the full suites: 100 steps, 20 draws
 def test_standard_suite_in_l1_runs_autoattacks_l1_attacks():
     model, x, y = _mlp(10, 6, 3, 30)
     report = kg.evaluate_robustness(
-        model, x, y, ["l1", "linf"], {"l1": [0.5], "linf": [0.05]}, "standard-no-fab",
+        model, x, y, ["l1", "linf"], {"l1": [0.5], "linf": [0.5]}, "standard-no-fab",
         checks=False, verbose=0, image_shape=(2, 5),
     )  # fmt: skip
     l1_rows = [r["attack"] for r in report.rows if r["norm"] == "l1"]

@@ -42,7 +42,7 @@ def project_l1_box(x, delta, eps, input_range):
         >>> x = np.array([[0.9, 0.5, 0.5]], "float32")
         >>> r = project_l1_box(x, np.array([[0.5, 0.3, -0.1]], "float32"), 0.3,
         ...                    (0.0, 1.0))
-        >>> np.asarray(r).round(3).tolist()
+        >>> np.asarray(r, "float64").round(3).tolist()
         [[0.1, 0.2, -0.0]]
     """
     if input_range is None:
