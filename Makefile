@@ -44,11 +44,13 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
-	# The independent AutoAttack implementation the tests compare APGD with.
-	# Its metadata requires torchvision, which it never imports and which has
-	# no CPU build here: installed without dependencies (scipy and tqdm, the
-	# ones it uses, come with the environment).
-	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1"
+	# The independent AutoAttack implementations the tests compare the attacks
+	# with: torchattacks, and AutoAttack's own code (pyautoattack: l1-APGD and
+	# the EOT APGD). torchattacks' metadata requires torchvision, which it
+	# never imports and which has no CPU build here: both are installed
+	# without dependencies (scipy and tqdm, the ones they use, come with the
+	# environment).
+	$(BIN)/python -m pip install --quiet --no-deps "torchattacks==3.5.1" "pyautoattack==0.2.0"
 	touch $@
 
 install: $(STAMP)

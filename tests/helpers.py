@@ -55,6 +55,26 @@ def dense_model(w, b):
     return model
 
 
+def mnist_mlp(points=300, layer=None):
+    """A 784-64-10 logits MLP on `(1, 28, 28)` images (torch's layout),
+    trained two epochs on 6,000 MNIST images, and its first `points` test
+    images and labels. `layer`, if given, is applied after the hidden
+    layer (e.g. a dropout that stays on at inference)."""
+    keras.utils.set_random_seed(0)
+    (x, y), (x_test, y_test) = datasets.load_mnist()
+    x, x_test = x[:6000, None], x_test[:points, None]
+    inputs = keras.Input((1, 28, 28))
+    h = keras.layers.Dense(64, activation="relu")(keras.layers.Flatten()(inputs))
+    h = h if layer is None else layer(h)
+    model = keras.Model(inputs, keras.layers.Dense(10)(h))
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y[:6000], epochs=2, batch_size=100, verbose=0)
+    return model, x_test, y_test[:points]
+
+
 def compile_(model, lr=0.01, **kwargs):
     """Compiles `model` with plain SGD at `lr` and sparse crossentropy."""
     model.compile(

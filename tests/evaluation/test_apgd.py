@@ -106,7 +106,7 @@ def test_apgd_objects_and_bad_arguments():
     model = dense_model(np.eye(3), np.zeros(3))
     x, y = np.full((4, 3), 0.5, "float32"), np.zeros(4, "int32")
     with pytest.raises(ValueError, match="norm"):
-        apgd(model, x, y, "l1", 0.1)
+        apgd(model, x, y, 3.0, 0.1)  # linf, l2 and l1 only
     with pytest.raises(ValueError, match="loss"):
         apgd(model, x, y, "linf", 0.1, loss="margin")
     with pytest.raises(ValueError, match="target_classes"):

@@ -2,13 +2,12 @@
 same network: on the torch backend a Keras model is a `torch.nn.Module`, so
 torchattacks attacks exactly the model ours does."""
 
-import keras
 import numpy as np
 import pytest
 
 import keras_gradreg as kg
 from tests.conftest import BACKEND
-from tests.helpers import requires_mnist
+from tests.helpers import mnist_mlp, requires_mnist
 
 torchattacks = pytest.importorskip("torchattacks") if BACKEND == "torch" else None
 pytestmark = [
@@ -21,18 +20,7 @@ pytestmark = [
 def mnist_model():
     import torch
 
-    keras.utils.set_random_seed(0)
-    (x, y), (x_test, y_test) = kg.datasets.load_mnist()
-    x, x_test = x[:6000, None], x_test[:300, None]  # (N, 1, 28, 28) as torch wants
-    inputs = keras.Input((1, 28, 28))
-    h = keras.layers.Dense(64, activation="relu")(keras.layers.Flatten()(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(10)(h))  # logits
-    model.compile(
-        keras.optimizers.Adam(1e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(x, y[:6000], epochs=2, batch_size=100, verbose=0)
-    y_test = y_test[:300]
+    model, x_test, y_test = mnist_mlp(300)
     torch_x = torch.tensor(x_test)
     torch_y = torch.tensor(y_test, dtype=torch.long)
     return model, x_test, y_test, torch_x, torch_y

@@ -42,7 +42,7 @@ class SuiteProgress:
     def __init__(self, points, correct, extra_steps=0):
         self.points = [(norm, eps, attack.name) for norm, eps, attack in points]
         self.total = len(self.points) + extra_steps
-        self.clean = int(correct.sum())
+        self.clean = int(round(correct.sum()))
         self.size = len(correct)
         self.finished = 0
         self.robust = {}  # (norm, eps) -> points still robust
@@ -57,7 +57,7 @@ class SuiteProgress:
         seconds = time.perf_counter() - began
         if attacked or name not in self.cost:  # the latest run (compiled by then)
             self.cost[name] = (seconds, attacked)
-        self.robust[(norm, eps)] = int(robust.sum())
+        self.robust[(norm, eps)] = int(round(robust.sum()))
         self.finished += 1
         line = (
             f"[{self.finished}/{self.total}] {norm} eps={eps:g} {name}: attacked "

@@ -137,7 +137,15 @@ class RobustnessReport:
                 "|---|---:|" + "---:|" * len(columns),
             ]
         for norm, eps in self.threats():
-            cells = [f"{self.accuracy(norm, eps, name):.2%}" for name in columns]
+            # "-" where an attack did not run at this norm (the standard
+            # suite runs FAB-T and Square in linf and l2 only).
+            done = {
+                r["attack"] for r in self.rows if (r["norm"], r["eps"]) == (norm, eps)
+            }
+            cells = [
+                f"{self.accuracy(norm, eps, name):.2%}" if name in done else "-"
+                for name in columns
+            ]
             lines.append(f"| {norm} | {eps:g} | " + " | ".join(cells) + " |")
         lines += _noise_lines(self.noise)
         if self.warnings:

@@ -20,6 +20,7 @@ import numpy as np
 from keras_gradreg.src.api_export import keras_gradreg_export
 from keras_gradreg.src.checks import check_data, check_input_range, check_integer
 from keras_gradreg.src.evaluation import attacks as _attacks
+from keras_gradreg.src.evaluation.attacks import eot
 from keras_gradreg.src.evaluation.masking import masking_checks
 from keras_gradreg.src.evaluation.noise import noise_accuracy
 from keras_gradreg.src.evaluation.progress import SuiteProgress
@@ -33,8 +34,9 @@ DEFAULT_EPS = {"linf": (0.1, 0.2, 0.3), "l2": (1.0, 2.0), "l1": (5.0, 10.0)}
 #: number; "standard-no-fab" the same without FAB-T, quicker (FAB-T may
 #: break points the APGDs left, though on the networks measured it broke
 #: none); "fast" is FGM and PGD-20, quicker still and an upper bound on
-#: robust accuracy.
-SUITES = ("standard", "standard-no-fab", "fast")
+#: robust accuracy; "rand" AutoAttack's version for models that are random
+#: at inference (APGD-CE and APGD-DLR with expectation over 20 draws).
+SUITES = ("standard", "standard-no-fab", "fast", "rand")
 STANDARD_SUITE = (
     "standard suite (AutoAttack's standard version: APGD-CE, APGD-T, FAB-T, Square)"
 )
@@ -42,6 +44,19 @@ STANDARD_SUITE_NO_FAB = (
     "standard suite without FAB-T (APGD-CE, APGD-T, Square; AutoAttack's "
     "standard version less FAB-T)"
 )
+RAND_SUITE = (
+    "rand suite (AutoAttack's version for randomized models: APGD-CE and "
+    "APGD-DLR, each gradient averaged over 20 draws of the model; accuracy "
+    "the mean over 20 draws)"
+)
+#: Draws of a random model's predictions averaged per point by "rand", and
+#: per gradient by its attacks (AutoAttack's `eot_iter`).
+RAND_DRAWS = 20
+#: The standard suite for l1 (AutoAttack's standard version for l1 runs
+#: APGD-CE with 5 restarts and APGD-T with 5 target classes, both with the
+#: 3 eps, 2 eps, eps schedule; its FAB-T and Square for l1 are not in the
+#: library, so its l1 rows are these two attacks).
+L1_STANDARD = "APGD-CE (5 restarts) and APGD-T (5 targets) for l1"
 
 
 @keras_gradreg_export("keras_gradreg.GradientMaskingWarning")
@@ -104,12 +119,23 @@ def evaluate_robustness(
             APGD-CE, APGD-T, FAB-T and Square (linf and l2) in that order,
             each on the points the previous ones left robust, so each
             attack's row is the robust accuracy after it and the worst case
-            is the last; "standard-no-fab", the same without FAB-T, for
+            is the last (for l1, AutoAttack's standard version's APGD-CE
+            with 5 restarts and APGD-T with 5 targets, both on the 3 eps,
+            2 eps, eps schedule; the library has no l1 FAB-T or Square, which
+            that version also runs); "standard-no-fab", the same without FAB-T, for
             speed (FAB-T costs 1.4-1.6 times APGD-T on the points the
             APGDs left; it may break some of them); "fast", FGM and
             PGD-20, quicker but an upper bound on robust accuracy (it
             overstates it, by tens of points for single-step-trained
-            models); or a list of "fgm", "pgd", "apgd-ce", "apgd-t",
+            models); "rand", AutoAttack's version for models that are
+            random at inference (layers drawing from Keras seed generators
+            in `training=False` calls, such as a `Dropout` whose `call`
+            forces `training=True`): APGD-CE then APGD-DLR, one restart,
+            each step's gradient averaged over 20 draws of the model, and
+            every accuracy the mean over 20 draws per point (a point is
+            attacked while some draw still classifies it correctly); a
+            deterministic model gets the numbers of APGD-CE and APGD-DLR
+            without the draws, with a warning; or a list of "fgm", "pgd", "apgd-ce", "apgd-t",
             "fab-t", "square" and attack objects (`attacks.PGD(steps=40,
             restarts=5)`, ...), each run on every point.
         input_range: `(low, high)` of valid inputs.
@@ -157,25 +183,18 @@ def evaluate_robustness(
         attacks = ("fgm", "pgd")
     standard = suite_name.startswith("standard")
     if cascade is None:
-        cascade = standard
+        cascade = standard or suite_name == "rand"
     if not isinstance(cascade, bool):
         raise ValueError(
             f"Argument `cascade` must be True, False or None. Received: cascade={cascade!r}"
         )
-    if standard:
-        attack_objects = [_attacks.APGD(), _attacks.APGD(targeted=True)]
-        attack_objects += [_attacks.FAB()] if suite_name == "standard" else []
-        attack_objects += [_attacks.Square()]
+    rand = suite_name == "rand"
+    if standard or rand:
+        attack_objects = _suite_attacks(suite_name, "linf", 10)
     else:
         attacks = [attacks] if isinstance(attacks, str) else attacks
         attack_objects = [_attacks.get(a) for a in attacks]
-    if image_shape is not None:  # for every Square without a view of its own
-        attack_objects = [
-            dataclasses.replace(a, image_shape=image_shape)
-            if isinstance(a, _attacks.Square) and a.image_shape is None
-            else a
-            for a in attack_objects
-        ]
+    attack_objects = _with_view(attack_objects, image_shape)
     noise_stds = _check_noise_stds(noise_stds)
     check_integer("noise_draws", noise_draws)
     if not attack_objects and not noise_stds:
@@ -188,26 +207,54 @@ def evaluate_robustness(
     x, y = check_data(x, y, None)
     if len(x) == 0:
         raise ValueError("Argument `x` must hold at least one example. Received: 0")
-    if standard:
-        classes = _attacks.num_classes(model, x[:1])
-        if classes < 4:  # the targeted DLR loss needs four classes
-            attack_objects.pop(1)
-            warnings.warn(
-                f"The standard suite skips APGD-T for a model with {classes} "
-                "classes (its targeted DLR loss needs at least 4); it runs "
-                "APGD-CE and Square.",
-                stacklevel=2,
-            )
-    correct = _attacks.correct_predictions(model, x, y, batch_size)
+    classes = _attacks.num_classes(model, x[:1]) if standard else None
+    by_norm = {
+        n: _with_view(_suite_attacks(suite_name, n, classes), image_shape)
+        if standard or rand
+        else attack_objects
+        for n in radii
+    }
+    if standard and classes < 4:  # the targeted DLR loss needs four classes
+        by_norm = {
+            n: [a for a in v if not getattr(a, "targeted", False)]
+            for n, v in by_norm.items()
+        }
+        warnings.warn(
+            f"The standard suite skips APGD-T for a model with {classes} "
+            "classes (its targeted DLR loss needs at least 4); it runs "
+            "APGD-CE and Square.",
+            stacklevel=2,
+        )
+    if rand and not eot.seed_states(model):
+        warnings.warn(
+            "The rand suite attacks a model that draws no random numbers from "
+            "Keras seed generators at inference: it is deterministic to Keras, "
+            "and the suite equals APGD-CE and APGD-DLR without expectation "
+            "over transformation.",
+            stacklevel=2,
+        )
+    if rand:
+
+        def score(xs, ys):
+            return eot.accuracy_over_draws(model, xs, ys, RAND_DRAWS, seed, batch_size)
+    else:
+
+        def score(xs, ys):
+            return _attacks.correct_predictions(model, xs, ys, batch_size) * 1.0
+
+    correct = score(x, y)
     points = [
-        (n, e, a) for n, values in radii.items() for e in values for a in attack_objects
+        (n, e, a) for n, values in radii.items() for e in values for a in by_norm[n]
     ]
     progress = SuiteProgress(points, correct, 2 * len(noise_stds)) if verbose else None
     rows, survived = [], {}
     for norm, eps, attack in points:
-        # The ensemble attacks only what is still robust; single attacks all.
-        todo = survived.get((norm, eps), correct) if cascade else np.ones_like(correct)
-        robust = correct & todo
+        # The cascade attacks only what is still robust (in some draw, for
+        # "rand"); single attacks all. A point scores the fraction of draws
+        # (0 or 1 but for "rand") it stays correct under every attack so far.
+        base = survived.get((norm, eps), correct) if cascade else correct
+        todo = base > 0 if cascade else np.ones(len(x), bool)
+        robust = base.copy()
         if progress:
             progress.start(norm, eps, attack.name, int(todo.sum()))
         if todo.any():
@@ -215,9 +262,7 @@ def evaluate_robustness(
                 model, x[todo], y[todo], norm, eps, input_range=input_range,
                 batch_size=batch_size, seed=seed,
             )  # fmt: skip
-            robust[todo] &= _attacks.correct_predictions(
-                model, x_adv, y[todo], batch_size
-            )
+            robust[todo] = np.minimum(base[todo], score(x_adv, y[todo]))
         rows.append(
             {
                 "attack": attack.name,
@@ -226,7 +271,7 @@ def evaluate_robustness(
                 "accuracy": float(robust.mean()),
             }
         )
-        survived[(norm, eps)] = survived.get((norm, eps), correct) & robust
+        survived[(norm, eps)] = np.minimum(survived.get((norm, eps), correct), robust)
         if progress:
             progress.done(survived[(norm, eps)])
     for (norm, eps), robust in survived.items():
@@ -253,6 +298,9 @@ def evaluate_robustness(
                 progress.noise(std, clip is not None, result.mean)
     if standard:
         suite = STANDARD_SUITE if suite_name == "standard" else STANDARD_SUITE_NO_FAB
+        suite += f"; {L1_STANDARD}" if "l1" in radii else ""
+    elif rand:
+        suite = RAND_SUITE
     else:
         suite = (
             f"attacks {', '.join(a.name for a in attack_objects)} "
@@ -265,12 +313,42 @@ def evaluate_robustness(
         suite_name=suite_name, input_range=input_range, version=__version__,
     )  # fmt: skip
     if checks and attack_objects:
+        unique = {a.name: a for v in by_norm.values() for a in v}
         report.warnings = masking_checks(
-            model, x, y, report, attack_objects, input_range, batch_size, seed
+            model, x, y, report, list(unique.values()), input_range, batch_size, seed
         )
         for message in report.warnings:
             warnings.warn(message, GradientMaskingWarning, stacklevel=2)
     return report
+
+
+def _with_view(attacks, image_shape):
+    """`attacks`, each Square without a view of its own given `image_shape`."""
+    if image_shape is None:
+        return attacks
+    return [
+        dataclasses.replace(a, image_shape=image_shape)
+        if isinstance(a, _attacks.Square) and a.image_shape is None
+        else a
+        for a in attacks
+    ]
+
+
+def _suite_attacks(suite_name, norm, classes):
+    """The attacks of a named suite at `norm`, in their cascade's order."""
+    if suite_name == "rand":
+        return [
+            _attacks.APGD(eot_samples=RAND_DRAWS),
+            _attacks.APGD(loss="dlr", eot_samples=RAND_DRAWS),
+        ]
+    if norm == "l1":
+        targets = min(5, classes - 1)
+        return [
+            _attacks.APGD(restarts=5),
+            _attacks.APGD(targeted=True, target_classes=max(targets, 1)),
+        ]
+    fab = [_attacks.FAB()] if suite_name == "standard" else []
+    return [_attacks.APGD(), _attacks.APGD(targeted=True), *fab, _attacks.Square()]
 
 
 def _check_noise_stds(noise_stds) -> tuple:
