@@ -212,6 +212,9 @@ def main(argv=None):
                 __file__, worker_args, label=backend, env={"KERAS_BACKEND": backend}
             )
         )
+        if args.json:  # each finished backend is kept, whatever comes after
+            with open(args.json, "w") as f:
+                json.dump(runs, f, indent=2)
 
     header = "| configuration | " + " | ".join(
         f"{r['backend']} ({_compiler(r)}) ex/s | ratio" for r in runs
@@ -228,9 +231,6 @@ def main(argv=None):
             ratio = r["examples_per_s"]["plain"] / speed
             cells.append(f"{speed:,.0f} | {ratio:.2f}x")
         print(f"| {name} | " + " | ".join(cells) + " |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(runs, f, indent=2)
 
 
 if __name__ == "__main__":

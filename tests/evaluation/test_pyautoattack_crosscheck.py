@@ -3,7 +3,9 @@
 a `torch.nn.Module`, so the reference attacks exactly the model ours does.
 
 `KERAS_GRADREG_CROSSCHECK_POINTS` sets the number of test images (default
-100); run with `-s` to see the numbers (docs/performance.md records 500)."""
+100) and `KERAS_GRADREG_CROSSCHECK_STEPS` the steps of both sides (default
+20); run with `-s` to see the numbers (docs/performance.md records 100
+steps)."""
 
 import os
 
@@ -24,6 +26,7 @@ pytestmark = [
     requires_mnist,
 ]
 POINTS = int(os.environ.get("KERAS_GRADREG_CROSSCHECK_POINTS", "100"))
+STEPS = int(os.environ.get("KERAS_GRADREG_CROSSCHECK_STEPS", "20"))
 
 
 class AlwaysDropout(keras.layers.Dropout):
@@ -58,14 +61,16 @@ def test_l1_apgd_matches_pyautoattack(mnist_model, targeted):
     schedule), one restart, on MNIST at l1 radius 5."""
     model, x, y = mnist_model
     eps = 5.0
-    common = dict(n_iter=100, norm="L1", n_restarts=1, eps=eps, seed=0,
+    common = dict(n_iter=STEPS, norm="L1", n_restarts=1, eps=eps, seed=0,
                   use_largereps=True, device="cpu")  # fmt: skip
     if targeted:
         reference = autopgd.APGDAttack_targeted(model, n_target_classes=5, **common)
-        ours = kg.attacks.apgd_targeted(model, x, y, "l1", eps, target_classes=5)
+        ours = kg.attacks.apgd_targeted(
+            model, x, y, "l1", eps, steps=STEPS, target_classes=5
+        )
     else:
         reference = autopgd.APGDAttack(model, loss="ce", **common)
-        ours = kg.attacks.apgd(model, x, y, "l1", eps)
+        ours = kg.attacks.apgd(model, x, y, "l1", eps, steps=STEPS)
     theirs = reference.perturb(*_tensors(x, y)).detach().numpy()
     assert np.abs(ours - x).reshape(len(x), -1).sum(1).max() <= eps * (1 + 1e-5)
     assert ours.min() >= 0.0 and ours.max() <= 1.0
@@ -87,11 +92,13 @@ def test_eot_apgd_matches_pyautoattack(loss):
     model, x, y = mnist_mlp(POINTS, AlwaysDropout(0.3))
     eps = 0.05
     reference = autopgd.APGDAttack(
-        model, n_iter=100, norm="Linf", n_restarts=1, eps=eps, seed=0,
+        model, n_iter=STEPS, norm="Linf", n_restarts=1, eps=eps, seed=0,
         loss={"cross_entropy": "ce", "dlr": "dlr"}[loss], eot_iter=20, device="cpu",
     )  # fmt: skip
     theirs = reference.perturb(*_tensors(x, y)).detach().numpy()
-    ours = kg.attacks.apgd(model, x, y, "linf", eps, loss=loss, eot_samples=20)
+    ours = kg.attacks.apgd(
+        model, x, y, "linf", eps, steps=STEPS, loss=loss, eot_samples=20
+    )
     theirs = _robust(model, theirs, x, y, draws=20)
     ours = _robust(model, ours, x, y, draws=20)
     print(f"\nlinf {eps} EOT {loss}: ours {ours:.2%}, pyautoattack {theirs:.2%}")
