@@ -55,15 +55,6 @@ PAPER_ERROR = 0.782  # %, Goodfellow et al. 2015, Section 6
 EPS = 0.25
 
 
-def _finished(stop, max_epochs):
-    """Whether stage 1's early-stopping state says it ended (its backup is
-    gone then, so fitting again would start over)."""
-    if not stop.state_path.exists():
-        return False
-    state = json.loads(stop.state_path.read_text())
-    return state["wait"] >= stop.patience or state["last_epoch"] + 1 >= max_epochs
-
-
 def train(args, seed, data, out, protocol):
     """Stage 1 (early stopping on adversarial validation accuracy) and
     stage 2 (from scratch on train + validation for the best epoch's number
@@ -80,7 +71,7 @@ def train(args, seed, data, out, protocol):
         stage1, "val_robust_accuracy", "max", protocol.patience
     )
     done = stage1 / "done.json"
-    if not done.exists() and not _finished(stop, protocol.max_epochs):
+    if not done.exists() and not stop.finished(protocol.max_epochs):
         keras.utils.set_random_seed(seed)
         model = build(regularizer, protocol, 1, network, clip=False)
         model.fit(

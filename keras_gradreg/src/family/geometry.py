@@ -9,14 +9,11 @@ from keras import ops
 from keras_gradreg.src.family.norms import (
     norm_exponent,
     per_example_norm,
+    per_row,
     worst_case_perturbation,
 )
 
 # --------------------------------------------------------------- geometry
-
-
-def _rows(values, like):
-    return ops.reshape(values, (-1,) + (1,) * (len(like.shape) - 1))
 
 
 def project(delta, norm, eps):
@@ -42,7 +39,7 @@ def project(delta, norm, eps):
         return project_l1(delta, eps)
     length = per_example_norm(delta, norm_exponent(norm))
     scale = ops.minimum(1.0, eps / ops.maximum(length, 1e-12))
-    return delta * _rows(scale, delta)
+    return delta * per_row(scale, delta)
 
 
 def project_l1(delta, eps):
@@ -94,7 +91,7 @@ def ascent_direction(gradient, norm, x_current, input_range, l1_coordinates):
         return ops.sign(gradient)
     if norm == "l2":
         length = per_example_norm(gradient, 2.0)
-        return gradient / _rows(ops.maximum(length, 1e-12), gradient)
+        return gradient / per_row(ops.maximum(length, 1e-12), gradient)
     if norm != "l1":
         return worst_case_perturbation(gradient, norm, 1.0)
     # l1: spread the step over the largest |g| coordinates that can still move

@@ -133,7 +133,7 @@ def _joint_sum(values):
     return sums[0] if len(sums) == 1 else ops.sum(ops.stack(sums), axis=0)
 
 
-def _per_row(values, like):
+def per_row(values, like):
     """Broadcasts a (batch,) tensor against `like` (batch, ...)."""
     return ops.reshape(values, (-1,) + (1,) * (len(like.shape) - 1))
 
@@ -149,7 +149,7 @@ def _safe_pow_norm(leaves, q: float, scale):
     """
     nonzero = scale > 0
     safe_scale = ops.where(nonzero, scale, ops.ones_like(scale))
-    total = _joint_sum([(ops.abs(t) / _per_row(safe_scale, t)) ** q for t in leaves])
+    total = _joint_sum([(ops.abs(t) / per_row(safe_scale, t)) ** q for t in leaves])
     safe_total = ops.where(nonzero, total, ops.ones_like(total))
     root = ops.where(nonzero, safe_total ** (1.0 / q), ops.zeros_like(total))
     return root * scale
@@ -225,25 +225,23 @@ def worst_case_perturbation(gradients, norm: Norm, sigma: float):
         top = _joint_max_abs(leaves)
         masks = [
             ops.cast(
-                ops.logical_and(ops.abs(t) == _per_row(top, t), _per_row(top, t) > 0),
+                ops.logical_and(ops.abs(t) == per_row(top, t), per_row(top, t) > 0),
                 t.dtype,
             )
             for t in leaves
         ]
         ties = ops.maximum(_joint_sum(masks), 1.0)
-        directions = [
-            ops.sign(t) * m / _per_row(ties, t) for t, m in zip(leaves, masks)
-        ]
+        directions = [ops.sign(t) * m / per_row(ties, t) for t, m in zip(leaves, masks)]
     else:
         q = dual_exponent(norm)
         scale = _joint_max_abs(leaves)
         safe_scale = ops.where(scale > 0, scale, ops.ones_like(scale))
         # r* is invariant to rescaling g, so work with u = g / max|g|.
-        units = [t / _per_row(safe_scale, t) for t in leaves]
+        units = [t / per_row(safe_scale, t) for t in leaves]
         denom = _safe_pow_norm(units, q, ops.ones_like(scale)) ** (q - 1.0)
         denom = ops.where(denom > 0, denom, ops.ones_like(denom))
         directions = [
-            ops.sign(u) * ops.abs(u) ** (q - 1.0) / _per_row(denom, u) for u in units
+            ops.sign(u) * ops.abs(u) ** (q - 1.0) / per_row(denom, u) for u in units
         ]
     radius = [ops.cast(sigma, t.dtype) * d for t, d in zip(leaves, directions)]
     return radius if isinstance(gradients, (list, tuple)) else radius[0]

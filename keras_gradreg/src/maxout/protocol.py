@@ -239,15 +239,6 @@ MAXOUT_PROTOCOLS = {
 }
 
 
-def _stage1_finished(stop: ResumableEarlyStopping, max_epochs: int) -> bool:
-    """Whether the early-stopping state on disk says stage 1 ended (its
-    backup is gone then, so fitting again would start from scratch)."""
-    if not stop.state_path.exists():
-        return False
-    state = json.loads(stop.state_path.read_text())
-    return state["wait"] >= stop.patience or state["last_epoch"] + 1 >= max_epochs
-
-
 def _zero_velocity(optimizer) -> None:
     """Zeroes a loaded SGD's velocity (pylearn2's fresh `Momentum` rule);
     its iteration count, hence the learning rate's decay, goes on."""
@@ -315,7 +306,7 @@ def train_then_continue(
     stop = ResumableEarlyStopping(stage1, monitor, mode, protocol.patience)
     target_path = stage1 / "target.json"
     if not target_path.exists():
-        if not _stage1_finished(stop, protocol.max_epochs):
+        if not stop.finished(protocol.max_epochs):
             model.fit(
                 x, y, batch_size=protocol.batch_size, epochs=protocol.max_epochs,
                 validation_data=(x_val, y_val), verbose=verbose,

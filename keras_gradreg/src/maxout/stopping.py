@@ -187,6 +187,15 @@ class ResumableEarlyStopping(keras.callbacks.Callback):
     def state_path(self) -> Path:
         return self.directory / "early_stopping.json"
 
+    def finished(self, max_epochs: int) -> bool:
+        """Whether the state on disk says training ended, by patience or
+        after `max_epochs` (the fit's backup is gone then, so fitting again
+        would start from scratch)."""
+        if not self.state_path.exists():
+            return False
+        state = json.loads(self.state_path.read_text())
+        return state["wait"] >= self.patience or state["last_epoch"] + 1 >= max_epochs
+
     def on_train_begin(self, logs=None):
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.state_path.exists():

@@ -9,6 +9,7 @@ from keras_gradreg.src.api_export import keras_gradreg_export
 from keras_gradreg.src.checks import check_integer, check_number
 from keras_gradreg.src.family import multistep
 from keras_gradreg.src.family.forms.base import Form
+from keras_gradreg.src.family.norms import per_row
 
 
 def _dot(deltas, gradients):
@@ -97,11 +98,7 @@ class LLR(Form):
                 ),
             )
             signed_clean = [
-                g
-                * ops.reshape(
-                    ops.cast(sign, g.dtype), (-1,) + (1,) * (len(g.shape) - 1)
-                )
-                for g in fixed_gradients
+                g * per_row(ops.cast(sign, g.dtype), g) for g in fixed_gradients
             ]
             return [a - b for a, b in zip(signed, signed_clean)]
 
