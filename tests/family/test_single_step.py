@@ -103,3 +103,32 @@ def test_a_single_step_member_trains_round_trips_and_refuses_what_it_cannot(
         kg.GradientRegularizer(form=form, feature_mask=0.5)
     with pytest.raises(ValueError, match="Received: step=0"):
         kg.forms.get(form).replace(step=0)
+
+
+@pytest.mark.parametrize("form", [*MEMBERS, "multistep"])
+def test_grad_norm_is_the_loss_gradients_at_the_random_start(
+    float64, monkeypatch, form
+):
+    """The members that start from a random point read no dL/dx at x, and
+    the step skips that backward (`Form.uses_clean_gradients`); the logged
+    `grad_norm` is then the mean `||dL/dx||_1` at the first point they
+    differentiate, `clip(x + noise * sigma * u)`."""
+    sigma, clip = 0.2, (0.0, 1.0)
+    x, y, _ = _data(seed=31)
+    unit = np.random.default_rng(5).uniform(-1.0, 1.0, x.shape)
+
+    def fixed_start(leaves, norm, seed):
+        return [keras.ops.convert_to_tensor(unit, leaves[0].dtype)]
+
+    monkeypatch.setattr(multistep, "random_unit_start", fixed_start)
+    model = _tiny_model(5, norm="linf", sigma=sigma, form=form, input_range=clip)
+    assert not model.regularizer.form.uses_clean_gradients
+    assert kg.forms.Multistep(random_start=False).uses_clean_gradients
+    noise = MEMBERS[form][1] if form in MEMBERS else 1.0
+    start = np.clip(x + noise * sigma * unit, *clip)
+    params = [np.array(v, dtype="float64") for v in model.get_weights()]
+    expected = np.abs(reference.input_gradients(params, start, y)).sum(1).mean()
+    at_x = np.abs(reference.input_gradients(params, x, y)).sum(1).mean()
+    assert abs(expected - at_x) > 1e-3 * at_x  # the two points tell apart
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert logs["grad_norm"] == pytest.approx(expected, rel=1e-6)  # a float32 metric

@@ -244,13 +244,15 @@ def family_objective(
     """
     reg = regularizer
     weights = None if selection is None else inputs.feature_weights(reg, selection)
-    raw_gradients = gradients
-    if weights is not None:
-        gradients = [g * w for g, w in zip(gradients, weights)]
-    norms = per_example_norm(gradients, reg.dual_order)
-    grad_norm = ops.mean(ops.stop_gradient(norms))
-    if not reg.active:
-        return Terms(clean_loss, clean_loss, clean_loss, grad_norm)
+    raw_gradients, norms, first = gradients, None, []
+    if gradients is None:  # the form reads none (`Form.uses_clean_gradients`)
+        input_gradient = _keeping_first(input_gradient, first, selection, reg)
+    else:
+        if weights is not None:
+            gradients = [g * w for g, w in zip(gradients, weights)]
+        norms = per_example_norm(gradients, reg.dual_order)
+        if not reg.active:
+            return Terms(clean_loss, clean_loss, clean_loss, _mean_norm(norms))
     sigma = ops.cast(reg.sigma if sigma is None else sigma, clean_loss.dtype)
     context = FormContext(
         regularizer=reg,
@@ -270,7 +272,38 @@ def family_objective(
         example_losses=example_losses,
     )
     total, adv_loss = reg.form.terms(context)
-    return Terms(total, clean_loss, adv_loss, grad_norm)
+    if norms is None:  # the loss gradient at the form's first moved point
+        gradients = first[0] if weights is None else inputs.weighted(first[0], weights)
+        norms = per_example_norm(gradients, reg.dual_order)
+    return Terms(total, clean_loss, adv_loss, _mean_norm(norms))
+
+
+def _mean_norm(norms):
+    return ops.mean(ops.stop_gradient(norms))
+
+
+def _keeping_first(input_gradient, first, selection, regularizer):
+    """`input_gradient` that keeps the first gradient it returns in `first`,
+    after checking that every regularized input has one (the check the
+    clean pass makes otherwise)."""
+
+    def wrapped(*args, **kwargs):
+        gradients = input_gradient(*args, **kwargs)
+        if not first:
+            inputs.check_input_gradients(
+                gradients, selection, regularizer.inputs_to_regularize
+            )
+            first.append(gradients)
+        return gradients
+
+    return wrapped
+
+
+def needs_clean_gradients(regularizer) -> bool:
+    """Whether the step takes dL/dx at the clean inputs: plain training
+    (for the logged `grad_norm`) and every active form but those that
+    start from a random point (`Form.uses_clean_gradients`)."""
+    return not regularizer.active or regularizer.form.uses_clean_gradients
 
 
 def needs_clean_weight_gradient(regularizer) -> bool:
@@ -301,6 +334,7 @@ def shares_clean_backward(regularizer, sample_weight, scale):
     """
     return (
         needs_clean_weight_gradient(regularizer)
+        and needs_clean_gradients(regularizer)
         and not needs_second_order(regularizer)
         and not (regularizer.active and regularizer.form.uses_clean_outputs)
         and all(w is None for w in keras.tree.flatten(sample_weight))

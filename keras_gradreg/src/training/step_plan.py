@@ -26,6 +26,9 @@ class StepPlan(NamedTuple):
         record_clean: whether the objective contains the clean loss, so
             the clean pass is differentiated for the weights
             (`Form.uses_clean_loss`).
+        clean_gradients: whether the clean pass is differentiated for
+            dL/dx (`Form.uses_clean_gradients`); when not, the backends
+            hand the objective None for the gradients.
         second_order: whether the input gradient is differentiated again
             (`Form.second_order`).
         random_start: whether the step draws a random start
@@ -39,6 +42,7 @@ class StepPlan(NamedTuple):
     unlabeled: object
     selection: inputs.InputSelection
     record_clean: bool
+    clean_gradients: bool
     second_order: bool
     random_start: bool
 
@@ -78,6 +82,7 @@ def plan_step(model, data, prepare_leaves=None) -> StepPlan:
         unlabeled=unlabeled,
         selection=selection,
         record_clean=objective.needs_clean_weight_gradient(reg),
+        clean_gradients=objective.needs_clean_gradients(reg),
         second_order=objective.needs_second_order(reg),
         random_start=objective.needs_random_start(reg),
     )

@@ -36,9 +36,11 @@ class FormContext(NamedTuple):
         clean_loss: the weighted clean batch loss `(1/B) sum_i w_i L(x_i)`.
         gradients: each example's input gradient, times the feature mask;
             differentiable with respect to the weights when the form is
-            `second_order`.
+            `second_order`; None for a form that does not read them
+            (`Form.uses_clean_gradients`).
         raw_gradients: the same without the feature mask.
-        norms: `||gradients_i||_q` per example, q dual to the norm.
+        norms: `||gradients_i||_q` per example, q dual to the norm (None
+            with the gradients).
         weights: the feature mask per regularized input, or None.
         sample_weight: per-example weights, or None.
         perturbed_loss: `(deltas, target=None, *, per_example=False) ->
@@ -185,6 +187,15 @@ class Form:
         """Whether the objective contains the clean loss (its weight
         gradient is then needed, not only dL/dx)."""
         del alpha
+        return True
+
+    @property
+    def uses_clean_gradients(self) -> bool:
+        """Whether `terms` reads the input gradient at the clean point
+        (`FormContext.gradients`). A form that starts from a random point
+        does not: the step then skips the clean pass's backward, and the
+        logged `grad_norm` is the loss gradient's at that point, the first
+        one the form takes."""
         return True
 
     @property

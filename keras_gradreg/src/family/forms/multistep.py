@@ -81,6 +81,10 @@ class Multistep(PerturbingForm):
     def start_norm(self, norm):
         return norm if self.random_start else None
 
+    @property
+    def uses_clean_gradients(self) -> bool:
+        return not self.random_start  # the first step's gradient
+
     def get_config(self) -> dict:
         return {
             "steps": self.steps,

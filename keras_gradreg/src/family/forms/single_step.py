@@ -45,6 +45,10 @@ class _SingleStep(PerturbingForm):
     def start_norm(self, norm):
         return norm
 
+    @property
+    def uses_clean_gradients(self) -> bool:
+        return False
+
     def check(self, regularizer) -> None:
         if regularizer.norm == "l1":
             raise ValueError(

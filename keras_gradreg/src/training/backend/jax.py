@@ -124,7 +124,11 @@ def train_step(model, state, data):
         return summed, (clean_loss, y_pred, non_trainable, losses)
 
     def clean_pass(trainable, non_trainable):
-        """One forward pass: the clean loss and each example's dL/dx."""
+        """One forward pass: the clean loss and each example's dL/dx (None
+        when the form reads none: `StepPlan.clean_gradients`)."""
+        if not plan.clean_gradients:
+            _, aux = summed_clean_loss(trainable, selection.leaves, non_trainable)
+            return None, aux, None
         gradients, aux = jax.grad(summed_clean_loss, argnums=1, has_aux=True)(
             trainable, selection.leaves, non_trainable
         )

@@ -55,19 +55,21 @@ def _train_step(model, data):
                 if record_clean and not second_order
                 else contextlib.nullcontext()
             )
+            gradients = None  # the form reads none (StepPlan.clean_gradients)
             with first_order_only:
-                sources = [*selection.leaves, *variables]
-                gradients = input_tape.gradient(summed, sources)
-                weight_gradients = gradients[len(selection.leaves) :]
-                gradients = gradients[: len(selection.leaves)]
-                inputs.check_input_gradients(
-                    gradients, selection, reg.inputs_to_regularize
-                )
-                gradients = loss_scale.unscale_input_gradients(gradients, scale)
+                if plan.clean_gradients:
+                    sources = [*selection.leaves, *variables]
+                    gradients = input_tape.gradient(summed, sources)
+                    weight_gradients = gradients[len(selection.leaves) :]
+                    gradients = gradients[: len(selection.leaves)]
+                    inputs.check_input_gradients(
+                        gradients, selection, reg.inputs_to_regularize
+                    )
+                    gradients = loss_scale.unscale_input_gradients(gradients, scale)
             if share:  # one backward for both (shares_clean_backward)
                 clean_loss = tf.stop_gradient(clean_loss)
                 tape.watch(clean_loss)  # differentiated on its own
-            if not second_order:
+            if not second_order and gradients is not None:
                 gradients = [tf.stop_gradient(g) for g in gradients]
         if unlabeled is None:
             target = objective.virtual_target(model, y_pred)

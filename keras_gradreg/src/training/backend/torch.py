@@ -100,21 +100,23 @@ def train_step(model, data):
     share = objective.shares_clean_backward(reg, sample_weight, scale)
     share = share and not layer_losses
     variables = [v.value for v in model.trainable_weights] if share else []
-    gradients = torch.autograd.grad(
-        loss_scale.scale_summed_loss(summed, scale),
-        [*leaves, *variables],
-        create_graph=second_order,
-        retain_graph=record_clean and not share,
-        allow_unused=True,
-    )
-    if share:  # one backward for both (objective.shares_clean_backward)
-        weight_gradients = gradients[len(leaves) :]
-        clean_loss = clean_loss.detach().requires_grad_(True)  # its own input
-        gradients = gradients[: len(leaves)]
-    inputs.check_input_gradients(gradients, selection, reg.inputs_to_regularize)
-    gradients = loss_scale.unscale_input_gradients(gradients, scale)
-    if not second_order:
-        gradients = [g.detach() for g in gradients]
+    gradients = None  # the form reads none (StepPlan.clean_gradients)
+    if plan.clean_gradients:
+        gradients = torch.autograd.grad(
+            loss_scale.scale_summed_loss(summed, scale),
+            [*leaves, *variables],
+            create_graph=second_order,
+            retain_graph=record_clean and not share,
+            allow_unused=True,
+        )
+        if share:  # one backward for both (objective.shares_clean_backward)
+            weight_gradients = gradients[len(leaves) :]
+            clean_loss = clean_loss.detach().requires_grad_(True)  # its own input
+            gradients = gradients[: len(leaves)]
+        inputs.check_input_gradients(gradients, selection, reg.inputs_to_regularize)
+        gradients = loss_scale.unscale_input_gradients(gradients, scale)
+        if not second_order:
+            gradients = [g.detach() for g in gradients]
     if not record_clean:
         clean_loss = clean_loss.detach()
         y_pred = keras.tree.map_structure(lambda t: t.detach(), y_pred)
