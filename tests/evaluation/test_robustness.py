@@ -220,9 +220,26 @@ def test_robust_accuracy_runs_a_list_of_attacks_as_a_cascade(classification_data
     x_pgd = pgd(model, callback.x[robust], callback.y[robust], "linf", 0.2, seed=0)
     robust[robust] = kg.attacks.correct_predictions(model, x_pgd, callback.y[robust])
     assert callback.robust_accuracy() == pytest.approx(np.mean(robust))
-    names = [a.name for a in kg.callbacks.RobustAccuracy((x, y), "standard").attack]
-    assert names == ["APGD-CE", "APGD-T", "FAB-T", "Square"]
     assert kg.callbacks.RobustAccuracy((x, y)).attack.name == "PGD-10"
+
+
+def test_robust_accuracy_runs_a_named_suite_as_evaluate_robustness(
+    classification_data,
+):
+    """A suite's name ("standard", "standard-no-fab", "rand", "fast") runs
+    `evaluate_robustness`'s suite: its attacks for the norm, its draws."""
+    x, y = classification_data
+    model = _small_classifier()
+    callback = kg.callbacks.RobustAccuracy((x, y), "fast", eps=0.2, subset_size=40)
+    callback.set_model(model)
+    report = kg.evaluate_robustness(
+        model, callback.x, callback.y, ["linf"], [0.2], "fast", checks=False,
+        verbose=0,
+    )  # fmt: skip
+    assert report.accuracy("linf", 0.2) < report.clean_accuracy
+    assert callback.robust_accuracy() == report.accuracy("linf", 0.2)
+    for suite in ("standard", "standard-no-fab", "rand"):
+        assert kg.callbacks.RobustAccuracy((x, y), suite).suite == suite
 
 
 @pytest.mark.parametrize(
@@ -234,6 +251,7 @@ def test_robust_accuracy_runs_a_list_of_attacks_as_a_cascade(classification_data
         ({"every": 0}, "every=0"),
         ({"validation_data": np.zeros(3)}, "validation_data"),
         ({"attack": "cw"}, "Received: 'cw'"),
+        ({"image_shape": (2, 1)}, "image_shape=\\(2, 1\\) with attack='pgd'"),
     ],
 )
 def test_bad_callback_arguments(kwargs, message):

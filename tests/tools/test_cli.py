@@ -219,6 +219,7 @@ def test_cli_names_corrupt_data_and_model_files(tmp_path, capsys):
         (["--attacks", "standard", "--restarts", "2"], "--restarts 2 with"),
         (["--norms", "linf", "--l2-eps", "1"], "--l2-eps 1 with --norms linf"),
         (["--noise-draws", "3"], "--noise-draws 3 with no --noise-stds"),
+        (["--attacks", "rand", "fgm"], "--attacks rand runs an AutoAttack version"),
     ],
 )
 def test_evaluate_refuses_options_that_would_do_nothing(

@@ -9,6 +9,7 @@ import numpy as np
 from keras_gradreg.src.api_export import keras_gradreg_export
 from keras_gradreg.src.checks import check_data, check_eps, check_integer
 from keras_gradreg.src.evaluation import attacks
+from keras_gradreg.src.evaluation.robustness import SUITES, evaluate_robustness
 from keras_gradreg.src.family.norms import canonical_norm
 
 
@@ -30,9 +31,11 @@ class RobustAccuracy(keras.callbacks.Callback):
             standard suite), "fgm", "apgd-ce", "apgd-t", "fab-t", "square",
             an attack object, a list of them run as a cascade (each on the
             points the ones before left robust, as `evaluate_robustness`
-            does), or "standard" / "standard-no-fab" for the suites of
-            `evaluate_robustness` (the number to report; far slower; for
-            flat image inputs, a list with `Square(image_shape=...)`).
+            does), or the name of one of `evaluate_robustness`'s suites:
+            "standard" (the number to report; far slower), "standard-no-fab"
+            "rand" (for a model that is random at inference: expectation
+            over 20 draws, accuracy the mean over draws) or "fast" (FGM and
+            PGD-20, the worse of the two).
         norm: the perturbation norm.
         eps: the radius.
         subset_size: how many validation examples to attack (the first ones
@@ -44,6 +47,8 @@ class RobustAccuracy(keras.callbacks.Callback):
         input_range: `(low, high)` of valid inputs.
         name: the log key.
         seed: seed of the subset and of the random starts.
+        image_shape: how the suites' Square attack views each example
+            (`(28, 28)` for flattened MNIST); default its own shape.
 
     Examples:
         >>> import numpy as np
@@ -64,6 +69,7 @@ class RobustAccuracy(keras.callbacks.Callback):
         input_range=(0.0, 1.0),
         name: str = "val_robust_accuracy",
         seed: int = 0,
+        image_shape: tuple[int, ...] | None = None,
     ):
         super().__init__()
         try:
@@ -81,17 +87,21 @@ class RobustAccuracy(keras.callbacks.Callback):
         check_integer("subset_size", subset_size, allow_none=True)
         check_integer("every", every)
         check_eps(eps)
-        if isinstance(attack, str) and attack in ("standard", "standard-no-fab"):
-            fab = [attacks.FAB()] if attack == "standard" else []
-            attack = [
-                attacks.APGD(),
-                attacks.APGD(targeted=True),
-                *fab,
-                attacks.Square(),
-            ]
+        # A named suite is `evaluate_robustness`'s own (its attacks for the
+        # norm, the draws of "rand"); anything else is run here.
+        self.suite = attack if isinstance(attack, str) and attack in SUITES else None
+        if image_shape is not None and self.suite is None:
+            raise ValueError(
+                "Argument `image_shape` views the examples for a named suite's "
+                "Square attack; give a `Square(image_shape=...)` in a list "
+                f"instead. Received: image_shape={image_shape!r} with "
+                f"attack={attack!r}"
+            )
         if isinstance(attack, str) and attack == "pgd":
             attack = attacks.PGD(steps=10)
-        if isinstance(attack, (list, tuple)):
+        if self.suite is not None:
+            self.attack = None
+        elif isinstance(attack, (list, tuple)):
             if not attack:
                 raise ValueError(
                     "Argument `attack` must name at least one attack. Received: "
@@ -107,6 +117,7 @@ class RobustAccuracy(keras.callbacks.Callback):
         self.input_range = input_range
         self.name = name
         self.seed = seed
+        self.image_shape = image_shape
         self.last_value = self.last_measured_epoch = None
         order = np.random.default_rng(seed).permutation(len(x))[:subset_size]
         self.x, self.y = x[order], y[order]
@@ -124,6 +135,13 @@ class RobustAccuracy(keras.callbacks.Callback):
 
     def robust_accuracy(self) -> float:
         """Attacks the subset with the model's current weights."""
+        if self.suite is not None:
+            report = evaluate_robustness(
+                self.model, self.x, self.y, [self.norm], {self.norm: [self.eps]},
+                self.suite, input_range=self.input_range, seed=self.seed,
+                checks=False, verbose=0, image_shape=self.image_shape,
+            )  # fmt: skip
+            return report.accuracy(self.norm, self.eps)
         robust = attacks.correct_predictions(self.model, self.x, self.y)
         cascade = self.attack if isinstance(self.attack, tuple) else (self.attack,)
         for attack in cascade:  # each on the points still robust

@@ -17,7 +17,15 @@ from keras_gradreg.src.tools.cli._parser import DEFAULT_EPS
 
 
 def _fill_defaults(args) -> None:
-    """Sets PGD's settings and the radii, refusing those that do nothing."""
+    """Sets PGD's settings and the radii, refusing those that do nothing
+    and a suite named beside other attacks."""
+    suites = [a for a in args.attacks if a in ("standard", "standard-no-fab", "rand")]
+    if suites and len(args.attacks) > 1:
+        raise ValueError(
+            f"--attacks {suites[0]} runs an AutoAttack version alone. Received: "
+            f"--attacks {' '.join(args.attacks)}"
+        )
+    args.suite = suites[0] if suites else None
     if "fast" in args.attacks:  # FGM and PGD-20
         args.attacks = [a for a in args.attacks if a != "fast"]
         args.attacks += [a for a in ("fgm", "pgd") if a not in args.attacks]
@@ -67,14 +75,8 @@ def evaluate(args) -> dict:
     splits, dataset_label = load(args)
     x_test, y_test = splits[-1]
     output.mkdir(parents=True, exist_ok=True)
-    suites = [a for a in args.attacks if a.startswith("standard")]
-    if suites:
-        if len(args.attacks) > 1:
-            raise ValueError(
-                f"--attacks {suites[0]} runs AutoAttack's ensemble alone. Received: "
-                f"--attacks {' '.join(args.attacks)}"
-            )
-        attacks = suites[0]
+    if args.suite:
+        attacks = args.suite
     else:
         attacks = [
             kg.attacks.PGD(steps=args.steps, restarts=args.restarts)

@@ -205,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=(
             "standard",
             "standard-no-fab",
+            "rand",
             "fast",
             "fgm",
             "pgd",
@@ -216,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=["standard"],
         help="'standard' (the default) runs AutoAttack's standard version "
         "(APGD-CE, APGD-T, FAB-T, Square) alone; 'standard-no-fab' the same "
-        "without FAB-T, quicker; 'fast' is FGM and PGD-20, an upper bound; "
+        "without FAB-T, quicker; 'rand' AutoAttack's version for models "
+        "random at inference (APGD-CE and APGD-DLR over 20 draws); 'fast' is "
+        "FGM and PGD-20, an upper bound; "
         "apgd-ce, apgd-t, fab-t and square are AutoAttack's (linf and l2)",
     )
     evaluate.add_argument(
