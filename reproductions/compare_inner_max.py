@@ -37,7 +37,7 @@ from .run_records import cached, refuse_mismatched_resume, refuse_non_positive
 from .standard_suite import (
     PGD_STEPS,
     add_standard_suite_arguments,
-    evaluate_standard,
+    cached_standard,
     standard_suite_lines,
 )
 
@@ -94,7 +94,6 @@ def main(argv=None):
     x_train, y_train = x_train[: args.limit], y_train[: args.limit]
     x_test, y_test = x_test[: args.limit], y_test[: args.limit]
     threats = {"linf": (args.sigma,)}
-    points = args.standard_points
 
     rows = {}
     for label, regularizer in members(args.sigma, args.steps).items():
@@ -120,12 +119,10 @@ def main(argv=None):
             }
 
         row = cached(out / "runs" / f"{key}.json", final)
-        row["standard"] = cached(
+        row["standard"] = cached_standard(
             out / "runs" / f"{key}-standard.json",
-            lambda p=model_path: evaluate_standard(
-                p, x_test[:points], y_test[:points], args.seed, args, threats
-            ),
-        )
+            model_path, x_test, y_test, args.seed, args, threats,
+        )  # fmt: skip
         rows[label] = row
     lines = table(rows, args)
     (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -49,7 +49,7 @@ from keras_gradreg.protocol import MAXOUT_PROTOCOLS
 from .paper_study import PAPER_STUDY, keep_histories
 from .reproduce_paper import build, evaluate
 from .run_records import cached, refuse_mismatched_resume, refuse_non_positive
-from .standard_suite import add_standard_suite_arguments, evaluate_standard
+from .standard_suite import add_standard_suite_arguments, cached_standard
 
 PAPER_ERROR = 0.782  # %, Goodfellow et al. 2015, Section 6
 EPS = 0.25
@@ -205,16 +205,10 @@ def main(argv=None):
             return {"seed": seed, **summary, **row}
 
         row = cached(record / "results" / f"seed{seed}.json", run)
-        row["standard"] = cached(
+        row["standard"] = cached_standard(
             record / "results" / f"seed{seed}-standard.json",
-            lambda p=row["model_path"], s=seed: evaluate_standard(
-                p,
-                x_test[: args.standard_points],
-                y_test[: args.standard_points],
-                s,
-                args,
-            ),  # fmt: skip
-        )
+            row["model_path"], x_test, y_test, seed, args,
+        )  # fmt: skip
         rows.append(row)
     write_table(record, rows)
     return rows

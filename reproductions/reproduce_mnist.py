@@ -57,7 +57,7 @@ from .run_records import cached, refuse_mismatched_resume
 from .standard_suite import (
     PGD_STEPS,
     add_standard_suite_arguments,
-    evaluate_standard,
+    cached_standard,
     standard_suite_lines,
 )
 
@@ -288,12 +288,9 @@ def main(argv=None):
             for eps in radii
         }
         paths[label] = model_path(chosen)
-        rows[-1]["standard"] = cached(
+        rows[-1]["standard"] = cached_standard(
             out / "runs" / f"standard-{key(chosen)}.json",
-            lambda c=chosen: evaluate_standard(
-                model_path(c), x_test[: args.standard_points],
-                y_test[: args.standard_points], args.seed, args,
-            ),
+            model_path(chosen), x_test, y_test, args.seed, args,
         )  # fmt: skip
     figures = pictures(out, reports, paths, x_test, y_test)
 

@@ -63,7 +63,7 @@ from .paper_study import (
     write_tables,
 )
 from .run_records import cached, refuse_mismatched_resume
-from .standard_suite import add_standard_suite_arguments, evaluate_standard
+from .standard_suite import add_standard_suite_arguments, cached_standard
 
 PROTOCOLS = {1: "mnist_pi", 2: "mnist_conv"}
 
@@ -264,16 +264,10 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
             record / "results" / f"{member}-seed{seed}.json",
             lambda m=member, s=seed, r=regularizer: final(m, s, r),
         )
-        row["standard"] = cached(
+        row["standard"] = cached_standard(
             record / "results" / f"{member}-seed{seed}-standard.json",
-            lambda p=row["model_path"], s=seed: evaluate_standard(
-                p,
-                x_test[: args.standard_points],
-                y_test[: args.standard_points],
-                s,
-                args,
-            ),  # fmt: skip
-        )
+            row["model_path"], x_test, y_test, seed, args,
+        )  # fmt: skip
         rows.append(row)
         # Every run recorded so far, whichever process finished it: runs of
         # other members can go on side by side in other processes.

@@ -8,6 +8,8 @@ import keras
 
 import keras_gradreg as kg
 
+from .run_records import cached
+
 PGD_STEPS = 20
 #: The standard suite (APGD-CE, APGD-T, Square) at the main threat per norm.
 STANDARD_EPS = {"linf": (0.1,), "l2": (1.0,)}
@@ -52,6 +54,19 @@ def evaluate_standard(model_path, x_test, y_test, seed, args, threats=STANDARD_E
             for norm, (eps,) in threats.items()
         },
     }
+
+
+def cached_standard(path, model_path, x_test, y_test, seed, args, threats=STANDARD_EPS):
+    """`evaluate_standard` on the first `args.standard_points` test images,
+    recorded at `path` (JSON) and read back from there once it is (a
+    finished run's suite is never attacked twice)."""
+    points = args.standard_points
+    return cached(
+        path,
+        lambda: evaluate_standard(
+            model_path, x_test[:points], y_test[:points], seed, args, threats
+        ),
+    )
 
 
 def add_standard_suite_arguments(parser):
