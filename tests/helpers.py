@@ -117,10 +117,11 @@ requires_mnist = pytest.mark.skipif(
 
 def on_one_backend(tested_elsewhere, backend="jax"):
     """Marks an end-to-end test of a backend-agnostic script, run on one
-    backend only (JAX by default: the paper runs' backend, and the cheapest
-    to compile there since one pytest run shares its compiled programs).
-    `tested_elsewhere` names where the library code the script calls is
-    tested on every backend."""
+    backend only: JAX by default (the paper runs' backend), torch for the
+    scripts whose tiny runs are mostly compilation elsewhere (its eager
+    steps take half the time), which also balances the per-backend test
+    runs. `tested_elsewhere` names where the library code the script calls
+    is tested on every backend."""
     return pytest.mark.skipif(
         keras.backend.backend() != backend,
         reason=f"a backend-agnostic script, run on {backend}: {tested_elsewhere}",

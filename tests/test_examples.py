@@ -50,7 +50,9 @@ def test_demo_compares_plain_and_family_members(capsys):
 
 
 @pytest.mark.slow
-@on_one_backend("the forms in tests/family, the standard suite in test_apgd.py")
+@on_one_backend(
+    "the forms in tests/family, the standard suite in test_apgd.py", "torch"
+)
 def test_image_folder_example_trains_evaluates_and_saves(tmp_path, monkeypatch, capsys):
     """A small folder in CIFAR-10's layout, found where the default looks
     (`$KERAS_GRADREG_DATA/cifar10-jpeg`), then a folder of class subfolders
@@ -85,7 +87,7 @@ def test_image_folder_example_trains_evaluates_and_saves(tmp_path, monkeypatch, 
 
 
 @pytest.mark.slow
-@on_one_backend("the attacks in tests/evaluation, the plots in test_plots.py")
+@on_one_backend("the attacks in tests/evaluation, the plots in test_plots.py", "torch")
 def test_saved_model_example_reports_and_draws(tmp_path, monkeypatch, capsys):
     """Any saved Keras classifier, on an image folder and on a dataset the
     library loads: the report printed and written, and both pictures."""
@@ -161,7 +163,7 @@ def test_public_api_is_flat_documented_and_registered():
 
 @pytest.mark.slow
 @requires_mnist
-@on_one_backend("test_semi_supervised.py and test_virtual.py")
+@on_one_backend("test_semi_supervised.py and test_virtual.py", "torch")
 def test_semi_supervised_example_trains_both_runs_and_resumes(tmp_path, capsys):
     semi = import_example("semi_supervised_mnist")
     argv = [

@@ -78,7 +78,7 @@ def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, caps
 
 @pytest.mark.slow
 @requires_mnist
-@on_one_backend("the convolutional network in test_networks.py")
+@on_one_backend("the convolutional network in test_networks.py", "torch")
 def test_table_ii_records_finished_runs_apart_from_checkpoints(tmp_path, capsys):
     """Table II's convolutional network trains through the same script, and
     the finished runs' records (`--record`, the folder the repository keeps)
@@ -192,7 +192,7 @@ def test_paired_gains_compare_each_seed_with_plain_of_that_seed(tmp_path, capsys
 
 @pytest.mark.slow
 @requires_mnist
-@on_one_backend("the protocol in test_protocol.py, clipping in tests/training")
+@on_one_backend("the protocol in test_protocol.py, clipping in tests/training", "torch")
 def test_a_given_sigma_skips_the_selection_and_is_a_setting(tmp_path, capsys):
     """`--sigma` trains a member whose sigma the study selects with the one
     given, selects nothing, and is part of the settings a resume must match;
@@ -223,7 +223,9 @@ def test_a_given_sigma_skips_the_selection_and_is_a_setting(tmp_path, capsys):
 
 @pytest.mark.slow
 @requires_mnist
-@on_one_backend("the protocol in test_protocol.py, RobustAccuracy in tests/evaluation")
+@on_one_backend(
+    "the protocol in test_protocol.py, RobustAccuracy in tests/evaluation", "torch"
+)
 def test_goodfellow_recipe_stops_on_adversarial_accuracy_and_retrains(tmp_path, capsys):
     """Goodfellow et al. 2015's recipe: a wider network, early stopping on
     FGSM validation accuracy, then a new network trained from scratch on
@@ -252,7 +254,7 @@ def test_goodfellow_recipe_stops_on_adversarial_accuracy_and_retrains(tmp_path, 
 
 @pytest.mark.slow
 @requires_mnist
-@on_one_backend("training in test_models.py, the attacks in test_attacks.py")
+@on_one_backend("training in test_models.py, the attacks in test_attacks.py", "torch")
 def test_reproduction_writes_tables_and_resumes_without_retraining(tmp_path, capsys):
     argv = [
         "--budget", "quick", "--select-epochs", "1", "--final-epochs", "1",
@@ -300,7 +302,7 @@ def test_reproduction_refuses_an_unknown_member(capsys):
 
 @pytest.mark.slow
 @requires_mnist
-@on_one_backend("its forms in test_multistep.py")
+@on_one_backend("its forms in test_multistep.py", "torch")
 def test_inner_max_comparison_writes_its_table_and_resumes(tmp_path, capsys):
     compare = compare_inner_max
     argv = [
@@ -381,7 +383,9 @@ def test_table_iii_inits():
 
 
 @pytest.mark.slow
-@on_one_backend("the network in test_networks.py, the protocol in test_protocol.py")
+@on_one_backend(
+    "the network in test_networks.py, the protocol in test_protocol.py", "torch"
+)
 def test_table_iii_picks_sigma_on_validation_and_retrains(
     tmp_path, monkeypatch, capsys
 ):
@@ -450,7 +454,7 @@ def test_table_iii_picks_sigma_on_validation_and_retrains(
 
 
 @pytest.mark.slow
-@on_one_backend("the members in tests/family/, the suite in tests/evaluation/")
+@on_one_backend("the members in tests/family/, the suite in tests/evaluation/", "torch")
 def test_members_study_writes_its_table_and_curves_and_resumes(
     tmp_path, capsys, monkeypatch
 ):

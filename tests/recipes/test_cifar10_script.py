@@ -9,7 +9,7 @@ from tests.helpers import on_one_backend, write_image_folder
 
 
 @pytest.mark.slow
-@on_one_backend("the recipe's pieces in tests/recipes on every backend")
+@on_one_backend("the recipe's pieces in tests/recipes on every backend", "torch")
 def test_script_trains_tests_resumes_and_refuses_other_settings(tmp_path, capsys):
     write_image_folder(tmp_path / "data" / "cifar10-jpeg", per_class=3)
     script = cifar10_recipe

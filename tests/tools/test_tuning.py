@@ -182,7 +182,7 @@ def test_robust_objective_without_validation_data_is_a_clear_error(classificatio
 
 @pytest.mark.slow
 @requires_mnist
-@on_one_backend("the hypermodel and a two-trial search, above")
+@on_one_backend("the hypermodel and a two-trial search, above", "torch")
 def test_tune_mnist_runs_end_to_end_and_resumes(tmp_path, capsys):
     tune_mnist = import_example("tune_mnist")
     argv = [
