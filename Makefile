@@ -15,7 +15,7 @@ EXTRAS ?= cpu,all,dev,docs
 KERAS_FLOOR ?= 3.10.0
 FLOOR_BACKENDS ?= tensorflow jax
 TORCH_SPEC ?= torch==2.13.0
-BACKENDS ?= jax tensorflow torch
+BACKENDS ?= torch tensorflow jax
 DEMO_BACKEND ?= jax
 DOCTEST_BACKEND ?= tensorflow
 PYTEST_ARGS ?= --durations=15
@@ -70,21 +70,30 @@ docs: $(STAMP)
 
 # One pytest process per backend: Keras fixes its backend at import. The
 # docstring examples run once, on DOCTEST_BACKEND. TEST_JOBS processes run
-# at once (much of a test's time is single-threaded tracing, so two share
-# two cores well); each run's output is printed whole when it ends.
-# Longest first: on 2 cores JAX's suite (27-32 min beside background
-# trainings; the example scripts end to end) runs beside TensorFlow's
-# (13-18) and then torch's (12-13); the two Keras-floor runs (4 min each)
-# go to whichever lane frees first.
+# at once, each run's output printed whole when it ends. The backends in
+# SPLIT_BACKENDS run as two processes, CORE_TESTS (`jax-core`) and the rest
+# (`jax-rest`: evaluation, tools, the scripts end to end), so that the runs,
+# longest first, fill the two lanes evenly: on 2 cores torch's (about 14
+# min) and TensorFlow's (13) runs start, JAX's halves (8 each) follow, the
+# two Keras-floor runs (2 each) go to whichever lane frees first.
 TEST_JOBS ?= 2
-TEST_RUNS := $(BACKENDS) $(addprefix floor-,$(FLOOR_BACKENDS))
+SPLIT_BACKENDS ?= jax
+CORE_TESTS ?= tests/training tests/family tests/maxout
+TEST_RUNS := $(foreach b,$(BACKENDS),$(if $(filter $(b),$(SPLIT_BACKENDS)),$(b)-core $(b)-rest,$(b))) \
+	$(addprefix floor-,$(FLOOR_BACKENDS))
 test: lint docs $(FLOOR_STAMP)
 	@mkdir -p .test-logs; rm -f .test-logs/*; \
 	printf '%s\n' $(TEST_RUNS) | xargs -P $(TEST_JOBS) -I{} sh -c '\
+	  backend=$${0%-core}; backend=$${backend%-rest}; doctests=""; \
+	  case {} in \
+	    *-core) paths="$(CORE_TESTS)" ;; \
+	    *-rest) paths="tests $(addprefix --ignore=,$(CORE_TESTS))" ;; \
+	    *) paths=tests ;; \
+	  esac; \
+	  case {} in *-core) ;; *) [ $$backend = "$(DOCTEST_BACKEND)" ] && doctests="--doctest-modules keras_gradreg" ;; esac; \
 	  case {} in \
 	    floor-*) $(MAKE) --no-print-directory test-keras-range FLOOR_BACKENDS=$${0#floor-} ;; \
-	    *) doctests=""; [ {} = "$(DOCTEST_BACKEND)" ] && doctests="--doctest-modules keras_gradreg"; \
-	       KERAS_BACKEND={} $(BIN)/python -m pytest -q tests $$doctests $(PYTEST_ARGS) ;; \
+	    *) KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q $$paths $$doctests $(PYTEST_ARGS) ;; \
 	  esac > .test-logs/{}.log 2>&1; rc=$$?; echo $$rc > .test-logs/{}.rc; \
 	  echo "=== {} (exit $$rc) ==="; cat .test-logs/{}.log' {}; \
 	status=0; for run in $(TEST_RUNS); do \
