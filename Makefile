@@ -77,6 +77,9 @@ docs: $(STAMP)
 # min) and TensorFlow's (13) runs start, JAX's halves (8 each) follow, the
 # two Keras-floor runs (2 each) go to whichever lane frees first.
 TEST_JOBS ?= 2
+# torch's OpenMP threads spin while they wait: two of them beside another
+# run on 2 cores made its scripts 3-7 times slower; one thread per run.
+TORCH_TEST_THREADS ?= 1
 SPLIT_BACKENDS ?= jax
 CORE_TESTS ?= tests/training tests/family tests/maxout
 TEST_RUNS := $(foreach b,$(BACKENDS),$(if $(filter $(b),$(SPLIT_BACKENDS)),$(b)-core $(b)-rest,$(b))) \
@@ -85,6 +88,7 @@ test: lint docs $(FLOOR_STAMP)
 	@mkdir -p .test-logs; rm -f .test-logs/*; \
 	printf '%s\n' $(TEST_RUNS) | xargs -P $(TEST_JOBS) -I{} sh -c '\
 	  backend=$${0%-core}; backend=$${backend%-rest}; doctests=""; \
+	  [ $$backend = torch ] && export OMP_NUM_THREADS=$(TORCH_TEST_THREADS); \
 	  case {} in \
 	    *-core) paths="$(CORE_TESTS)" ;; \
 	    *-rest) paths="tests $(addprefix --ignore=,$(CORE_TESTS))" ;; \
