@@ -22,7 +22,10 @@ runs in its own process and times, on the first `--points` test images:
   3.5.1 (`MultiAttack([APGD(loss="ce"), APGDT(n_classes=10),
   FAB(multi_targeted=True, n_classes=10), Square(n_queries=5000)])`, 100
   steps, one restart, which also attacks only the points still robust), on
-  the same Keras model as a `torch.nn.Module`.
+  the same Keras model as a `torch.nn.Module`;
+- `pyautoattack` (torch backend only): AutoAttack's own code, packaged as
+  `pyautoattack` 0.2.0 (`AutoAttack(version="standard")`, batches of 500),
+  on the same model.
 
 Needs MNIST (`$KERAS_GRADREG_DATA` or the Keras cache). The rows are printed
 as a Markdown table and written as JSON with `--json`.
@@ -125,8 +128,8 @@ def _measure_one(model, x, y, suite, norm, steps):
         }
     if suite == "fab-t":
         return _fab_against_apgd_t(model, x, y, norm, eps, clean)
-    if suite == "torchattacks":
-        x_adv, seconds = _timed(_torchattacks, model, x, y, norm, eps)
+    if suite in REFERENCES:
+        x_adv, seconds = _timed(REFERENCES[suite], model, x, y, norm, eps)
     else:
         attack = kg.attacks.FGM() if suite == "fgm" else kg.attacks.PGD(steps=steps)
         attack(model, x[:500], y[:500], norm, eps, seed=0)  # compile
@@ -183,12 +186,27 @@ def _torchattacks(model, x, y, norm, eps):
     return ensemble(tx, ty).detach().numpy()
 
 
+def _pyautoattack(model, x, y, norm, eps):
+    import torch
+    from pyautoattack import AutoAttack
+
+    name = {"linf": "Linf", "l2": "L2"}[norm]
+    adversary = AutoAttack(model, norm=name, eps=eps, version="standard", seed=0)
+    tx, ty = torch.tensor(x), torch.tensor(y, dtype=torch.long)
+    x_adv, _ = adversary.run_standard_evaluation(tx, ty, batch_size=500)
+    return x_adv.detach().numpy()
+
+
+#: The independent implementations, on the torch backend's model.
+REFERENCES = {"torchattacks": _torchattacks, "pyautoattack": _pyautoattack}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
     parser.add_argument(
         "--suites", nargs="+", default=["fgm", "pgd"],
-        choices=("fgm", "pgd", "standard", "standard-no-fab", "fab-t", "torchattacks"),
+        choices=("fgm", "pgd", "standard", "standard-no-fab", "fab-t", *REFERENCES),
     )  # fmt: skip
     parser.add_argument("--norms", nargs="+", default=["linf", "l2"])
     parser.add_argument("--points", type=int, default=10000)
@@ -200,9 +218,10 @@ def main(argv=None):
         rows = measure(args.worker, args.suites, args.norms, args.points, args.steps)
         report(rows)
         return
-    if "torchattacks" in args.suites and args.backends != ["torch"]:
+    references = [s for s in args.suites if s in REFERENCES]
+    if references and args.backends != ["torch"]:
         parser.error(
-            "--suites torchattacks runs on the torch backend only: pass "
+            f"--suites {references[0]} runs on the torch backend only: pass "
             f"--backends torch. Received: --backends {' '.join(args.backends)}"
         )
     results = []
