@@ -73,8 +73,8 @@ docs: $(STAMP)
 # at once, each run's output printed whole when it ends. The backends in
 # SPLIT_BACKENDS run as two processes, CORE_TESTS (`jax-core`) and the rest
 # (`jax-rest`: evaluation, tools, the scripts end to end), so that the runs,
-# longest first, fill the two lanes evenly: on 2 cores torch's (about 14
-# min) and TensorFlow's (13) runs start, JAX's halves (8 each) follow, the
+# longest first, fill the two lanes evenly: on 2 cores torch's (about 8
+# min) and TensorFlow's (9) runs start, JAX's halves (7-8 each) follow, the
 # two Keras-floor runs (2 each) go to whichever lane frees first.
 TEST_JOBS ?= 2
 # torch's OpenMP threads spin while they wait: two of them beside another
