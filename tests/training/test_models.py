@@ -94,6 +94,25 @@ def test_zero_input_gradient_gives_no_nan(classification_data, norm, form):
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
+@pytest.mark.parametrize(
+    "form, norm",
+    [(form, norm) for form in ("fgsm_rs", "n_fgsm", "squared_penalty", "gradalign",
+                               "curvature", "llr", "trades") for norm in ("linf", "l2")]
+    + [("jacobian", "l2")],  # the Frobenius norm, l2 only
+)  # fmt: skip
+def test_zero_input_gradient_gives_no_nan_for_the_later_members(
+    classification_data, norm, form
+):
+    """The same for the members after the paper: GradAlign's cosine of two
+    zero gradients differentiated again, CURE's and LLR's normalized
+    directions, TRADES's ascent from a flat divergence."""
+    x, y = classification_data
+    model = compile_(mlp(first_kernel="zeros", norm=norm, sigma=0.3, form=form), lr=0.1)
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+    assert all(np.isfinite(v[0]) for v in history.values())
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_sample_weight_zero_removes_examples(classification_data, form):
     """Examples with weight 0 contribute nothing to the weight update."""

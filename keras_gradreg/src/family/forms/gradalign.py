@@ -14,10 +14,15 @@ from keras_gradreg.src.family.multistep import flatten
 
 def cosine_similarity(a, b, epsilon: float = 1e-8):
     """`a . b / (max(||a||_2, eps) max(||b||_2, eps))` per row of two
-    `(batch, d)` tensors (zero for a zero row)."""
-    length_a = ops.maximum(ops.sqrt(ops.sum(a * a, axis=-1)), epsilon)
-    length_b = ops.maximum(ops.sqrt(ops.sum(b * b, axis=-1)), epsilon)
-    return ops.sum(a * b, axis=-1) / (length_a * length_b)
+    `(batch, d)` tensors (zero for a zero row). The bound is taken under
+    the square root, so that its derivative stays finite at a zero row
+    (the square root's is infinite at 0: times the zero that `maximum`
+    passes back, NaN)."""
+
+    def length(t):
+        return ops.sqrt(ops.maximum(ops.sum(t * t, axis=-1), epsilon**2))
+
+    return ops.sum(a * b, axis=-1) / (length(a) * length(b))
 
 
 @keras_gradreg_export("keras_gradreg.forms.GradAlign")
