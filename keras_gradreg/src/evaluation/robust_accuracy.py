@@ -32,7 +32,7 @@ class RobustAccuracy(keras.callbacks.Callback):
             an attack object, a list of them run as a cascade (each on the
             points the ones before left robust, as `evaluate_robustness`
             does), or the name of one of `evaluate_robustness`'s suites:
-            "standard" (the number to report; far slower), "standard-no-fab"
+            "standard" (the number to report; far slower), "standard-no-fab",
             "rand" (for a model that is random at inference: expectation
             over 20 draws, accuracy the mean over draws) or "fast" (FGM and
             PGD-20, the worse of the two).
