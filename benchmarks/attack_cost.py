@@ -12,7 +12,10 @@ runs in its own process and times, on the first `--points` test images:
 - `standard`: `evaluate_robustness(attacks="standard")`, AutoAttack's
   standard version (APGD-CE, APGD-T with 9 targets, FAB-T with 9 targets,
   Square with 5000 queries; each attack on the points the previous ones
-  left robust), after an untimed call on 100 images that compiles it;
+  left robust), timed twice: the first call, compilation included, and
+  the second. Beside it, where the time goes: each attack's points and
+  seconds against its floor, the passes it needs (`PASSES`) times the
+  cost per point of one pass in a full batch (`_pass_costs`);
 - `standard-no-fab`: the same without FAB-T;
 - `fab-t`: where FAB-T's cost goes: APGD-T and FAB-T timed on the points
   APGD-CE and APGD-T leave robust (those FAB-T attacks in the suite), each
@@ -81,7 +84,7 @@ def _timed(function, *args):
     return result, time.perf_counter() - start
 
 
-def measure(path, suites, norms, points, steps):
+def measure(path, suites, norms, points, steps, eps=None):
     import keras
 
     import keras_gradreg as kg
@@ -94,22 +97,21 @@ def measure(path, suites, norms, points, steps):
         {
             "suite": suite,
             "norm": norm,
-            "eps": EPS[norm],
+            "eps": eps or EPS[norm],
             "points": len(x),
-            **_measure_one(model, x, y, suite, norm, steps),
+            **_measure_one(model, x, y, suite, norm, eps or EPS[norm], steps),
         }  # fmt: skip
         for norm in norms
         for suite in suites
     ]
 
 
-def _measure_one(model, x, y, suite, norm, steps):
+def _measure_one(model, x, y, suite, norm, eps, steps):
     """Seconds and robust accuracy of one suite at one norm."""
     import numpy as np
 
     import keras_gradreg as kg
 
-    eps = EPS[norm]
     clean = kg.attacks.correct_predictions(model, x, y)
     if suite.startswith("standard"):
 
@@ -119,12 +121,26 @@ def _measure_one(model, x, y, suite, norm, steps):
                 checks=False, verbose=0,
             )  # fmt: skip
 
-        run(100)  # compile
+        _, cold = _timed(run, len(x))  # compiles: a fresh process's first call
         report, seconds = _timed(run, len(x))
+        costs = _pass_costs(model, x, y, norm, eps)
+        per_attack = {
+            r["attack"]: {
+                "accuracy": r["accuracy"],
+                "attacked": r["attacked"],
+                "seconds": r["seconds"],
+                "floor_seconds": _floor(r, costs),
+            }  # fmt: skip
+            for r in report.rows
+            if "attacked" in r
+        }
         return {
             "seconds": seconds,
+            "first_call_seconds": cold,
             "robust_accuracy": report.accuracy(norm, eps),
-            "per_attack": {r["attack"]: r["accuracy"] for r in report.rows},
+            "seconds_per_point_pass": costs,
+            "floor_seconds": sum(a["floor_seconds"] for a in per_attack.values()),
+            "per_attack": per_attack,
         }
     if suite == "fab-t":
         return _fab_against_apgd_t(model, x, y, norm, eps, clean)
@@ -136,6 +152,44 @@ def _measure_one(model, x, y, suite, norm, steps):
         x_adv, seconds = _timed(attack, model, x, y, norm, eps)
     robust = clean & kg.attacks.correct_predictions(model, x_adv, y)
     return {"seconds": seconds, "robust_accuracy": float(np.mean(robust))}
+
+
+#: Passes per attacked point of AutoAttack's standard version, as
+#: (forward-and-backward, forward-only): APGD-CE's 100 steps; APGD-T's 9
+#: targets x 100 steps; FAB-T's 9 x 100 steps, each the target's logit gap
+#: with its gradient and a forward pass at the moved point; Square's 5,000
+#: queries. An upper count where a cascade inside an attack (APGD-T's and
+#: FAB-T's targets, Square's queries) drops the points it breaks.
+PASSES = {
+    "APGD-CE": (100, 0), "APGD-T": (900, 0), "FAB-T": (900, 900), "Square": (0, 5000),
+}  # fmt: skip
+
+
+def _pass_costs(model, x, y, norm, eps):
+    """Seconds per point of one forward-and-backward pass (a PGD step, from
+    PGD-50 less PGD-10 in the library's compiled loop) and of one forward
+    pass, both in full batches of 500: the arithmetic the suite cannot go
+    below on this machine."""
+    import keras_gradreg as kg
+
+    times = {}
+    for steps in (10, 50):
+        attack = kg.attacks.PGD(steps=steps)
+        attack(model, x, y, norm, eps, seed=0)  # compile
+        times[steps] = _timed(attack, model, x, y, norm, eps)[1]
+    kg.attacks.correct_predictions(model, x, y)  # compile
+    forward = _timed(kg.attacks.correct_predictions, model, x, y)[1]
+    return {
+        "forward_backward": (times[50] - times[10]) / 40 / len(x),
+        "forward": forward / len(x),
+    }
+
+
+def _floor(row, costs):
+    """The seconds an attack's passes take at the full-batch cost per point."""
+    both, forward = PASSES.get(row["attack"].split("-EOT")[0], (0, 0))
+    per_point = both * costs["forward_backward"] + forward * costs["forward"]
+    return row["attacked"] * per_point
 
 
 def _fab_against_apgd_t(model, x, y, norm, eps, clean):
@@ -211,11 +265,17 @@ def main(argv=None):
     parser.add_argument("--norms", nargs="+", default=["linf", "l2"])
     parser.add_argument("--points", type=int, default=10000)
     parser.add_argument("--steps", type=int, default=20, help="PGD steps")
+    parser.add_argument(
+        "--eps", type=float, default=None,
+        help=f"one radius for every norm (default: {EPS})",
+    )  # fmt: skip
     parser.add_argument("--json", default=None, help="also write the rows here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        rows = measure(args.worker, args.suites, args.norms, args.points, args.steps)
+        rows = measure(
+            args.worker, args.suites, args.norms, args.points, args.steps, args.eps
+        )
         report(rows)
         return
     references = [s for s in args.suites if s in REFERENCES]
@@ -237,6 +297,7 @@ def main(argv=None):
             rows = run_worker(
                 __file__,
                 [path, "--steps", args.steps, "--points", args.points,
+                 *(["--eps", args.eps] if args.eps else []),
                  "--suites", *args.suites, "--norms", *args.norms],
                 label=backend, env={"KERAS_BACKEND": backend},
             )  # fmt: skip
@@ -248,9 +309,37 @@ def main(argv=None):
             f"| {r['backend']} | {r['suite']} | {r['norm']} | {r['eps']:g} | "
             f"{r['points']} | {r['seconds']:.1f} | {r['robust_accuracy']:.2%} |"
         )
+    _print_profile(results)
     if args.json:
         with open(args.json, "w") as file:
             json.dump(results, file, indent=2)
+
+
+def _print_profile(results):
+    """Where a standard suite's time goes: each attack's points, seconds and
+    the floor its passes set."""
+    suites = [r for r in results if "per_attack" in r]
+    if not suites:
+        return
+    print("\n| backend | norm | attack | points attacked | seconds | floor | × floor |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for r in suites:
+        rows = list(r["per_attack"].items()) + [
+            ("whole suite (first call)", {"attacked": r["points"],
+             "seconds": r["first_call_seconds"], "floor_seconds": r["floor_seconds"]}),
+            ("whole suite (compiled)", {"attacked": r["points"],
+             "seconds": r["seconds"], "floor_seconds": r["floor_seconds"]}),
+        ]  # fmt: skip
+        for name, a in rows:
+            ratio = (
+                a["seconds"] / a["floor_seconds"]
+                if a["floor_seconds"]
+                else float("nan")
+            )
+            print(
+                f"| {r['backend']} | {r['norm']} | {name} | {a['attacked']} | "
+                f"{a['seconds']:.1f} | {a['floor_seconds']:.1f} | {ratio:.2f} |"
+            )
 
 
 if __name__ == "__main__":

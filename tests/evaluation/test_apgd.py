@@ -256,11 +256,15 @@ def test_square_views_flat_examples_as_images():
 def test_small_batches_run_at_a_few_padded_sizes():
     from keras_gradreg.src.evaluation.attacks._runner import _pad, _padded_size
 
-    sizes = {_padded_size(n, 500) for n in range(1, 501)}
-    assert sizes == {32, 63, 125, 250, 500}
-    assert all(_padded_size(n, 500) >= n for n in range(1, 501))
+    sizes = sorted({_padded_size(n, 500) for n in range(1, 501)})
+    assert sizes == [39, 51, 68, 90, 120, 159, 212, 282, 375, 500]
+    waste = [_padded_size(n, 500) / n for n in range(39, 501)]
+    assert 1 <= min(waste) and max(waste) <= 4 / 3
     rows = np.arange(10)
-    np.testing.assert_array_equal(_pad(rows, 500), np.arange(32) % 10)
+    if keras.backend.backend() == "torch":  # eager: no shapes to share
+        np.testing.assert_array_equal(_pad(rows, 500), rows)
+    else:
+        np.testing.assert_array_equal(_pad(rows, 500), np.arange(39) % 10)
 
 
 def test_targeted_apgd_attacks_only_the_points_still_robust():

@@ -57,6 +57,25 @@ def test_worst_case_counts_a_point_only_if_it_survives_every_attack():
         report.accuracy("l2", 0.1)
 
 
+def test_each_attack_row_says_how_many_points_it_ran_on_and_for_how_long():
+    model = _identity_classifier()
+    x = np.array([[0.9, 0.1]] * 6 + [[0.2, 0.8]] * 4, "float32")
+    y = np.array([0] * 6 + [1] * 3 + [0])  # 9 correct when clean
+    # In a cascade each attack sees only the points still robust: A breaks
+    # the first two of the 9 it gets, B the first of the 7 left.
+    attacks = [_Swap("A", [0, 1]), _Swap("B", [0])]
+    report = kg.evaluate_robustness(
+        model, x, y, ["linf"], [0.1], attacks, cascade=True, checks=False, verbose=0
+    )
+    rows = {row["attack"]: row for row in report.rows}
+    assert (rows["A"]["attacked"], rows["B"]["attacked"]) == (9, 7)
+    assert rows["B"]["accuracy"] == pytest.approx(0.6)
+    assert all(0 <= rows[a]["seconds"] < 60 for a in "AB")
+    assert "attacked" not in rows["worst case"]
+    again = kg.RobustnessReport.from_json(report.to_json())
+    assert again.rows == report.rows
+
+
 def test_real_attacks_on_a_linear_model_give_a_clean_report():
     rng = np.random.default_rng(0)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])

@@ -25,7 +25,9 @@ class RobustnessReport:
         clean_accuracy: accuracy on the unperturbed inputs.
         rows: one dict per (attack, norm, eps) with keys "attack", "norm",
             "eps" and "accuracy"; attack "worst case" is the per-example
-            worst over attacks.
+            worst over attacks. An attack's row also has "attacked" (the
+            points it ran on: in a cascade, those the attacks before it
+            left robust) and "seconds" (its wall time, scoring included).
         warnings: the gradient-masking checks that failed (also issued as
             `GradientMaskingWarning`).
         num_examples: how many examples were attacked.

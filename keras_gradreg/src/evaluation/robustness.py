@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import warnings
 
 import numpy as np
@@ -257,6 +258,7 @@ def evaluate_robustness(
         robust = base.copy()
         if progress:
             progress.start(norm, eps, attack.name, int(todo.sum()))
+        start = time.perf_counter()
         if todo.any():
             x_adv = attack(
                 model, x[todo], y[todo], norm, eps, input_range=input_range,
@@ -269,6 +271,8 @@ def evaluate_robustness(
                 "norm": norm,
                 "eps": eps,
                 "accuracy": float(robust.mean()),
+                "attacked": int(todo.sum()),
+                "seconds": time.perf_counter() - start,
             }
         )
         survived[(norm, eps)] = np.minimum(survived.get((norm, eps), correct), robust)

@@ -74,25 +74,32 @@ def _batches(n, batch_size):
 
 
 def _padded_size(n, batch_size, smallest=32):
-    """The rows a compiled call runs for `n` examples: `batch_size`, halved
-    (rounding up) while `n` still fits and the half is at least `smallest`.
-    Small remainders do not pay for a full batch, and each program compiles
-    for a handful of shapes only.
+    """The rows a compiled call runs for `n` examples: the smallest rung
+    that holds them of a ladder from `batch_size` down, each rung three
+    quarters of the one above (rounded up) and at least `smallest`. A
+    remainder pays for at most a third more rows than it has, and each
+    program compiles for at most about ten shapes.
 
     Examples:
         >>> [_padded_size(n, 500) for n in (500, 300, 250, 100, 1)]
-        [500, 500, 250, 125, 32]
+        [500, 375, 282, 120, 39]
     """
     size = batch_size
-    while n <= (size + 1) // 2 and (size + 1) // 2 >= smallest:
-        size = (size + 1) // 2
-    return size
+    while True:
+        smaller = -(-size * 3 // 4)
+        if n > smaller or smaller < smallest or smaller == size:
+            return size
+        size = smaller
 
 
 def _pad(array, size):
     """Pads the batch axis of `array` (at most `size` rows) to
     `_padded_size(len(array), size)` rows by repeating its rows, so the
-    compiled attacks see few distinct shapes (no retracing per remainder)."""
+    compiled attacks see few distinct shapes (no retracing per remainder).
+    A backend that runs the attacks eagerly (torch) gets `array` as it is:
+    padding would only add arithmetic."""
+    if not _backend.COMPILES_PER_SHAPE:
+        return array
     rows = _padded_size(len(array), size)
     if rows == len(array):
         return array

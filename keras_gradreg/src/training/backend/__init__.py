@@ -4,7 +4,8 @@ Each module exposes `train_step` (the `GradRegModel.train_step` for that
 backend; JAX's takes and returns the stateless training state),
 `check_distribution()` (raises for a distributed setup the backend cannot
 train correctly), and `values_and_input_gradient(fn, x)` and
-`compile_attack(model, fn)` for the attacks, `train_function(model,
+`compile_attack(model, fn)` for the attacks (with `COMPILES_PER_SHAPE`),
+`train_function(model,
 function)`, which adapts the train function Keras built (torch.compile),
 and `global_random_state()` / `set_global_random_state(state)` for the
 framework's global generator (torch's; None elsewhere). These modules are the only
@@ -14,6 +15,11 @@ files of the library that import tensorflow, jax or torch.
 import keras
 
 _BACKEND = keras.backend.backend()
+
+#: Whether `compile_attack`'s programs compile once per input shape (XLA
+#: on TensorFlow and JAX), so the attacks pad their batches to a few
+#: sizes; torch runs them eagerly, any batch at its own size.
+COMPILES_PER_SHAPE = _BACKEND != "torch"
 
 if _BACKEND == "tensorflow":
     from keras_gradreg.src.training.backend.common import (
