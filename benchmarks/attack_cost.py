@@ -15,7 +15,9 @@ runs in its own process and times, on the first `--points` test images:
   left robust), timed twice: the first call, compilation included, and
   the second. Beside it, where the time goes: each attack's points and
   seconds against its floor, the passes it needs (`PASSES`) times the
-  cost per point of one pass in a full batch (`_pass_costs`);
+  cost per point of one pass in a full batch (`_pass_costs`, which times
+  the library's compiled programs, so the floor is this library's
+  arithmetic, not the model's `predict`);
 - `standard-no-fab`: the same without FAB-T;
 - `fab-t`: where FAB-T's cost goes: APGD-T and FAB-T timed on the points
   APGD-CE and APGD-T leave robust (those FAB-T attacks in the suite), each
@@ -168,20 +170,31 @@ PASSES = {
 def _pass_costs(model, x, y, norm, eps):
     """Seconds per point of one forward-and-backward pass (a PGD step, from
     PGD-50 less PGD-10 in the library's compiled loop) and of one forward
-    pass, both in full batches of 500: the arithmetic the suite cannot go
-    below on this machine."""
+    pass (the compiled program Square's queries run, 20 calls), both in
+    full batches of 500: the arithmetic the suite cannot go below on this
+    machine."""
+    from keras import ops
+
     import keras_gradreg as kg
+    from keras_gradreg.src.evaluation.attacks._runner import _compiled, _setup
 
     times = {}
     for steps in (10, 50):
         attack = kg.attacks.PGD(steps=steps)
         attack(model, x, y, norm, eps, seed=0)  # compile
         times[steps] = _timed(attack, model, x, y, norm, eps)[1]
-    kg.attacks.correct_predictions(model, x, y)  # compile
-    forward = _timed(kg.attacks.correct_predictions, model, x, y)[1]
+    batch, _, _, scoring, _ = _setup(model, x[:500], y[:500], None, "margin", None, 500)
+    key = ("scores", scoring.key, batch.shape[1:])
+    scores = _compiled(model, key, lambda: scoring.scores)
+    ops.convert_to_numpy(scores(batch))  # compile
+
+    def forward(calls):
+        for _ in range(calls):
+            ops.convert_to_numpy(scores(batch))
+
     return {
         "forward_backward": (times[50] - times[10]) / 40 / len(x),
-        "forward": forward / len(x),
+        "forward": _timed(forward, 20)[1] / 20 / len(batch),
     }
 
 
