@@ -56,6 +56,7 @@ CONFIGS = [
     ("jacobian l2 (1 projection)", {"form": "jacobian", "norm": "l2"}),
     ("trades linf k=7", {"form": "trades", "norm": "linf", "steps": 7}),
     ("llr linf k=3", {"form": "llr", "norm": "linf", "steps": 3}),
+    ("mart linf k=7", {"form": "mart", "norm": "linf", "steps": 7}),
 ]
 
 

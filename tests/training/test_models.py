@@ -101,7 +101,8 @@ def _check_finite_at_zero_input_gradient(data, norm, form):
 @pytest.mark.parametrize(
     "form, norm",
     [(form, norm) for form in ("fgsm_rs", "n_fgsm", "squared_penalty", "gradalign",
-                               "curvature", "llr", "trades") for norm in ("linf", "l2")]
+                               "curvature", "llr", "trades", "mart")
+     for norm in ("linf", "l2")]
     + [("jacobian", "l2")],  # the Frobenius norm, l2 only
 )  # fmt: skip
 def test_zero_input_gradient_gives_no_nan_for_the_later_members(

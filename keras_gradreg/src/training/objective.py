@@ -108,14 +108,30 @@ def clean_probabilities(model, y_pred):
 
 
 def clean_output_readers(model, y, y_pred) -> dict:
-    """The `FormContext` callables that read the clean outputs:
-    `probabilities` and `example_losses`, differentiable where `y_pred` is."""
+    """The `FormContext` callables that read the clean outputs and labels:
+    `probabilities`, `example_losses` (each of the clean outputs or of given
+    ones, differentiable where they are) and `labels`."""
     return {
-        "probabilities": lambda: clean_probabilities(model, y_pred),
+        "probabilities": lambda outputs=None: clean_probabilities(
+            model, y_pred if outputs is None else outputs
+        ),
         "example_losses": lambda outputs=None: example_losses(
             model, y, y_pred if outputs is None else outputs
         ),
+        "labels": lambda: one_hot_labels(y, y_pred),
     }
+
+
+def one_hot_labels(y, y_pred):
+    """The labels as rows shaped like the outputs `y_pred` (batch,
+    classes): `y` itself when it holds one row per example (one-hot or
+    soft labels), else the one-hot encoding of its integer labels."""
+    classes = ops.shape(y_pred)[-1]
+    shape = ops.shape(y)
+    if len(shape) == len(ops.shape(y_pred)) and shape[-1] == classes != 1:
+        return ops.cast(y, y_pred.dtype)
+    labels = ops.cast(ops.reshape(y, (-1,)), "int32")
+    return ops.one_hot(labels, classes, dtype=y_pred.dtype)
 
 
 def virtual_target(model, y_pred):
@@ -148,12 +164,17 @@ def example_losses(model, y, y_pred):
     return ops.mean(values, axis=1)
 
 
-def adversarial_loss(model, y, y_adv, sample_weight, target=None, per_example=False):
+def adversarial_loss(
+    model, y, y_adv, sample_weight, target=None, per_example=False, output_fn=None
+):
     """The loss at the moved inputs: the compiled loss, or with a `target`
     (class probabilities) the mean KL divergence `KL(target || p(x + r))`
     over every row, labeled or not, differentiated through the target too
     unless it is a constant (the label-free member's is; TRADES's is not).
-    With `per_example`, each example's unweighted loss (`example_losses`)."""
+    With `per_example`, each example's unweighted loss (`example_losses`);
+    with `output_fn`, `output_fn(outputs)` of the moved outputs."""
+    if output_fn is not None:
+        return output_fn(y_adv)
     if per_example:
         return example_losses(model, y, y_adv)
     if target is None:
@@ -206,6 +227,7 @@ def family_objective(
     target=None,
     probabilities: Callable | None = None,
     example_losses: Callable | None = None,
+    labels: Callable | None = None,
 ) -> Terms:
     """Combines the clean loss and the input gradient into the objective:
     what every form shares (the feature mask, the logged gradient norm,
@@ -233,11 +255,14 @@ def family_objective(
         start: the random start the form asked for (`Form.start_norm`), or
             None.
         target: the label-free member: the clean probabilities p(x).
-        probabilities: `() -> p(x)`, the clean class probabilities,
-            differentiable with respect to the weights when the clean pass
-            is (`keras_gradreg.forms.Form.uses_clean_outputs`).
+        probabilities: `(outputs=None) -> p`, the class probabilities of
+            the clean outputs (differentiable with respect to the weights
+            when the clean pass is: `keras_gradreg.forms.Form.uses_clean_outputs`)
+            or of `outputs`.
         example_losses: `(outputs=None) -> L_i`, each example's unweighted
             loss of the clean outputs or of `outputs`.
+        labels: `() -> y`, the labels as one-hot rows shaped like the
+            outputs (`one_hot_labels`).
 
     Returns:
         `Terms(total, clean_loss, adv_loss, grad_norm)`.
@@ -270,6 +295,7 @@ def family_objective(
         target=target,
         probabilities=probabilities,
         example_losses=example_losses,
+        labels=labels,
     )
     total, adv_loss = reg.form.terms(context)
     if norms is None:  # the loss gradient at the form's first moved point

@@ -20,6 +20,7 @@ from keras_gradreg.src.family.forms.finite_difference import FiniteDifference
 from keras_gradreg.src.family.forms.gradalign import GradAlign
 from keras_gradreg.src.family.forms.jacobian import Jacobian
 from keras_gradreg.src.family.forms.llr import LLR
+from keras_gradreg.src.family.forms.mart import MART
 from keras_gradreg.src.family.forms.multistep import Multistep
 from keras_gradreg.src.family.forms.penalty import Penalty
 from keras_gradreg.src.family.forms.perturb import Perturb
@@ -77,6 +78,7 @@ __all__ = [
     "GradAlign",
     "Jacobian",
     "LLR",
+    "MART",
     "PerturbingForm",
     "Multistep",
     "NoisyFGSM",

@@ -43,11 +43,13 @@ class FormContext(NamedTuple):
             with the gradients).
         weights: the feature mask per regularized input, or None.
         sample_weight: per-example weights, or None.
-        perturbed_loss: `(deltas, target=None, *, per_example=False) ->
-            (1/B) sum_i w_i L(clip(x_i + delta_i))`, one more forward pass
-            (the label-free member's divergence from `target` instead of
-            the loss; with `per_example`, each example's unweighted loss
-            `L(clip(x_i + delta_i))`, shape (B,)).
+        perturbed_loss: `(deltas, target=None, *, per_example=False,
+            output_fn=None) -> (1/B) sum_i w_i L(clip(x_i + delta_i))`, one
+            more forward pass (the label-free member's divergence from
+            `target` instead of the loss; with `per_example`, each
+            example's unweighted loss `L(clip(x_i + delta_i))`, shape (B,);
+            with `output_fn`, `output_fn(outputs)` of the moved outputs,
+            differentiable with respect to the weights).
         input_gradient: `(deltas, target=None, *, differentiable=False,
             output_fn=None) -> dL_i/dx` at `clip(x_i + delta_i)`, one more
             forward and backward pass. With a `target`, the gradient of
@@ -61,12 +63,15 @@ class FormContext(NamedTuple):
         start: the random start the form asked for (`Form.start_norm`), a
             point of the unit ball per input, or None.
         target: the label-free member's constant clean probabilities p(x).
-        probabilities: `() -> p(x)`, the clean class probabilities,
-            differentiable with respect to the weights when the form sets
-            `uses_clean_outputs` (TRADES's divergence from them).
+        probabilities: `(outputs=None) -> p`, the class probabilities of
+            the clean outputs, differentiable with respect to the weights
+            when the form sets `uses_clean_outputs` (TRADES's divergence
+            from them), or of `outputs` (inside an `output_fn`).
         example_losses: `(outputs=None) -> L_i`, each example's unweighted
             loss, shape (B,), of the clean outputs (differentiable under
             `uses_clean_outputs`) or of `outputs` (inside an `output_fn`).
+        labels: `() -> y`, the labels as one-hot rows shaped like the
+            outputs, shape (B, classes).
     """
 
     regularizer: object
@@ -84,6 +89,7 @@ class FormContext(NamedTuple):
     target: object
     probabilities: Callable | None = None
     example_losses: Callable | None = None
+    labels: Callable | None = None
 
     def worst_case(self, radius) -> list:
         """The first-order worst case `r*` of radius `radius` in the norm,

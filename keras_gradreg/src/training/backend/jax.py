@@ -176,7 +176,7 @@ def train_step(model, state, data):
             )
         target = objective.virtual_target(model, target_outputs)
 
-        def perturbed_loss(deltas, target=None, *, per_example=False):
+        def perturbed_loss(deltas, target=None, *, per_example=False, output_fn=None):
             x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
             y_adv, latest["non_trainable"], adv_losses = _stateless_forward(
                 model, trainable, noise.replayed(latest["non_trainable"]), x_adv
@@ -184,7 +184,7 @@ def train_step(model, state, data):
             if precomputed:  # layer losses of the differentiated pass
                 latest["losses"] = adv_losses
             return objective.adversarial_loss(
-                model, y, y_adv, sample_weight, target, per_example
+                model, y, y_adv, sample_weight, target, per_example, output_fn
             )
 
         def input_gradient(

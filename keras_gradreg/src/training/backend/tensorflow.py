@@ -78,7 +78,7 @@ def _train_step(model, data):
                 replay = _noise_replay(model)
                 target = objective.virtual_target(model, call_model(model, unlabeled))
 
-        def perturbed_loss(deltas, target=None, *, per_example=False):
+        def perturbed_loss(deltas, target=None, *, per_example=False, output_fn=None):
             nonlocal layer_losses
             x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
             replay()
@@ -86,7 +86,7 @@ def _train_step(model, data):
             if not record_clean:
                 layer_losses = model.losses
             return objective.adversarial_loss(
-                model, y, y_adv, sample_weight, target, per_example
+                model, y, y_adv, sample_weight, target, per_example, output_fn
             )
 
         def input_gradient(

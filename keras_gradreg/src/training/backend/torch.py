@@ -129,7 +129,7 @@ def train_step(model, data):
             replay = _noise_replay(model, leaves)
             target = objective.virtual_target(model, call_model(model, unlabeled))
 
-    def perturbed_loss(deltas, target=None, *, per_example=False):
+    def perturbed_loss(deltas, target=None, *, per_example=False, output_fn=None):
         nonlocal layer_losses
         x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
         replay()
@@ -137,7 +137,7 @@ def train_step(model, data):
         if not record_clean:
             layer_losses = model.losses
         return objective.adversarial_loss(
-            model, y, y_adv, sample_weight, target, per_example
+            model, y, y_adv, sample_weight, target, per_example, output_fn
         )
 
     def input_gradient(deltas, target=None, *, differentiable=False, output_fn=None):
