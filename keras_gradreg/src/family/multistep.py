@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import keras
 from keras import ops
 
+from keras_gradreg.src.checks import check_number
 from keras_gradreg.src.family import geometry
 from keras_gradreg.src.family.norms import Norm, norm_exponent, per_example_norm
 
@@ -85,6 +86,18 @@ def random_unit_start(
     radius = keras.random.uniform(shape[:1], 0.0, 1.0, dtype, seed)
     scale = radius / ops.maximum(length, 1e-12)
     return unflatten(noise * ops.expand_dims(scale, -1), leaves)
+
+
+def check_step_size(step_size):
+    """`step_size` checked for the forms that ascend in steps: None (the
+    default, `2.5 * sigma / steps`) or a finite number > 0.
+
+    Raises:
+        ValueError: naming the argument and the value received.
+    """
+    if step_size is None:
+        return None
+    return check_number("step_size", step_size, 0.0, exclusive=True, finite=True)
 
 
 def maximize(

@@ -73,11 +73,7 @@ class LLR(Form):
             "gradient_weight", gradient_weight, 0.0, finite=True
         )
         self.steps = check_integer("steps", steps)
-        self.step_size = (
-            None
-            if step_size is None
-            else check_number("step_size", step_size, 0.0, exclusive=True, finite=True)
-        )
+        self.step_size = multistep.check_step_size(step_size)
 
     def terms(self, context):
         reg = context.regularizer

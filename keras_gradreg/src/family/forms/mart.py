@@ -54,11 +54,7 @@ class MART(Form):
     ):
         self.beta = check_number("beta", beta, 0.0, finite=True)
         self.steps = check_integer("steps", steps)
-        self.step_size = (
-            None
-            if step_size is None
-            else check_number("step_size", step_size, 0.0, exclusive=True, finite=True)
-        )
+        self.step_size = multistep.check_step_size(step_size)
 
     def terms(self, context):
         reg = context.regularizer

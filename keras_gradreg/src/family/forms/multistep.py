@@ -51,11 +51,7 @@ class Multistep(PerturbingForm):
         share_noise: bool = True,
     ):
         self.steps = check_integer("steps", steps)
-        self.step_size = (
-            None
-            if step_size is None
-            else check_number("step_size", step_size, 0.0, exclusive=True, finite=True)
-        )
+        self.step_size = multistep.check_step_size(step_size)
         self.random_start = check_bool("random_start", random_start)
         self.l1_sparsity = check_number("l1_sparsity", l1_sparsity, 0.0, below=1.0)
         super().__init__(share_noise)
