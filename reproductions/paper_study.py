@@ -51,6 +51,11 @@ class Study:
         shared_sigma: member name -> the member of `grids` whose chosen
             sigma it trains with (an ablation that changes one thing of
             that member, not its sigma).
+        builder: a function building the network from keyword arguments
+            (`input_range`, the regularizer's, `networks`'), replacing the
+            table's paper network; None for the paper network.
+        paper: member name -> the paper's test error (%), replacing the
+            table's rows of `PAPER`; None for those.
     """
 
     members: dict
@@ -59,6 +64,8 @@ class Study:
     networks: dict = dataclasses.field(default_factory=dict)
     every_seed: tuple = ()
     shared_sigma: dict = dataclasses.field(default_factory=dict)
+    builder: object = None
+    paper: dict | None = None
 
     def __post_init__(self):
         for member, source in self.shared_sigma.items():
@@ -83,6 +90,7 @@ class Study:
             for name, value in (
                 ("networks", self.networks),
                 ("shared_sigma", self.shared_sigma),
+                ("builder", getattr(self.builder, "__name__", None)),
             )
             if value
         }
@@ -207,8 +215,9 @@ def write_tables(out, rows, selection, table=1, study=PAPER_STUDY):
         "standard suite linf 0.1 (first test images) | l2 1 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    papers = PAPER[table] if study.paper is None else study.paper
     for member, group in by_member.items():
-        paper = PAPER[table].get(member)
+        paper = papers.get(member)
         lines.append(
             f"| {study.labels[member]} | {group[0]['regularizer']['sigma']:g} | "
             f"{'' if paper is None else f'{paper:.2f}%'} | "
@@ -233,9 +242,11 @@ def write_tables(out, rows, selection, table=1, study=PAPER_STUDY):
         "| model | std | paper | ours, clipped | ours, not clipped |",
         "|---|---:|---:|---:|---:|",
     ]
+    # The paper's Table IV has rows for its maxout networks only.
+    noise_papers = PAPER_NOISE[table] if study.paper is None else {}
     for member, group in by_member.items():
         for i, std in enumerate((0.0, *NOISE_STDS)):
-            paper = PAPER_NOISE[table].get(member, (None,) * 3)[i]
+            paper = noise_papers.get(member, (None,) * 3)[i]
             if std == 0:
                 clipped = unclipped = _cell([r["test_error"] for r in group])
             else:

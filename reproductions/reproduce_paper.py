@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 from pathlib import Path
 
 import keras
@@ -68,15 +69,16 @@ from .standard_suite import add_standard_suite_arguments, cached_standard
 PROTOCOLS = {1: "mnist_pi", 2: "mnist_conv"}
 
 
-def build(regularizer, protocol, table=1, network=None, clip=True):
+def build(regularizer, protocol, table=1, network=None, clip=True, builder=None):
     """Table 1's maxout MLP or Table 2's convolutional maxout network, as
-    pylearn2 builds them (`network` replaces some of their arguments),
-    compiled with the protocol's optimizer. `clip` keeps the perturbed
-    images in [0, 1]; Goodfellow et al.'s code does not clip them."""
+    pylearn2 builds them (`network` replaces some of their arguments), or
+    the network `builder` makes, compiled with the protocol's optimizer.
+    `clip` keeps the perturbed images in [0, 1]; Goodfellow et al.'s code
+    does not clip them."""
     input_range = (0.0, 1.0) if clip else None
-    model = kg.models.paper_network(
-        PROTOCOLS[table], input_range=input_range, **(network or {}), **regularizer
-    )
+    if builder is None:
+        builder = functools.partial(kg.models.paper_network, PROTOCOLS[table])
+    model = builder(input_range=input_range, **(network or {}), **regularizer)
     model.compile(
         protocol.optimizer(), "sparse_categorical_crossentropy", metrics=["accuracy"]
     )
@@ -209,7 +211,7 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
                 )
                 model = build(
                     regularizer, short, args.table, study.networks.get(member),
-                    clip=not args.no_clip,
+                    clip=not args.no_clip, builder=study.builder,
                 )  # fmt: skip
                 model.fit(
                     x_train, y_train, batch_size=short.batch_size,
@@ -236,7 +238,7 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
         summary = train_then_continue(
             build(
                 regularizer, protocol, args.table, study.networks.get(member),
-                clip=not args.no_clip,
+                clip=not args.no_clip, builder=study.builder,
             ),
             (x_train, y_train), (x_val, y_val),
             directory, protocol, callbacks=[timer], verbose=args.verbose,

@@ -17,6 +17,7 @@ from reproductions import (
     reproduce_cifar10,
     reproduce_mnist,
     reproduce_paper,
+    sigmoid_mlp,
     standard_suite,
 )
 from tests.helpers import (
@@ -219,6 +220,51 @@ def test_a_given_sigma_skips_the_selection_and_is_a_setting(tmp_path, capsys):
     with pytest.raises(SystemExit):
         reproduce_paper.main(["--sigma", "-1", "--output", str(tmp_path / "x")])
     assert "--sigma must be > 0. Received: -1.0" in capsys.readouterr().err
+
+
+@requires_mnist
+@on_one_backend(
+    "the perturbed-input form in tests/family, the protocol in tests/maxout"
+)
+def test_sigmoid_mlp_row_trains_its_stated_network_against_the_papers_number(
+    tmp_path, capsys
+):
+    """Table I's sigmoid MLP row: the network its study states (two layers
+    of 800 sigmoid units, Glorot-uniform, unscaled input dropout, max-norm
+    on every kernel), trained through the protocol's script beside the
+    paper's 0.93% for p = 2, with no maxout row of Table IV beside it."""
+    model = sigmoid_mlp.sigmoid_mlp(sigma=0.0)
+    hidden = [layer for layer in model.layers if layer.name.startswith("sigmoid_")]
+    assert [(h.units, h.activation.__name__) for h in hidden] == [(800, "sigmoid")] * 2
+    assert all(
+        layer.kernel_constraint.max_value == sigmoid_mlp.MAX_NORM
+        for layer in [*hidden, model.get_layer("softmax")]
+    )
+    largest = float(keras.ops.max(keras.ops.abs(hidden[0].kernel)))
+    assert 0.005 < largest <= (6 / (784 + 800)) ** 0.5  # Glorot's range
+    (dropout,) = [x for x in model.layers if type(x).__name__ == "ScaledDropout"]
+    assert dropout.scale == 1.0
+    argv = [
+        "--output", str(tmp_path), "--limit", "32", "--seeds", "0", "--no-clip",
+        "--max-epochs", "1", "--patience", "1", "--continue-max-epochs", "1",
+        "--noise-draws", "1", "--square-queries", "10", "--apgd-steps", "2",
+        "--standard-points", "16", "--verbose", "0",
+    ]  # fmt: skip
+    run = lambda a: reproduce_paper.main(a, study=sigmoid_mlp.SIGMOID_STUDY)  # noqa: E731
+    rows = run(argv)
+    assert [(r["member"], r["regularizer"]["sigma"]) for r in rows] == [
+        ("plain", 0.0),
+        ("l2-perturb-fresh", 1.0),
+    ]
+    assert keras.saving.load_model(rows[1]["model_path"]).name == "mnist_sigmoid_mlp"
+    assert json.loads((tmp_path / "settings.json").read_text())["builder"] == (
+        "sigmoid_mlp"
+    )
+    table = (tmp_path / "results.md").read_text()
+    assert "| sigmoid MLP + dropout | 0 |  |" in table  # no paper number
+    assert "fresh masks | 1 | 0.93% |" in table
+    assert "1.14%" not in table and "0.94%" not in table  # maxout's rows
+    assert_resumes(run, argv, rows, "== final", capsys)
 
 
 @pytest.mark.slow
