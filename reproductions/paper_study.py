@@ -56,6 +56,8 @@ class Study:
             table's paper network; None for the paper network.
         paper: member name -> the paper's test error (%), replacing the
             table's rows of `PAPER`; None for those.
+        protocol: the protocol's settings this study changes (for example
+            `{"learning_rate": 3.0}`), before the command line's.
     """
 
     members: dict
@@ -66,6 +68,7 @@ class Study:
     shared_sigma: dict = dataclasses.field(default_factory=dict)
     builder: object = None
     paper: dict | None = None
+    protocol: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         for member, source in self.shared_sigma.items():

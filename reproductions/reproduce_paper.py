@@ -161,7 +161,7 @@ def main(argv=None, study=PAPER_STUDY, description=None, default_output=None):
         )
     if args.sigma is not None and not args.sigma > 0:
         parser.error(f"--sigma must be > 0. Received: {args.sigma}")
-    protocol = MAXOUT_PROTOCOLS[PROTOCOLS[args.table]]
+    protocol = MAXOUT_PROTOCOLS[PROTOCOLS[args.table]].replace(**study.protocol)
     for name in ("max_epochs", "continue_max_epochs", "patience", "stage2_optimizer"):
         if getattr(args, name) is not None:
             protocol = protocol.replace(**{name: getattr(args, name)})

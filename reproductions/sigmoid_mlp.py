@@ -7,10 +7,13 @@ of that network is not at hand, this study assumes:
 - **the network**: the classic 784-800-800-10 MLP (Simard et al. 2003;
   the dropout papers' MLPs), logistic sigmoid hidden units, softmax
   output;
-- **its training**: everything else as Table I's maxout MLP (pylearn2's
-  `mnist_pi.yaml` protocol: input dropout 0.2 with unscaled kept pixels,
-  hidden dropout 0.5, max column norm 1.9365 on every layer, batch 100,
-  SGD with the momentum ramp, early stopping then stage 2);
+- **its training**: Table I's maxout MLP's (pylearn2's `mnist_pi.yaml`
+  protocol: input dropout 0.2 with unscaled kept pixels, hidden dropout
+  0.5, max column norm 1.9365 on every layer, batch 100, SGD with the
+  momentum ramp, early stopping then stage 2) but for the **learning
+  rate, 3.0** instead of 0.1: sigmoid units pass back at most a quarter
+  of the gradient, and on seed 0 the validation accuracy after six epochs
+  was 90.6% at 0.1, 94.6% at 1, 95.9% at 3 and 88.7% at 10;
 - **its initialization**: Glorot-uniform, the initialization designed for
   sigmoid units (Glorot & Bengio 2010). The maxout papers' uniform
   +-0.005 leaves sigmoid units on a plateau: 31% validation accuracy
@@ -26,7 +29,7 @@ members can run side by side in two processes on one folder.
 
 Usage:
     KERAS_BACKEND=jax python -m reproductions.sigmoid_mlp --seeds 0 \
-        --no-clip --max-epochs 250 --continue-max-epochs 100 \
+        --no-clip --max-epochs 150 --continue-max-epochs 60 \
         --output runs/paper-table1-sigmoid --record docs/data/paper-table1-sigmoid
 """
 
@@ -91,6 +94,7 @@ SIGMOID_STUDY = Study(
     },
     every_seed=("plain", "l2-perturb-fresh"),
     builder=sigmoid_mlp,
+    protocol={"learning_rate": 3.0},
     paper={"l2-perturb-fresh": 0.93},
 )
 

@@ -257,9 +257,9 @@ def test_sigmoid_mlp_row_trains_its_stated_network_against_the_papers_number(
         ("l2-perturb-fresh", 1.0),
     ]
     assert keras.saving.load_model(rows[1]["model_path"]).name == "mnist_sigmoid_mlp"
-    assert json.loads((tmp_path / "settings.json").read_text())["builder"] == (
-        "sigmoid_mlp"
-    )
+    settings = json.loads((tmp_path / "settings.json").read_text())
+    assert settings["builder"] == "sigmoid_mlp"
+    assert settings["protocol"]["learning_rate"] == 3.0  # the study's own
     table = (tmp_path / "results.md").read_text()
     assert "| sigmoid MLP + dropout | 0 |  |" in table  # no paper number
     assert "fresh masks | 1 | 0.93% |" in table
