@@ -29,7 +29,7 @@ members can run side by side in two processes on one folder.
 
 Usage:
     KERAS_BACKEND=jax python -m reproductions.sigmoid_mlp --seeds 0 \
-        --no-clip --max-epochs 150 --continue-max-epochs 60 \
+        --no-clip --max-epochs 250 --continue-max-epochs 100 \
         --output runs/paper-table1-sigmoid --record docs/data/paper-table1-sigmoid
 """
 
