@@ -1,7 +1,6 @@
 """The benchmarks that docs/performance.md records, each on a tiny job of
 its own (no timing threshold: only that it measures and reports). The
-scaling and end-to-end benchmarks run in `test_examples.py`; the comparison
-with Neural Structured Learning needs its own environment
+comparison with Neural Structured Learning needs its own environment
 (`make bench-legacy`)."""
 
 import json
@@ -80,3 +79,39 @@ def test_recipe_step_time_times_the_cifar10_recipe(tmp_path):
     result = json.loads(out.read_text())
     assert (result["recipe"], result["timed_steps"]) == ("fgsm_rs", 1)
     assert result["wall_seconds_per_step"] > 0
+
+
+def test_scaling_runs_one_cell(tmp_path):
+    out = tmp_path / "scaling.json"
+    backend = keras.backend.backend()
+    result = run(
+        "scaling.py", "--backends", backend, "--networks", "mlp", "--batch-sizes",
+        "8", "--forms", "perturb linf alpha=0", "--rounds", "1", "--steps", "1",
+        "--json", out, timeout=300,
+    )  # fmt: skip
+    (cell,) = json.loads(out.read_text())
+    assert cell["backend"] == backend
+    assert (cell["network"], cell["batch"]) == ("mlp", 8)
+    assert cell["form_step_ms"] > 0 and cell["plain_step_ms"] > 0
+    assert cell["form_peak_mib"] >= 0
+    assert "| mlp | 8 | perturb linf alpha=0 |" in result.stdout
+
+
+@requires_mnist
+@on_one_backend("its jobs are the library's, tested in the other files")
+def test_end_to_end_times_both_checkouts(tmp_path):
+    """This checkout against itself as `--source`."""
+    out = tmp_path / "end_to_end.json"
+    arguments = ["--source", ROOT, "--jobs", "pgd", "epoch", "--rounds", "1"]
+    result = run("end_to_end.py", *arguments, "--limit", 256, "--output", out)
+    times = json.loads(out.read_text())
+    assert set(times) == {"--source", "this checkout"}
+    for jobs in times.values():
+        assert set(jobs) == {"pgd", "epoch"}
+        assert all(len(t) == 1 and t[0] > 0 for t in jobs.values())
+    assert "| epoch |" in result.stdout
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "end_to_end.py"), "--rounds", "0"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--rounds must be >= 1. Received: 0" in bad.stderr

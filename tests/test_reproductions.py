@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_gradreg as kg
 from reproductions import (
     ablate_paper,
     compare_inner_max,
@@ -509,7 +510,7 @@ def test_members_study_writes_its_table_and_curves_and_resumes(
     monkeypatch.setenv("KERAS_GRADREG_DATA", str(data))
     argv = [
         "--settings", "mnist-collapse", "--members", "plain", "fgsm", "gradalign",
-        "--seeds", "0", "--epochs", "2", "--train-limit", "64",
+        "--seeds", "0", "--epochs", "2", "--warmup-epochs", "2", "--train-limit", "64",
         "--standard-points", "20", "--apgd-steps", "3", "--square-queries", "5",
         "--output", str(tmp_path / "runs"), "--verbose", "0",
     ]  # fmt: skip
@@ -521,6 +522,17 @@ def test_members_study_writes_its_table_and_curves_and_resumes(
         assert len(row["held_pgd_accuracy"]) == 2  # one value per epoch
     table = (tmp_path / "runs" / "results.md").read_text()
     assert "| mnist-collapse (linf 0.4) | GradAlign | 1 |" in table
+    assert "sigma ramped up over 2 epochs" in table
+    histories = tmp_path / "runs" / "histories"
+    fgsm = kg.plots.read_history(histories / "mnist-collapse-fgsm-seed0.csv")
+    np.testing.assert_allclose(fgsm["sigma"], [0.2, 0.4], rtol=1e-6)  # the warmup
+    plain = kg.plots.read_history(histories / "mnist-collapse-plain-seed0.csv")
+    assert plain["sigma"] == [0.0, 0.0]
     assert (tmp_path / "runs" / "curves.png").stat().st_size > 0
     assert_resumes(compare_members.main, argv, rows, "== mnist", capsys)
     assert_refuses(compare_members.main, [*argv, "--pgd-steps", "3"])
+    with pytest.raises(SystemExit, match="2"):
+        compare_members.main([*argv, "--warmup-epochs", "3"])
+    assert "--warmup-epochs must be between 0 and --epochs (2). Received: 3" in (
+        capsys.readouterr().err
+    )
