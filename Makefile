@@ -1,5 +1,6 @@
 # Everything a fresh machine with Python 3.11 and pip needs:
-#   make demo   create .venv, install, train plain vs. family members on MNIST
+#   make demo   create .venv, install Keras and one backend, train plain vs.
+#               family members on MNIST
 #   make test   create .venv, install, lint, build the docs (strict), run the
 #               suite on every backend
 #   make docs   build the documentation site into site/ (strict)
@@ -123,7 +124,15 @@ test-keras-range: $(FLOOR_STAMP)
 	    tests/training/test_gradients.py tests/training/test_models.py tests/family/test_inputs.py $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
 
-demo: $(STAMP)
+# The demo needs Keras and its one backend only (about 25 s to install,
+# against 1.5 min for everything); `make install` adds the rest.
+DEMO_STAMP := $(VENV)/.installed-demo-$(DEMO_BACKEND)
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(if $(filter torch,$(DEMO_BACKEND)),$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)")
+	$(BIN)/python -m pip install --quiet -e ".[$(DEMO_BACKEND)]"
+	touch $@
+
+demo: $(DEMO_STAMP)
 	KERAS_BACKEND=$(DEMO_BACKEND) $(BIN)/python examples/demo_mnist.py
 
 bench: $(STAMP)

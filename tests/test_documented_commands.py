@@ -107,3 +107,22 @@ def test_documented_command_exists_and_accepts_its_options(page, kind, name, opt
         assert f'"{option}"' in source or f"'{option}'" in source, (
             f"{page} passes {option} to {name}, which does not declare it"
         )
+
+
+def test_documented_extras_exist():
+    """Every `pip install -e ".[a,b]"` the docs give names extras that
+    pyproject.toml declares."""
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    named = {
+        (page.name, extra)
+        for page in PAGES
+        for extras in re.findall(r'pip install -e "\.\[([\w,-]+)\]"', page.read_text())
+        for extra in extras.split(",")
+    }
+    assert {extra for _, extra in named} >= {"jax", "cpu", "all"}, named
+    for page, extra in sorted(named):
+        assert extra in declared, f"{page} installs the undeclared extra [{extra}]"
