@@ -1,6 +1,7 @@
 """`GradRegModel`, the paper's networks and PreActResNet-18."""
 
 from keras_gradreg.src.maxout.networks import (
+    MNIST_MAX_NORM,
     cifar10_conv_maxout,
     mnist_conv_maxout,
     mnist_maxout_mlp,
@@ -13,6 +14,7 @@ from keras_gradreg.src.training.grad_reg_model import (
 )
 
 __all__ = [
+    "MNIST_MAX_NORM",
     "FunctionalGradRegModel",
     "GradRegModel",
     "cifar10_conv_maxout",

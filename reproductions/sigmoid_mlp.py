@@ -42,21 +42,20 @@ import keras_gradreg as kg
 from .paper_study import Study
 from .reproduce_paper import main
 
-#: The max column norm of Table I's protocol (pylearn2's `mnist_pi.yaml`).
-MAX_NORM = 1.9365
-
 
 def sigmoid_mlp(
     units=800,
     input_dropout=0.2,
     hidden_dropout=0.5,
-    max_norm=MAX_NORM,
+    max_norm=kg.models.MNIST_MAX_NORM,
     kernel_initializer="glorot_uniform",
     **regularizer,
 ):
     """Flatten -> dropout(0.2, kept pixels unscaled) -> 2 x [Dense(units,
     sigmoid) -> dropout(0.5)] -> softmax(10), every kernel column
-    max-norm constrained to `max_norm`: an uncompiled `GradRegModel`."""
+    max-norm constrained to `max_norm`: an uncompiled `GradRegModel`.
+    `kernel_initializer` is a name (each layer gets an instance of its
+    own)."""
     inputs = keras.Input((28, 28), name="image")
     h = keras.layers.Flatten()(inputs)
     h = kg.layers.ScaledDropout(input_dropout, scale=1.0)(h)

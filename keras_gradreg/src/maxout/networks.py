@@ -14,8 +14,9 @@ from keras_gradreg.src.api_export import keras_gradreg_export
 from keras_gradreg.src.maxout.layers import Maxout, MaxoutConv2D, ScaledDropout
 from keras_gradreg.src.training.grad_reg_model import GradRegModel
 
-#: The max column norm of the maxout papers' MNIST networks.
 MNIST_MAX_NORM = 1.9365
+"""The max column norm of the maxout papers' MNIST networks (pylearn2's
+`mnist_pi.yaml`)."""
 
 
 @keras_gradreg_export("keras_gradreg.models.mnist_maxout_mlp")
