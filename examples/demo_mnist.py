@@ -9,10 +9,10 @@ seconds per epoch:
   (Goodfellow et al. 2015 as a special case of the family);
 - L2 gradient penalty: the l2 member, exact penalty form (double backprop).
 
-Robust accuracy is the standard suite's at linf eps 0.1 on the first 1,000
-test images: APGD-CE, APGD-T and Square as a cascade (`"standard-no-fab"`,
-AutoAttack's standard version without FAB-T, which rarely breaks a point
-the APGDs left; `--suite standard` adds it). `--fgsm` adds FGSM accuracy,
+Robust accuracy is the standard suite's without FAB-T at linf eps 0.1 on
+the first 1,000 test images: APGD-CE, APGD-T and Square as a cascade
+(`"standard-no-fab"`; FAB-T rarely breaks a point the APGDs left, and
+`--suite standard` adds it). `--fgsm` adds FGSM accuracy,
 an upper bound that overstates single-step-trained models by tens of
 points.
 
@@ -62,7 +62,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--eps", type=float, default=0.1, help="linf radius")
     parser.add_argument(
         "--robust-points", type=int, default=1000,
-        help="test images the standard suite attacks (the first N)",
+        help="test images the attacks run on (the first N)",
     )  # fmt: skip
     parser.add_argument(
         "--suite", choices=("standard-no-fab", "standard"), default="standard-no-fab",
