@@ -81,6 +81,7 @@ def test_recipe_step_time_times_the_cifar10_recipe(tmp_path):
     assert result["wall_seconds_per_step"] > 0
 
 
+@on_one_backend("the forms' step cost in test_step_cost_times_a_form_against_plain")
 def test_scaling_runs_one_cell(tmp_path):
     out = tmp_path / "scaling.json"
     backend = keras.backend.backend()
