@@ -2,7 +2,8 @@
 
 The network is the paper's permutation-invariant MNIST maxout MLP shape
 (784 -> 240x5 maxout -> 240x5 maxout -> 10 softmax; maxout as Dense, reshape
-and max) at batch 128 on synthetic data. Every configuration is timed through
+and max) at batch 128 on synthetic data, or with `--network small_cnn` the
+members study's CNN (Wong et al.'s MNIST CNN, `reproductions/compare_members.py`). Every configuration is timed through
 `model.fit` in the same process as a plain `keras.Model` of the same network:
 all models are built and traced first (untimed), then timed in interleaved
 rounds of one epoch each, and the median epoch gives examples/s. TF and JAX run with `jit_compile=True`
@@ -15,6 +16,8 @@ Usage:
     python benchmarks/step_cost.py --backends jax --rounds 3 --steps 50
     python benchmarks/step_cost.py --only multistep "perturb linf alpha=0"
     python benchmarks/step_cost.py --backends torch --torch-compile   # first order
+    python benchmarks/step_cost.py --network small_cnn --batch-size 100 --backends jax \
+        --only "perturb linf alpha=0" fgsm_rs n_fgsm gradalign "k=10" "penalty l"
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ CONFIGS = [
         for norm in ("linf", "l2")
         for k in (3, 7)
     ],
+    ("multistep linf k=10", {"form": "multistep", "norm": "linf", "steps": 10}),
     ("fgsm_rs linf", {"form": "fgsm_rs", "norm": "linf"}),
     ("n_fgsm linf", {"form": "n_fgsm", "norm": "linf"}),
     ("squared_penalty l2", {"form": "squared_penalty", "norm": "l2"}),
@@ -55,23 +59,35 @@ CONFIGS = [
     ("curvature linf", {"form": "curvature", "norm": "linf"}),
     ("jacobian l2 (1 projection)", {"form": "jacobian", "norm": "l2"}),
     ("trades linf k=7", {"form": "trades", "norm": "linf", "steps": 7}),
+    ("trades linf k=10", {"form": "trades", "norm": "linf", "steps": 10}),
     ("llr linf k=3", {"form": "llr", "norm": "linf", "steps": 3}),
     ("mart linf k=7", {"form": "mart", "norm": "linf", "steps": 7}),
 ]
 
 
-def build(regularizer):
+#: Network -> the shape of one input.
+NETWORKS = {"maxout_mlp": (784,), "small_cnn": (28, 28, 1)}
+
+
+def build(regularizer, network="maxout_mlp"):
     import keras
     from keras import layers, ops
 
     import keras_gradreg as kg
 
-    inputs = keras.Input((784,))
+    inputs = keras.Input(NETWORKS[network])
     h = inputs
-    for _ in range(2):
-        h = layers.Dense(240 * 5)(h)
-        h = layers.Reshape((240, 5))(h)
-        h = layers.Lambda(lambda t: ops.max(t, axis=-1))(h)
+    if network == "small_cnn":  # conv 16 4x4/2, conv 32 4x4/2, dense 100
+        for filters in (16, 32):
+            h = layers.Conv2D(filters, 4, strides=2, padding="same", activation="relu")(
+                h
+            )
+        h = layers.Dense(100, activation="relu")(layers.Flatten()(h))
+    else:
+        for _ in range(2):
+            h = layers.Dense(240 * 5)(h)
+            h = layers.Reshape((240, 5))(h)
+            h = layers.Lambda(lambda t: ops.max(t, axis=-1))(h)
     outputs = layers.Dense(10, activation="softmax")(h)
     if regularizer is None:
         return keras.Model(inputs, outputs)
@@ -118,15 +134,16 @@ def _second_order(regularizer) -> bool:
 
 
 def run_backend(
-    rounds: int, steps: int, batch: int, only=(), torch_compile: bool = False
-) -> dict:
+    rounds: int, steps: int, batch: int, only=(), torch_compile: bool = False,
+    network: str = "maxout_mlp",
+) -> dict:  # fmt: skip
     import keras
     import numpy as np
 
     backend = keras.backend.backend()
     jit = backend != "torch" or torch_compile
     rng = np.random.default_rng(0)
-    x = rng.random((steps * batch, 784), dtype=np.float32)
+    x = rng.random((steps * batch, *NETWORKS[network]), dtype=np.float32)
     y = rng.integers(0, 10, steps * batch)
     data = fit_data(x, y, batch)
     models = {}
@@ -134,7 +151,7 @@ def run_backend(
         if jit and backend == "torch" and _second_order(regularizer):
             continue  # torch.compile cannot differentiate twice
         keras.utils.set_random_seed(0)
-        model = build(regularizer)
+        model = build(regularizer, network)
         model.compile(
             optimizer="sgd", loss="sparse_categorical_crossentropy", jit_compile=jit
         )
@@ -158,6 +175,8 @@ def run_backend(
         "backend": backend,
         "jit_compile": jit,
         "keras": keras.__version__,
+        "network": network,
+        "batch_size": batch,
         "examples_per_s": results,
     }
 
@@ -176,6 +195,7 @@ def main(argv=None):
     )
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--network", choices=list(NETWORKS), default="maxout_mlp")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument(
         "--only", nargs="+", default=[],
@@ -195,8 +215,9 @@ def main(argv=None):
 
     if args.worker:
         result = run_backend(
-            args.rounds, args.steps, args.batch_size, args.only, args.torch_compile
-        )
+            args.rounds, args.steps, args.batch_size, args.only, args.torch_compile,
+            args.network,
+        )  # fmt: skip
         report(result)
         return
 
@@ -204,7 +225,8 @@ def main(argv=None):
     for backend in args.backends:
         worker_args = [
             "--rounds", args.rounds, "--steps", args.steps,
-            "--batch-size", args.batch_size, *(["--only", *args.only] if args.only else []),
+            "--batch-size", args.batch_size, "--network", args.network,
+            *(["--only", *args.only] if args.only else []),
             *(["--torch-compile"] if args.torch_compile else []),
         ]  # fmt: skip
         print(f"timing {backend} ...", file=sys.stderr)

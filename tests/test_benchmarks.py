@@ -36,6 +36,16 @@ def test_step_cost_times_a_form_against_plain(tmp_path):
     assert set(row["examples_per_s"]) == {"plain", "penalty linf"}
     assert all(v > 0 for v in row["examples_per_s"].values())
     assert "| penalty linf |" in result.stdout
+    # The members study's CNN, at its batch size.
+    run(
+        "step_cost.py", "--backends", backend, "--rounds", "1", "--steps", "2",
+        "--network", "small_cnn", "--batch-size", "100", "--only", "k=10", "--json", out,
+    )  # fmt: skip
+    (row,) = json.loads(out.read_text())
+    assert (row["network"], row["batch_size"]) == ("small_cnn", 100)
+    assert set(row["examples_per_s"]) == {
+        "plain", "multistep linf k=10", "trades linf k=10",
+    }  # fmt: skip
 
 
 @on_one_backend("the matrix products' count is the step's, tested in step_cost's")
