@@ -35,6 +35,8 @@ Usage:
     # a reduced budget, stated in the records:
     KERAS_BACKEND=jax python -m reproductions.compare_members --epochs 3 \
         --train-limit 10000 --seeds 0 --output runs/members-reduced
+    # the table and curves of the runs finished so far, training nothing:
+    python -m reproductions.compare_members --finished-only --record docs/data/members
 """
 
 from __future__ import annotations
@@ -217,6 +219,10 @@ def main(argv=None):
     parser.add_argument(
         "--record", default=None, help="records folder (default --output)"
     )
+    parser.add_argument(
+        "--finished-only", action="store_true",
+        help="train nothing: tabulate and draw the runs already recorded",
+    )  # fmt: skip
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2)
     args = parser.parse_args(argv)
     refuse_non_positive(
@@ -246,21 +252,28 @@ def main(argv=None):
     rows = []
     for setting in args.settings:
         dataset, sigma, l2_sigma, only = SETTINGS[setting]
-        data, (x_test, y_test) = load(dataset, args.train_limit)
-        held = (x_test[-500:], y_test[-500:], sigma)
+        if not args.finished_only:
+            data, (x_test, y_test) = load(dataset, args.train_limit)
+            held = (x_test[-500:], y_test[-500:], sigma)
         chosen = members(sigma, l2_sigma, args.pgd_steps, args.gradalign)
         for seed in args.seeds:
             for member in args.members:
                 if only is not None and member not in only:
                     continue
                 name = f"{setting}-{member}-seed{seed}"
-
+                if args.finished_only:
+                    path = record / "results" / f"{name}.json"
+                    if path.exists():
+                        rows.append(json.loads(path.read_text()))
+                    continue
                 run = functools.partial(
                     run_member, (setting, member, seed), chosen[member], data,
                     (x_test, y_test), held, args, out / "runs" / name, record,
                 )  # fmt: skip
                 row = cached(record / "results" / f"{name}.json", run)
                 rows.append(row)
+    if not rows:
+        parser.error(f"no finished runs in {record / 'results'} to tabulate")
     lines = table(rows, args)
     (record / "results.md").write_text("\n".join(lines) + "\n")
     (record / "results.json").write_text(json.dumps(rows, indent=2))

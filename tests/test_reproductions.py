@@ -536,3 +536,9 @@ def test_members_study_writes_its_table_and_curves_and_resumes(
     assert "between 2 and --epochs (2). Received: 3" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="2"):
         compare_members.main([*argv, "--warmup-epochs", "1"])  # no ramp in one epoch
+    # Tabulating the finished runs trains nothing, and a missing run is left out.
+    finished = compare_members.main(
+        [*argv, "--members", "plain", "gradalign", "n_fgsm", "--finished-only"]
+    )
+    assert finished == [rows[0], rows[2]]
+    assert "== mnist" not in capsys.readouterr().out
