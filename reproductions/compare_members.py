@@ -5,9 +5,10 @@ once more on MNIST at a radius where FGSM training overfits
 catastrophically, and reports clean test accuracy, robust accuracy under
 APGD-CE, APGD-T and Square as a cascade (the standard suite without FAB-T,
 `attacks="standard-no-fab"`) on the first `--standard-points` test images,
-and the training time per epoch relative to plain training. Each epoch also logs PGD-10 accuracy on 500 held-out
-test images (`RobustAccuracy`), the learning curves in which a collapse
-shows.
+and the step time relative to plain Keras (read from the record of
+`benchmarks/step_cost.py --network small_cnn`, `--step-cost`). Each epoch
+also logs PGD-10 accuracy on 500 held-out test images (`RobustAccuracy`),
+the learning curves in which a collapse shows.
 
 Network and training (every setting): the MNIST CNN of Wong, Rice &
 Kolter (2020), conv 16 4x4 stride 2 ReLU, conv 32 4x4 stride 2 ReLU, dense
@@ -73,6 +74,20 @@ LABELS = {
     "trades": "TRADES",
     "linf": "linf penalty",
     "l2": "l2 penalty",
+}
+
+
+#: Member -> its configuration in `benchmarks/step_cost.py` (k: --pgd-steps).
+STEP_COST_NAMES = {
+    "plain": "plain",
+    "fgsm": "perturb linf alpha=0",
+    "fgsm_rs": "fgsm_rs linf",
+    "n_fgsm": "n_fgsm linf",
+    "gradalign": "gradalign linf",
+    "pgd": "multistep linf k={k}",
+    "trades": "trades linf k={k}",
+    "linf": "penalty linf",
+    "l2": "penalty l2",
 }
 
 
@@ -220,6 +235,10 @@ def main(argv=None):
         "--record", default=None, help="records folder (default --output)"
     )
     parser.add_argument(
+        "--step-cost", default="docs/data/step_cost_small_cnn.json",
+        help="the step-cost record the table's step times come from",
+    )  # fmt: skip
+    parser.add_argument(
         "--finished-only", action="store_true",
         help="train nothing: tabulate and draw the runs already recorded",
     )  # fmt: skip
@@ -304,25 +323,28 @@ def table(rows, args):
             else ""
         )
         + f"; the standard suite on the first {args.standard_points} test images "
-        "(mean ± sd over seeds).",
+        "(mean ± sd over seeds). Step time against a plain `keras.Model` from "
+        f"`benchmarks/step_cost.py --network small_cnn` ({args.step_cost}): the runs'"
+        " own epoch times are not comparable when they share the cores.",
         "",
-        "| setting | member | seeds | clean | standard suite | time x plain |",
+        "| setting | member | seeds | clean | standard suite | step time x plain |",
         "|---|---|---:|---:|---:|---:|",
     ]
+    speeds = {}
+    if Path(args.step_cost).exists():
+        (run,) = json.loads(Path(args.step_cost).read_text())
+        speeds = run["examples_per_s"]
     groups = {}
     for row in rows:
         groups.setdefault((row["setting"], row["member"]), []).append(row)
     for (setting, member), group in groups.items():
-        plain = {r["seed"]: r for r in groups.get((setting, "plain"), [])}
-        ratio = [
-            r["seconds_per_epoch"] / plain[r["seed"]]["seconds_per_epoch"]
-            for r in group if r["seed"] in plain
-        ]  # fmt: skip
+        config = STEP_COST_NAMES[member].format(k=args.pgd_steps)
+        ratio = speeds["plain"] / speeds[config] if config in speeds else None
         lines.append(
             f"| {setting} (linf {group[0]['sigma']:g}) | {LABELS[member]} | {len(group)} | "
             f"{_cell([r['clean_accuracy'] for r in group])} | "
             f"{_cell([r['robust_accuracy'] for r in group])} | "
-            f"{_cell(ratio, percent=False) if ratio else ''} |"
+            f"{'' if ratio is None else f'{ratio:.2f}'} |"
         )
     return lines
 

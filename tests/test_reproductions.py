@@ -537,8 +537,15 @@ def test_members_study_writes_its_table_and_curves_and_resumes(
     with pytest.raises(SystemExit, match="2"):
         compare_members.main([*argv, "--warmup-epochs", "1"])  # no ramp in one epoch
     # Tabulating the finished runs trains nothing, and a missing run is left out.
-    finished = compare_members.main(
-        [*argv, "--members", "plain", "gradalign", "n_fgsm", "--finished-only"]
+    step_cost = tmp_path / "step_cost.json"
+    step_cost.write_text(
+        json.dumps([{"examples_per_s": {"plain": 100.0, "gradalign linf": 25.0}}])
     )
+    finished = compare_members.main(
+        [*argv, "--members", "plain", "gradalign", "n_fgsm", "--finished-only",
+         "--step-cost", str(step_cost)]
+    )  # fmt: skip
     assert finished == [rows[0], rows[2]]
-    assert "== mnist" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "== mnist" not in printed
+    assert "| GradAlign | 1 |" in printed and "| 4.00 |" in printed
