@@ -3,8 +3,9 @@
 The network is the paper's permutation-invariant MNIST maxout MLP shape
 (784 -> 240x5 maxout -> 240x5 maxout -> 10 softmax; maxout as Dense, reshape
 and max) at batch 128 on synthetic data, or with `--network small_cnn` the
-members study's CNN (Wong et al.'s MNIST CNN, `reproductions/compare_members.py`). Every configuration is timed through
-`model.fit` in the same process as a plain `keras.Model` of the same network:
+members study's CNN (Wong et al.'s MNIST CNN, `reproductions/compare_members.py`).
+Every configuration is timed through `model.fit` in the same process as a
+plain `keras.Model` of the same network:
 all models are built and traced first (untimed), then timed in interleaved
 rounds of one epoch each, and the median epoch gives examples/s. TF and JAX run with `jit_compile=True`
 (XLA); torch runs eagerly (torch.compile cannot differentiate twice).
@@ -17,7 +18,7 @@ Usage:
     python benchmarks/step_cost.py --only multistep "perturb linf alpha=0"
     python benchmarks/step_cost.py --backends torch --torch-compile   # first order
     python benchmarks/step_cost.py --network small_cnn --batch-size 100 --backends jax \
-        --only "perturb linf alpha=0" fgsm_rs n_fgsm gradalign "k=10" "penalty l"
+        --only "perturb linf alpha=0" fgsm_rs n_fgsm gradalign "k=10" "penalty linf" "penalty l2"
 """
 
 from __future__ import annotations

@@ -12,9 +12,8 @@ seconds per epoch:
 Robust accuracy is the standard suite's without FAB-T at linf eps 0.1 on
 the first 1,000 test images: APGD-CE, APGD-T and Square as a cascade
 (`"standard-no-fab"`; FAB-T rarely breaks a point the APGDs left, and
-`--suite standard` adds it). `--fgsm` adds FGSM accuracy,
-an upper bound that overstates single-step-trained models by tens of
-points.
+`--suite standard` adds it). `--fgsm` adds FGSM accuracy, an upper bound
+that overstates single-step-trained models by tens of points.
 
 MNIST comes from `$KERAS_GRADREG_DATA` (the Makefile points it at
 ../shared/data) or Keras's cache, else Keras downloads it.

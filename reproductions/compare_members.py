@@ -301,12 +301,12 @@ def main(argv=None):
     return rows
 
 
-def _cell(values, percent=True):
+def _cell(values):
+    """Fractions as a percentage, or their mean ± sd over seeds."""
     values = np.asarray(values, float)
-    text = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:.2f}")
     if len(values) == 1:
-        return text(values[0])
-    return f"{text(values.mean())} ± {text(values.std(ddof=1))}"
+        return f"{values[0]:.1%}"
+    return f"{values.mean():.1%} ± {values.std(ddof=1):.1%}"
 
 
 def table(rows, args):
