@@ -31,6 +31,9 @@ import time
 
 from _workers import report, run_worker
 
+#: The forms' `clean_metrics=False`: no forward pass at the clean inputs.
+NO_CLEAN = {"form_arguments": {"clean_metrics": False}}
+
 CONFIGS = [
     ("plain", None),
     ("sigma=0 (plain + dL/dx for grad_norm)", {"sigma": 0.0}),
@@ -55,6 +58,14 @@ CONFIGS = [
     ("multistep linf k=10", {"form": "multistep", "norm": "linf", "steps": 10}),
     ("fgsm_rs linf", {"form": "fgsm_rs", "norm": "linf"}),
     ("n_fgsm linf", {"form": "n_fgsm", "norm": "linf"}),
+    *[
+        (f"{form} linf, no clean pass", {"form": form, "norm": "linf", **NO_CLEAN})
+        for form in ("fgsm_rs", "n_fgsm")
+    ],
+    (
+        "multistep linf k=10, no clean pass",
+        {"form": "multistep", "norm": "linf", "steps": 10, **NO_CLEAN},
+    ),
     ("squared_penalty l2", {"form": "squared_penalty", "norm": "l2"}),
     ("gradalign linf", {"form": "gradalign", "norm": "linf"}),
     ("curvature linf", {"form": "curvature", "norm": "linf"}),
@@ -92,7 +103,12 @@ def build(regularizer, network="maxout_mlp"):
     outputs = layers.Dense(10, activation="softmax")(h)
     if regularizer is None:
         return keras.Model(inputs, outputs)
-    return kg.GradRegModel(inputs, outputs, **{"sigma": 0.1, **regularizer})
+    regularizer = {"sigma": 0.1, **regularizer}
+    form_arguments = regularizer.pop("form_arguments", None)
+    if form_arguments:
+        form = kg.forms.get(regularizer["form"]).replace(**form_arguments)
+        regularizer["form"] = form
+    return kg.GradRegModel(inputs, outputs, **regularizer)
 
 
 def fit_data(x, y, batch: int) -> dict:
@@ -131,7 +147,10 @@ def selected(only) -> list:
 def _second_order(regularizer) -> bool:
     import keras_gradreg as kg
 
-    return bool(regularizer) and kg.GradientRegularizer(**regularizer).form.second_order
+    if not regularizer:
+        return False
+    regularizer = {k: v for k, v in regularizer.items() if k != "form_arguments"}
+    return kg.GradientRegularizer(**regularizer).form.second_order
 
 
 def run_backend(

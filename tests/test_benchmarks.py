@@ -45,6 +45,7 @@ def test_step_cost_times_a_form_against_plain(tmp_path):
     assert (row["network"], row["batch_size"]) == ("small_cnn", 100)
     assert set(row["examples_per_s"]) == {
         "plain", "multistep linf k=10", "trades linf k=10",
+        "multistep linf k=10, no clean pass",  # clean_metrics=False
     }  # fmt: skip
 
 

@@ -132,3 +132,79 @@ def test_grad_norm_is_the_loss_gradients_at_the_random_start(
     assert abs(expected - at_x) > 1e-3 * at_x  # the two points tell apart
     logs = model.train_on_batch(x, y, return_dict=True)
     assert logs["grad_norm"] == pytest.approx(expected, rel=1e-6)  # a float32 metric
+
+
+@pytest.mark.parametrize("form", [*MEMBERS, "multistep"])
+@pytest.mark.parametrize("clean_metrics", [True, False])
+def test_without_the_clean_pass_the_update_holds_and_metrics_read_the_perturbed_pass(
+    float64, monkeypatch, form, clean_metrics
+):
+    """`clean_metrics=False` skips the forward pass at x, which these forms
+    read nothing from at alpha = 0: the weight update is still that of
+    `L(x + r)` (float64 finite differences), and the compiled metric reads
+    the perturbed pass's outputs, not the clean ones."""
+    sigma, clip = 0.2, (0.0, 1.0)
+    x, y, _ = _data(seed=31)
+    unit = np.random.default_rng(5).uniform(-1.0, 1.0, x.shape)
+
+    def fixed_start(leaves, norm, seed):
+        return [keras.ops.convert_to_tensor(unit, leaves[0].dtype)]
+
+    monkeypatch.setattr(multistep, "random_unit_start", fixed_start)
+    if form == "multistep":  # one step of length 1.25 sigma: FGSM-RS's
+        step, noise, form_object = (
+            1.25,
+            1.0,
+            kg.forms.Multistep(
+                steps=1, step_size=1.25 * sigma, clean_metrics=clean_metrics
+            ),
+        )
+    else:
+        step, noise, _ = MEMBERS[form]
+        form_object = kg.forms.get(form).replace(clean_metrics=clean_metrics)
+    model = _tiny_model(5, norm="linf", sigma=sigma, form=form_object, input_range=clip)
+    metric = keras.metrics.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=[metric],
+    )
+    assert model.regularizer.form.needs_clean_pass(0.0) is clean_metrics
+    params = [np.array(v, dtype="float64") for v in model.get_weights()]
+    r = reference.single_step_perturbation(
+        params, x, y, p=math.inf, start=noise * sigma * unit, step=step * sigma,
+        radius=sigma if form != "n_fgsm" else None, clip=clip,
+    )  # fmt: skip
+
+    def loss_at_r(ps):
+        return reference.objective(
+            ps, x, y, 1.0, p=math.inf, sigma=sigma, form="perturb", alpha=0.0,
+            fixed=r, clip=clip,
+        )  # fmt: skip
+
+    expected = reference.finite_difference_gradient(loss_at_r, params)
+    before = [np.array(w) for w in model.get_weights()]
+    logs = model.train_on_batch(x, y, return_dict=True)
+    got = [b - np.array(a) for b, a in zip(before, model.get_weights())]
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=RTOL, atol=ATOL)
+    clean = reference.example_losses(params, x, y).mean()
+    perturbed = reference.example_losses(params, np.clip(x + r, *clip), y).mean()
+    assert abs(perturbed - clean) > 1e-2 * clean  # the two tell apart
+    read = perturbed if not clean_metrics else clean
+    assert logs[metric.name] == pytest.approx(read, rel=1e-6)
+    assert ("clean_loss" in logs) is clean_metrics
+    assert logs["adv_loss"] == pytest.approx(perturbed, rel=1e-6)
+
+
+@pytest.mark.parametrize("form", [*MEMBERS, "multistep"])
+def test_clean_metrics_false_is_refused_where_the_clean_pass_is_taken_anyway(form):
+    no_clean = kg.forms.get(form).replace(clean_metrics=False)
+    with pytest.raises(ValueError, match=r"Received: alpha=0\.5"):
+        kg.GradientRegularizer(form=no_clean, alpha=0.5)
+    with pytest.raises(ValueError, match="Received: clean_metrics='no'"):
+        kg.forms.get(form).replace(clean_metrics="no")
+    assert kg.GradientRegularizer(form=no_clean).form == no_clean
+    if form == "multistep":
+        with pytest.raises(ValueError, match="random_start=False"):
+            kg.GradientRegularizer(form=no_clean.replace(random_start=False))

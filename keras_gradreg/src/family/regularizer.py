@@ -212,7 +212,7 @@ class GradientRegularizer:
         >>> reg.replace(sigma=0.3).sigma
         0.3
         >>> GradientRegularizer(form="multistep", steps=3).form
-        Multistep(steps=3, step_size=None, random_start=True, l1_sparsity=0.95, share_noise=True)
+        Multistep(steps=3, step_size=None, random_start=True, l1_sparsity=0.95, clean_metrics=True, share_noise=True)
     """
 
     __slots__ = tuple(SHARED_ARGUMENTS)

@@ -236,7 +236,8 @@ def family_objective(
 
     Args:
         regularizer: the `GradientRegularizer`: the family member and form.
-        clean_loss: the weighted clean batch loss `(1/B) sum_i w_i L(x_i)`.
+        clean_loss: the weighted clean batch loss `(1/B) sum_i w_i L(x_i)`,
+            or None when the step takes no clean pass (`needs_clean_pass`).
         gradients: list of per-example input gradients `dL_i/dx_i`;
             differentiable with respect to the weights for a second-order
             form.
@@ -278,7 +279,8 @@ def family_objective(
         norms = per_example_norm(gradients, reg.dual_order)
         if not reg.active:
             return Terms(clean_loss, clean_loss, clean_loss, _mean_norm(norms))
-    sigma = ops.cast(reg.sigma if sigma is None else sigma, clean_loss.dtype)
+    dtype = keras.backend.floatx() if clean_loss is None else clean_loss.dtype
+    sigma = ops.cast(reg.sigma if sigma is None else sigma, dtype)
     context = FormContext(
         regularizer=reg,
         sigma=sigma,
@@ -330,6 +332,15 @@ def needs_clean_gradients(regularizer) -> bool:
     (for the logged `grad_norm`) and every active form but those that
     start from a random point (`Form.uses_clean_gradients`)."""
     return not regularizer.active or regularizer.form.uses_clean_gradients
+
+
+def needs_clean_pass(regularizer) -> bool:
+    """Whether the step runs the forward pass at the clean inputs: plain
+    training and every active form but those that read neither the clean
+    loss nor dL/dx there and log on the perturbed pass
+    (`Form.needs_clean_pass`)."""
+    reg = regularizer
+    return not reg.active or reg.form.needs_clean_pass(reg.alpha)
 
 
 def needs_clean_weight_gradient(regularizer) -> bool:

@@ -23,6 +23,9 @@ class StepPlan(NamedTuple):
         unlabeled: the label-free member's own rows (`labeled_rows`), or
             None.
         selection: the regularized inputs of `x`.
+        clean_pass: whether the step runs the forward pass at the clean
+            inputs (`Form.needs_clean_pass`); when not, the compiled
+            metrics read the outputs of the perturbed pass.
         record_clean: whether the objective contains the clean loss, so
             the clean pass is differentiated for the weights
             (`Form.uses_clean_loss`).
@@ -41,6 +44,7 @@ class StepPlan(NamedTuple):
     sample_weight: object
     unlabeled: object
     selection: inputs.InputSelection
+    clean_pass: bool
     record_clean: bool
     clean_gradients: bool
     second_order: bool
@@ -81,6 +85,7 @@ def plan_step(model, data, prepare_leaves=None) -> StepPlan:
         sample_weight=sample_weight,
         unlabeled=unlabeled,
         selection=selection,
+        clean_pass=objective.needs_clean_pass(reg),
         record_clean=objective.needs_clean_weight_gradient(reg),
         clean_gradients=objective.needs_clean_gradients(reg),
         second_order=objective.needs_second_order(reg),

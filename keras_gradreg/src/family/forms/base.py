@@ -204,6 +204,15 @@ class Form:
         one the form takes."""
         return True
 
+    def needs_clean_pass(self, alpha: float) -> bool:
+        """Whether the step runs the forward pass at the clean inputs.
+        Every form does unless it reads neither the clean loss nor the
+        clean gradient and its logs are taken from the perturbed pass
+        (`clean_metrics=False` of the forms that start from a random
+        point)."""
+        del alpha
+        return True
+
     @property
     def replays_noise(self) -> bool:
         """Whether the step's later passes replay the clean pass's random
@@ -274,8 +283,38 @@ class PerturbingForm(Form):
     def __init__(self, share_noise: bool = True):
         self.share_noise = check_bool("share_noise", share_noise)
 
+    clean_metrics = True  # see `check_clean_metrics`
+
     def uses_clean_loss(self, alpha: float) -> bool:
         return alpha > 0.0
+
+    def needs_clean_pass(self, alpha: float) -> bool:
+        return (
+            self.clean_metrics
+            or self.uses_clean_loss(alpha)
+            or self.uses_clean_gradients
+        )
+
+    def check_clean_metrics(self, regularizer) -> None:
+        """Refuses `clean_metrics=False` where the step takes the clean pass
+        anyway (the clean loss in the objective, alpha > 0, or the clean
+        gradient read): it would drop the clean logs and save nothing."""
+        if self.clean_metrics:
+            return
+        if regularizer.alpha > 0.0:
+            raise ValueError(
+                f"`clean_metrics=False` skips the clean forward pass, which the "
+                f"{self.name} form takes when the clean loss is in the objective. "
+                f"Use alpha=0 or clean_metrics=True. Received: alpha="
+                f"{regularizer.alpha!r}"
+            )
+        if self.uses_clean_gradients:
+            raise ValueError(
+                f"`clean_metrics=False` skips the clean forward pass, which the "
+                f"{self.name} form takes for its first step's gradient. Use "
+                f"random_start=True or clean_metrics=True. Received: "
+                f"{self!r}"
+            )
 
     @property
     def replays_noise(self) -> bool:

@@ -34,6 +34,12 @@ class Multistep(PerturbingForm):
             Boneh, 2019), in [0, 1).
         share_noise: whether every pass draws the clean pass's dropout
             masks (default), see `Perturb`.
+        clean_metrics: whether the step takes a forward pass at the clean
+            inputs for the logged `clean_loss` and compiled metrics
+            (default). From a random start with alpha = 0 nothing else
+            reads that pass: False skips it, reads the compiled metrics
+            from the perturbed pass and logs no `clean_loss` (see
+            `FGSMRandomStart`).
 
     Examples:
         >>> Multistep(steps=10, random_start=False).steps
@@ -49,11 +55,13 @@ class Multistep(PerturbingForm):
         random_start: bool = True,
         l1_sparsity: float = 0.95,
         share_noise: bool = True,
+        clean_metrics: bool = True,
     ):
         self.steps = check_integer("steps", steps)
         self.step_size = multistep.check_step_size(step_size)
         self.random_start = check_bool("random_start", random_start)
         self.l1_sparsity = check_number("l1_sparsity", l1_sparsity, 0.0, below=1.0)
+        self.clean_metrics = check_bool("clean_metrics", clean_metrics)
         super().__init__(share_noise)
 
     def terms(self, context):
@@ -81,11 +89,15 @@ class Multistep(PerturbingForm):
     def uses_clean_gradients(self) -> bool:
         return not self.random_start  # the first step's gradient
 
+    def check(self, regularizer) -> None:
+        self.check_clean_metrics(regularizer)
+
     def get_config(self) -> dict:
         return {
             "steps": self.steps,
             "step_size": self.step_size,
             "random_start": self.random_start,
             "l1_sparsity": self.l1_sparsity,
+            "clean_metrics": self.clean_metrics,
             **super().get_config(),
         }

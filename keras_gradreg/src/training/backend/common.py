@@ -38,15 +38,22 @@ def call_model(model, x, training=True):
 def train_logs(model, terms, total, x, y, y_pred, sample_weight):
     """Adds one batch to the epoch means shown in `History` (weighted by the
     batch size, as Keras does for `loss`) and returns the step's logs: the
-    compiled metrics on clean inputs plus the family's terms."""
+    compiled metrics on the outputs `y_pred` (the clean ones, or the
+    perturbed pass's when the step takes no clean pass) plus the family's
+    terms (without `clean_loss` when there is none)."""
     size = objective.batch_size(x)
     _keras_compat.loss_tracker(model).update_state(total, sample_weight=size)
     values = (terms.clean_loss, terms.adv_loss, terms.grad_norm)
-    for tracker, value in zip(model.family_trackers, values):
+    trackers = [
+        (tracker, value)
+        for tracker, value in zip(model.family_trackers, values)
+        if value is not None
+    ]
+    for tracker, value in trackers:
         tracker.update_state(value, sample_weight=size)
     _keras_compat.track_output_losses(model, y, y_pred, sample_weight)
     logs = model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-    logs.update({tracker.name: tracker.result() for tracker in model.family_trackers})
+    logs.update({tracker.name: tracker.result() for tracker, _ in trackers})
     logs[model.sigma_metric.name] = model.sigma_metric.result()
     return logs
 

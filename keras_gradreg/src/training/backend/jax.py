@@ -125,7 +125,10 @@ def train_step(model, state, data):
 
     def clean_pass(trainable, non_trainable):
         """One forward pass: the clean loss and each example's dL/dx (None
-        when the form reads none: `StepPlan.clean_gradients`)."""
+        when the form reads none: `StepPlan.clean_gradients`); no pass at
+        all when nothing reads it (`StepPlan.clean_pass`)."""
+        if not plan.clean_pass:
+            return None, (None, None, non_trainable, []), None
         if not plan.clean_gradients:
             _, aux = summed_clean_loss(trainable, selection.leaves, non_trainable)
             return None, aux, None
@@ -183,6 +186,7 @@ def train_step(model, state, data):
             )
             if precomputed:  # layer losses of the differentiated pass
                 latest["losses"] = adv_losses
+            latest["outputs"] = y_adv
             return objective.adversarial_loss(
                 model, y, y_adv, sample_weight, target, per_example, output_fn
             )
@@ -226,6 +230,8 @@ def train_step(model, state, data):
         if model.optimizer is not None:
             with keras.StatelessScope(state_mapping=optimizer_mapping):
                 loss = model.optimizer.scale_loss(total)
+        if not plan.clean_pass:  # the metrics read the perturbed pass
+            y_pred = latest["outputs"]
         return loss, (terms, total, y_pred, latest["non_trainable"])
 
     with keras.StatelessScope(state_mapping=metrics_mapping):
@@ -240,7 +246,9 @@ def train_step(model, state, data):
             reg, sample_weight, scale
         ):
             precomputed = shared_clean_pass(trainable, non_trainable)
-        clean_value = precomputed[1][0] if precomputed else jax.numpy.zeros(())
+        clean_value = jax.numpy.zeros(())
+        if precomputed and precomputed[1][0] is not None:
+            clean_value = precomputed[1][0]
         (_, (terms, total, y_pred, non_trainable)), (grads, coefficient) = (
             jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
                 trainable, clean_value, non_trainable, precomputed

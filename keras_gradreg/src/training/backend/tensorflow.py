@@ -32,45 +32,48 @@ def _train_step(model, data):
     # The passes over the regularized rows draw the noise of their first pass.
     replay = _noise_replay(model) if unlabeled is None else None
 
+    # No clean pass when nothing reads it (StepPlan.clean_pass).
+    y_pred = clean_loss = gradients = None
+    layer_losses, outputs = [], {}
     with tf.GradientTape() as tape:
         # The perturb form with alpha=0 needs the clean pass only for dL/dx.
         skip = contextlib.nullcontext() if record_clean else tape.stop_recording()
         with skip:
-            # With a shared backward it also watches the weights (read after
-            # the call: a subclassed model builds them in its first one).
-            with tf.GradientTape(watch_accessed_variables=share) as input_tape:
-                input_tape.watch(selection.leaves)
-                y_pred = call_model(model, x)
-                clean_loss, summed = objective.clean_losses(
-                    model, y, y_pred, sample_weight
-                )
-                summed = loss_scale.scale_summed_loss(summed, scale)
-            # Layer losses come from the forward pass the weights are
-            # differentiated through (the perturbed one when this is not).
-            layer_losses = model.losses
-            share = share and not layer_losses
-            variables = [v.value for v in model.trainable_weights] if share else []
-            first_order_only = (
-                tape.stop_recording()
-                if record_clean and not second_order
-                else contextlib.nullcontext()
-            )
-            gradients = None  # the form reads none (StepPlan.clean_gradients)
-            with first_order_only:
-                if plan.clean_gradients:
-                    sources = [*selection.leaves, *variables]
-                    gradients = input_tape.gradient(summed, sources)
-                    weight_gradients = gradients[len(selection.leaves) :]
-                    gradients = gradients[: len(selection.leaves)]
-                    inputs.check_input_gradients(
-                        gradients, selection, reg.inputs_to_regularize
+            if plan.clean_pass:
+                # With a shared backward it also watches the weights (read after
+                # the call: a subclassed model builds them in its first one).
+                with tf.GradientTape(watch_accessed_variables=share) as input_tape:
+                    input_tape.watch(selection.leaves)
+                    y_pred = call_model(model, x)
+                    clean_loss, summed = objective.clean_losses(
+                        model, y, y_pred, sample_weight
                     )
-                    gradients = loss_scale.unscale_input_gradients(gradients, scale)
-            if share:  # one backward for both (shares_clean_backward)
-                clean_loss = tf.stop_gradient(clean_loss)
-                tape.watch(clean_loss)  # differentiated on its own
-            if not second_order and gradients is not None:
-                gradients = [tf.stop_gradient(g) for g in gradients]
+                    summed = loss_scale.scale_summed_loss(summed, scale)
+                # Layer losses come from the forward pass the weights are
+                # differentiated through (the perturbed one when this is not).
+                layer_losses = model.losses
+                share = share and not layer_losses
+                variables = [v.value for v in model.trainable_weights] if share else []
+                first_order_only = (
+                    tape.stop_recording()
+                    if record_clean and not second_order
+                    else contextlib.nullcontext()
+                )
+                with first_order_only:
+                    if plan.clean_gradients:
+                        sources = [*selection.leaves, *variables]
+                        gradients = input_tape.gradient(summed, sources)
+                        weight_gradients = gradients[len(selection.leaves) :]
+                        gradients = gradients[: len(selection.leaves)]
+                        inputs.check_input_gradients(
+                            gradients, selection, reg.inputs_to_regularize
+                        )
+                        gradients = loss_scale.unscale_input_gradients(gradients, scale)
+                if share:  # one backward for both (shares_clean_backward)
+                    clean_loss = tf.stop_gradient(clean_loss)
+                    tape.watch(clean_loss)  # differentiated on its own
+                if not second_order and gradients is not None:
+                    gradients = [tf.stop_gradient(g) for g in gradients]
         if unlabeled is None:
             target = objective.virtual_target(model, y_pred)
         else:  # the label-free member's own rows
@@ -83,6 +86,7 @@ def _train_step(model, data):
             x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
             replay()
             y_adv = call_model(model, x_adv)
+            outputs["perturbed"] = y_adv
             if not record_clean:
                 layer_losses = model.losses
             return objective.adversarial_loss(
@@ -134,6 +138,8 @@ def _train_step(model, data):
             gradients[:-1], gradients[-1], weight_gradients, x
         )
     model.optimizer.apply_gradients(zip(gradients, weights))
+    if not plan.clean_pass:  # the metrics read the perturbed pass
+        y_pred = outputs["perturbed"]
     logs = train_logs(model, terms, total, x, y, y_pred, sample_weight)
     return multi_worker_logs(model, logs)
 

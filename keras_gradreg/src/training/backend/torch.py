@@ -86,40 +86,20 @@ def train_step(model, data):
     reg, x, y, sample_weight = plan.regularizer, plan.x, plan.y, plan.sample_weight
     unlabeled, selection = plan.unlabeled, plan.selection
     leaves = selection.leaves
-    record_clean, second_order = plan.record_clean, plan.second_order
+    record_clean = plan.record_clean
 
     model.zero_grad()
     # The passes over the regularized rows draw the noise of their first pass.
     replay = _noise_replay(model, leaves) if unlabeled is None else None
-    y_pred = call_model(model, x)
-    clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
-    # Layer losses come from the forward pass the weights are differentiated
-    # through (the perturbed one when the clean pass is not).
-    layer_losses = model.losses
     scale = loss_scale.input_gradient_loss_scale(model.optimizer, x)
     share = objective.shares_clean_backward(reg, sample_weight, scale)
-    share = share and not layer_losses
-    variables = [v.value for v in model.trainable_weights] if share else []
-    gradients = None  # the form reads none (StepPlan.clean_gradients)
-    if plan.clean_gradients:
-        gradients = torch.autograd.grad(
-            loss_scale.scale_summed_loss(summed, scale),
-            [*leaves, *variables],
-            create_graph=second_order,
-            retain_graph=record_clean and not share,
-            allow_unused=True,
+    # No clean pass when nothing reads it (StepPlan.clean_pass).
+    y_pred = clean_loss = gradients = weight_gradients = None
+    layer_losses, outputs = [], {}
+    if plan.clean_pass:
+        y_pred, clean_loss, gradients, layer_losses, share, weight_gradients = (
+            _clean_pass(plan, model, scale, share)
         )
-        if share:  # one backward for both (objective.shares_clean_backward)
-            weight_gradients = gradients[len(leaves) :]
-            clean_loss = clean_loss.detach().requires_grad_(True)  # its own input
-            gradients = gradients[: len(leaves)]
-        inputs.check_input_gradients(gradients, selection, reg.inputs_to_regularize)
-        gradients = loss_scale.unscale_input_gradients(gradients, scale)
-        if not second_order:
-            gradients = [g.detach() for g in gradients]
-    if not record_clean:
-        clean_loss = clean_loss.detach()
-        y_pred = keras.tree.map_structure(lambda t: t.detach(), y_pred)
     constant = selection._replace(leaves=[t.detach() for t in leaves])
     moved_x, moved = plan.moved(constant)
     if unlabeled is None:
@@ -134,6 +114,7 @@ def train_step(model, data):
         x_adv = inputs.perturb_inputs(moved_x, moved, deltas, reg.input_range)
         replay()
         y_adv = call_model(model, x_adv)
+        outputs["perturbed"] = y_adv
         if not record_clean:
             layer_losses = model.losses
         return objective.adversarial_loss(
@@ -187,7 +168,48 @@ def train_step(model, data):
                     gradients, clean_loss.grad, weight_gradients, x, _multiply_add_
                 )
             model.optimizer.apply(gradients, weights)
+    if not plan.clean_pass:  # the metrics read the perturbed pass
+        y_pred = keras.tree.map_structure(lambda t: t.detach(), outputs["perturbed"])
     return train_logs(model, terms, total.detach(), x, y, y_pred, sample_weight)
+
+
+def _clean_pass(plan, model, scale, share):
+    """The forward pass at the clean inputs: returns `(y_pred, clean_loss,
+    gradients, layer_losses, share, weight_gradients)`, with each example's
+    dL/dx when the form reads it (`StepPlan.clean_gradients`, else None)
+    and, with a shared backward (`objective.shares_clean_backward`), the
+    clean loss's weight gradient from the same one."""
+    reg, x, y, sample_weight = plan.regularizer, plan.x, plan.y, plan.sample_weight
+    selection, record_clean = plan.selection, plan.record_clean
+    leaves, second_order, weight_gradients = selection.leaves, plan.second_order, None
+    y_pred = call_model(model, x)
+    clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
+    # Layer losses come from the forward pass the weights are differentiated
+    # through (the perturbed one when the clean pass is not).
+    layer_losses = model.losses
+    share = share and not layer_losses
+    variables = [v.value for v in model.trainable_weights] if share else []
+    gradients = None  # the form reads none (StepPlan.clean_gradients)
+    if plan.clean_gradients:
+        gradients = torch.autograd.grad(
+            loss_scale.scale_summed_loss(summed, scale),
+            [*leaves, *variables],
+            create_graph=second_order,
+            retain_graph=record_clean and not share,
+            allow_unused=True,
+        )
+        if share:  # one backward for both (objective.shares_clean_backward)
+            weight_gradients = gradients[len(leaves) :]
+            clean_loss = clean_loss.detach().requires_grad_(True)  # its own input
+            gradients = gradients[: len(leaves)]
+        inputs.check_input_gradients(gradients, selection, reg.inputs_to_regularize)
+        gradients = loss_scale.unscale_input_gradients(gradients, scale)
+        if not second_order:
+            gradients = [g.detach() for g in gradients]
+    if not record_clean:
+        clean_loss = clean_loss.detach()
+        y_pred = keras.tree.map_structure(lambda t: t.detach(), y_pred)
+    return y_pred, clean_loss, gradients, layer_losses, share, weight_gradients
 
 
 def _requiring_grad(leaves):
