@@ -97,7 +97,7 @@ class FGSMRandomStart(_SingleStep):
             inputs for the logged `clean_loss` and compiled metrics
             (default). The form reads neither the clean loss nor its
             gradient, so False skips that pass (a step one forward pass
-            cheaper, at the perturb form's cost), reads the compiled
+            cheaper, near the perturb form's cost), reads the compiled
             metrics from the perturbed pass the weights train on (as Wong
             et al. report training accuracy) and logs no `clean_loss`.
 
@@ -133,7 +133,7 @@ class NoisyFGSM(_SingleStep):
             inputs for the logged `clean_loss` and compiled metrics
             (default). The form reads neither the clean loss nor its
             gradient, so False skips that pass (a step one forward pass
-            cheaper, at the perturb form's cost), reads the compiled
+            cheaper, near the perturb form's cost), reads the compiled
             metrics from the perturbed pass the weights train on (as Wong
             et al. report training accuracy) and logs no `clean_loss`.
 
