@@ -114,13 +114,7 @@ def test_grad_norm_is_the_loss_gradients_at_the_random_start(
     `grad_norm` is then the mean `||dL/dx||_1` at the first point they
     differentiate, `clip(x + noise * sigma * u)`."""
     sigma, clip = 0.2, (0.0, 1.0)
-    x, y, _ = _data(seed=31)
-    unit = np.random.default_rng(5).uniform(-1.0, 1.0, x.shape)
-
-    def fixed_start(leaves, norm, seed):
-        return [keras.ops.convert_to_tensor(unit, leaves[0].dtype)]
-
-    monkeypatch.setattr(multistep, "random_unit_start", fixed_start)
+    x, y, unit = _batch_with_fixed_start(monkeypatch)
     model = _tiny_model(5, norm="linf", sigma=sigma, form=form, input_range=clip)
     assert not model.regularizer.form.uses_clean_gradients
     assert kg.forms.Multistep(random_start=False).uses_clean_gradients
@@ -144,13 +138,7 @@ def test_without_the_clean_pass_the_update_holds_and_metrics_read_the_perturbed_
     `L(x + r)` (float64 finite differences), and the compiled metric reads
     the perturbed pass's outputs, not the clean ones."""
     sigma, clip = 0.2, (0.0, 1.0)
-    x, y, _ = _data(seed=31)
-    unit = np.random.default_rng(5).uniform(-1.0, 1.0, x.shape)
-
-    def fixed_start(leaves, norm, seed):
-        return [keras.ops.convert_to_tensor(unit, leaves[0].dtype)]
-
-    monkeypatch.setattr(multistep, "random_unit_start", fixed_start)
+    x, y, unit = _batch_with_fixed_start(monkeypatch)
     if form == "multistep":  # one step of length 1.25 sigma: FGSM-RS's
         step, noise, form_object = (
             1.25,
@@ -208,3 +196,16 @@ def test_clean_metrics_false_is_refused_where_the_clean_pass_is_taken_anyway(for
     if form == "multistep":
         with pytest.raises(ValueError, match="random_start=False"):
             kg.GradientRegularizer(form=no_clean.replace(random_start=False))
+
+
+def _batch_with_fixed_start(monkeypatch):
+    """`(x, y, u)`: a batch and the unit-ball draw every random start then
+    returns, so that the library and the reference see the same start."""
+    x, y, _ = _data(seed=31)
+    unit = np.random.default_rng(5).uniform(-1.0, 1.0, x.shape)
+
+    def fixed_start(leaves, norm, seed):
+        return [keras.ops.convert_to_tensor(unit, leaves[0].dtype)]
+
+    monkeypatch.setattr(multistep, "random_unit_start", fixed_start)
+    return x, y, unit

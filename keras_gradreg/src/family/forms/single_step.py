@@ -130,12 +130,8 @@ class NoisyFGSM(_SingleStep):
         share_noise: whether the passes draw the clean pass's dropout
             masks (see `Perturb`).
         clean_metrics: whether the step takes a forward pass at the clean
-            inputs for the logged `clean_loss` and compiled metrics
-            (default). The form reads neither the clean loss nor its
-            gradient, so False skips that pass (a step one forward pass
-            cheaper, near the perturb form's cost), reads the compiled
-            metrics from the perturbed pass the weights train on (as Wong
-            et al. report training accuracy) and logs no `clean_loss`.
+            inputs for the logged `clean_loss` and compiled metrics (see
+            `FGSMRandomStart`).
 
     Examples:
         >>> NoisyFGSM().noise
