@@ -25,7 +25,7 @@ def _train_step(model, data):
     reg, x, y, sample_weight = plan.regularizer, plan.x, plan.y, plan.sample_weight
     unlabeled, selection = plan.unlabeled, plan.selection
     moved_x, moved = plan.moved()
-    record_clean, second_order = plan.record_clean, plan.second_order
+    record_clean = plan.record_clean
     scale = loss_scale.input_gradient_loss_scale(model.optimizer, x)
     share = objective.shares_clean_backward(reg, sample_weight, scale)
     start = objective.random_start(model, moved)
@@ -33,47 +33,13 @@ def _train_step(model, data):
     replay = _noise_replay(model) if unlabeled is None else None
 
     # No clean pass when nothing reads it (StepPlan.clean_pass).
-    y_pred = clean_loss = gradients = None
+    y_pred = clean_loss = gradients = weight_gradients = None
     layer_losses, outputs = [], {}
     with tf.GradientTape() as tape:
-        # The perturb form with alpha=0 needs the clean pass only for dL/dx.
-        skip = contextlib.nullcontext() if record_clean else tape.stop_recording()
-        with skip:
-            if plan.clean_pass:
-                # With a shared backward it also watches the weights (read after
-                # the call: a subclassed model builds them in its first one).
-                with tf.GradientTape(watch_accessed_variables=share) as input_tape:
-                    input_tape.watch(selection.leaves)
-                    y_pred = call_model(model, x)
-                    clean_loss, summed = objective.clean_losses(
-                        model, y, y_pred, sample_weight
-                    )
-                    summed = loss_scale.scale_summed_loss(summed, scale)
-                # Layer losses come from the forward pass the weights are
-                # differentiated through (the perturbed one when this is not).
-                layer_losses = model.losses
-                share = share and not layer_losses
-                variables = [v.value for v in model.trainable_weights] if share else []
-                first_order_only = (
-                    tape.stop_recording()
-                    if record_clean and not second_order
-                    else contextlib.nullcontext()
-                )
-                with first_order_only:
-                    if plan.clean_gradients:
-                        sources = [*selection.leaves, *variables]
-                        gradients = input_tape.gradient(summed, sources)
-                        weight_gradients = gradients[len(selection.leaves) :]
-                        gradients = gradients[: len(selection.leaves)]
-                        inputs.check_input_gradients(
-                            gradients, selection, reg.inputs_to_regularize
-                        )
-                        gradients = loss_scale.unscale_input_gradients(gradients, scale)
-                if share:  # one backward for both (shares_clean_backward)
-                    clean_loss = tf.stop_gradient(clean_loss)
-                    tape.watch(clean_loss)  # differentiated on its own
-                if not second_order and gradients is not None:
-                    gradients = [tf.stop_gradient(g) for g in gradients]
+        if plan.clean_pass:
+            y_pred, clean_loss, gradients, layer_losses, share, weight_gradients = (
+                _clean_pass(plan, model, tape, scale, share)
+            )
         if unlabeled is None:
             target = objective.virtual_target(model, y_pred)
         else:  # the label-free member's own rows
@@ -142,6 +108,55 @@ def _train_step(model, data):
         y_pred = outputs["perturbed"]
     logs = train_logs(model, terms, total, x, y, y_pred, sample_weight)
     return multi_worker_logs(model, logs)
+
+
+def _clean_pass(plan, model, tape, scale, share):
+    """The forward pass at the clean inputs, under the weights' `tape`:
+    returns `(y_pred, clean_loss, gradients, layer_losses, share,
+    weight_gradients)`, with each example's dL/dx when the form reads it
+    (`StepPlan.clean_gradients`, else None) and, with a shared backward
+    (`objective.shares_clean_backward`), the clean loss's weight gradient
+    from the same one."""
+    x, y, sample_weight = plan.x, plan.y, plan.sample_weight
+    selection, record_clean, second_order = (
+        plan.selection, plan.record_clean, plan.second_order,
+    )  # fmt: skip
+    gradients = weight_gradients = None
+    # The perturb form with alpha=0 needs the clean pass only for dL/dx.
+    with contextlib.nullcontext() if record_clean else tape.stop_recording():
+        # With a shared backward it also watches the weights (read after the
+        # call: a subclassed model builds them in its first one).
+        with tf.GradientTape(watch_accessed_variables=share) as input_tape:
+            input_tape.watch(selection.leaves)
+            y_pred = call_model(model, x)
+            clean_loss, summed = objective.clean_losses(model, y, y_pred, sample_weight)
+            summed = loss_scale.scale_summed_loss(summed, scale)
+        # Layer losses come from the forward pass the weights are
+        # differentiated through (the perturbed one when this is not).
+        layer_losses = model.losses
+        share = share and not layer_losses
+        variables = [v.value for v in model.trainable_weights] if share else []
+        first_order_only = (
+            tape.stop_recording()
+            if record_clean and not second_order
+            else contextlib.nullcontext()
+        )
+        with first_order_only:
+            if plan.clean_gradients:
+                sources = [*selection.leaves, *variables]
+                gradients = input_tape.gradient(summed, sources)
+                weight_gradients = gradients[len(selection.leaves) :]
+                gradients = gradients[: len(selection.leaves)]
+                inputs.check_input_gradients(
+                    gradients, selection, plan.regularizer.inputs_to_regularize
+                )
+                gradients = loss_scale.unscale_input_gradients(gradients, scale)
+        if share:  # one backward for both (shares_clean_backward)
+            clean_loss = tf.stop_gradient(clean_loss)
+            tape.watch(clean_loss)  # differentiated on its own
+        if not second_order and gradients is not None:
+            gradients = [tf.stop_gradient(g) for g in gradients]
+    return y_pred, clean_loss, gradients, layer_losses, share, weight_gradients
 
 
 def _noise_replay(model):
