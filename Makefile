@@ -74,9 +74,10 @@ docs: $(STAMP)
 # at once, each run's output printed whole when it ends. The backends in
 # SPLIT_BACKENDS run as two processes, CORE_TESTS (`jax-core`) and the rest
 # (`jax-rest`: evaluation, tools, the scripts end to end), so that the runs,
-# longest first, fill the two lanes evenly: on 2 cores torch's (about 8
-# min) and TensorFlow's (9) runs start, JAX's halves (7-8 each) follow, the
-# two Keras-floor runs (2 each) go to whichever lane frees first.
+# longest first, fill the two lanes evenly: on 2 cores torch's and
+# TensorFlow's runs start (about 15 and 22 min on a 2-core AVX2 machine),
+# JAX's halves (14 each) follow, the two Keras-floor runs (5-6 each) go to
+# whichever lane frees first.
 TEST_JOBS ?= 2
 # torch's OpenMP threads spin while they wait: two of them beside another
 # run on 2 cores made its scripts 3-7 times slower; one thread per run.
