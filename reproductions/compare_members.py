@@ -350,32 +350,52 @@ def table(rows, args):
 
 
 def curves(rows, path):
-    """PGD-10 accuracy on the held images per epoch, one panel per setting."""
+    """PGD-10 accuracy on the held images per epoch, one panel per setting:
+    one colour per member, one line style per seed, and one legend below
+    the panels. Returns the legend's labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
+    colours = {member: plt.cm.tab10(i) for i, member in enumerate(LABELS)}
+    seeds = sorted({r["seed"] for r in rows})
+    styles = {seed: ("-", "--", ":", "-.")[i % 4] for i, seed in enumerate(seeds)}
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     fig, axes = plt.subplots(
-        1, len(settings), figsize=(5 * len(settings), 3.8), squeeze=False
+        1, len(settings), figsize=(5.5 * len(settings), 4.2), squeeze=False
     )
     for ax, setting in zip(axes[0], settings):
         for row in rows:
             if row["setting"] == setting:
                 values = row["held_pgd_accuracy"]
                 ax.plot(
-                    range(1, len(values) + 1), values, marker="o", markersize=3,
-                    label=f"{LABELS[row['member']]}, seed {row['seed']}",
+                    range(1, len(values) + 1), values, marker="o", markersize=2.5,
+                    linewidth=1.3, color=colours[row["member"]],
+                    linestyle=styles[row["seed"]],
                 )  # fmt: skip
         ax.set_title(f"{setting}: PGD-10 accuracy on 500 held-out images")
         ax.set_xlabel("epoch")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    members = [m for m in LABELS if any(r["member"] == m for r in rows)]
+    member_handles = [
+        Line2D([], [], color=colours[m], label=LABELS[m]) for m in members
+    ]
+    seed_handles = [
+        Line2D([], [], color="black", linestyle=styles[seed], label=f"seed {seed}")
+        for seed in seeds
+    ]
+    for y, handles in ((0.06, member_handles), (0.0, seed_handles)):
+        fig.legend(
+            handles=handles, loc="lower center", bbox_to_anchor=(0.5, y),
+            ncol=len(handles), fontsize=8, frameon=False,
+        )  # fmt: skip
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return [h.get_label() for h in member_handles + seed_handles]
 
 
 if __name__ == "__main__":

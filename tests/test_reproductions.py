@@ -549,3 +549,42 @@ def test_members_study_writes_its_table_and_curves_and_resumes(
     printed = capsys.readouterr().out
     assert "== mnist" not in printed
     assert "| GradAlign | 1 |" in printed and "| 4.00 |" in printed
+
+
+def test_members_curves_give_each_member_one_colour_and_each_seed_one_style(
+    tmp_path,
+):
+    """The study's plot: a member keeps its colour over seeds and settings,
+    a seed its line style, and the legend names each once."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = [
+        {"setting": setting, "member": member, "seed": seed,
+         "held_pgd_accuracy": [0.1 * seed, 0.5]}
+        for setting in ("mnist", "fashion")
+        for seed in (0, 1)
+        for member in ("plain", "fgsm", "trades")
+    ]  # fmt: skip
+    drawn = []
+    original = plt.Axes.plot
+
+    def plot(ax, *args, **kwargs):
+        drawn.append((ax.get_title(), kwargs["color"], kwargs["linestyle"]))
+        return original(ax, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plt.Axes, "plot", plot)
+        labels = compare_members.curves(rows, tmp_path / "curves.png")
+    assert labels == ["plain", "FGSM training", "TRADES", "seed 0", "seed 1"]
+    assert (tmp_path / "curves.png").stat().st_size > 5000
+    colours = [colour for _, colour, _ in drawn]
+    styles = [style for _, _, style in drawn]
+    for i, row in enumerate(rows):
+        same_member = [j for j, r in enumerate(rows) if r["member"] == row["member"]]
+        assert all(colours[j] == colours[i] for j in same_member)
+        same_seed = [j for j, r in enumerate(rows) if r["seed"] == row["seed"]]
+        assert all(styles[j] == styles[i] for j in same_seed)
+    assert len(set(colours)) == 3 and len(set(styles)) == 2
