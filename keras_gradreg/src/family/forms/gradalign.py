@@ -49,8 +49,10 @@ class GradAlign(PerturbingForm):
     step costs about three times plain training's.
 
     Args:
-        weight: lambda, the weight of the alignment term, >= 0 (the paper:
-            0.2 on CIFAR-10 at linf 8/255, larger for larger radii).
+        weight: lambda, the weight of the alignment term, >= 0. The
+            authors grow its log linearly with the radius: at linf 8/255,
+            0.2 on CIFAR-10 and 2.5 on SVHN; no published MNIST value
+            (docs/family.md).
         step: the FGSM step's length over sigma (the paper: 1).
         share_noise: whether the passes draw the clean pass's dropout
             masks (see `Perturb`).
