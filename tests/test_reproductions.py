@@ -552,7 +552,7 @@ def test_members_study_writes_its_table_and_curves_and_resumes(
 
 
 def test_members_curves_give_each_member_one_colour_and_each_seed_one_style(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
     """The study's plot: a member keeps its colour over seeds and settings,
     a seed its line style, and the legend names each once."""
@@ -572,16 +572,14 @@ def test_members_curves_give_each_member_one_colour_and_each_seed_one_style(
     original = plt.Axes.plot
 
     def plot(ax, *args, **kwargs):
-        drawn.append((ax.get_title(), kwargs["color"], kwargs["linestyle"]))
+        drawn.append((kwargs["color"], kwargs["linestyle"]))
         return original(ax, *args, **kwargs)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(plt.Axes, "plot", plot)
-        labels = compare_members.curves(rows, tmp_path / "curves.png")
+    monkeypatch.setattr(plt.Axes, "plot", plot)
+    labels = compare_members.curves(rows, tmp_path / "curves.png")
     assert labels == ["plain", "FGSM training", "TRADES", "seed 0", "seed 1"]
     assert (tmp_path / "curves.png").stat().st_size > 5000
-    colours = [colour for _, colour, _ in drawn]
-    styles = [style for _, _, style in drawn]
+    colours, styles = zip(*drawn)
     for i, row in enumerate(rows):
         same_member = [j for j, r in enumerate(rows) if r["member"] == row["member"]]
         assert all(colours[j] == colours[i] for j in same_member)
