@@ -54,7 +54,12 @@ import numpy as np
 import keras_gradreg as kg
 from keras_gradreg.callbacks import EpochTimer
 
-from .run_records import cached, refuse_mismatched_resume, refuse_non_positive
+from .run_records import (
+    cached,
+    refuse_mismatched_resume,
+    refuse_non_positive,
+    train_once,
+)
 from .standard_suite import add_standard_suite_arguments
 
 #: Setting -> (dataset, linf radius, l2 radius of the l2 member, members).
@@ -160,22 +165,30 @@ def train(regularizer, data, held, args, seed, folder):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    timer = EpochTimer()
-    history = model.fit(
-        x, y, batch_size=args.batch_size, epochs=args.epochs, verbose=args.verbose,
-        callbacks=[
-            kg.callbacks.RobustAccuracy(
-                (x_held, y_held), eps=sigma, subset_size=None, seed=seed,
-                name="held_pgd_accuracy",
-            ),
-            kg.callbacks.BackupAndRestore(str(folder / "backup"), delete_checkpoint=True),
-            keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
-            timer,
-            *warmup,
-        ],
-    )  # fmt: skip
-    del history  # a resumed run's history starts at the resume: read the log
-    return model, timer.median, kg.plots.read_history(folder / "history.csv")
+
+    def fit(model):
+        timer = EpochTimer()
+        model.fit(
+            x, y, batch_size=args.batch_size, epochs=args.epochs,
+            verbose=args.verbose,
+            callbacks=[
+                kg.callbacks.RobustAccuracy(
+                    (x_held, y_held), eps=sigma, subset_size=None, seed=seed,
+                    name="held_pgd_accuracy",
+                ),
+                kg.callbacks.BackupAndRestore(
+                    str(folder / "backup"), delete_checkpoint=False
+                ),
+                keras.callbacks.CSVLogger(str(folder / "history.csv"), append=True),
+                timer,
+                *warmup,
+            ],
+        )  # fmt: skip
+        return {"seconds_per_epoch": timer.median}
+
+    # A resumed run's `fit` history starts at the resume: read the log.
+    seconds = train_once(model, folder, fit)["seconds_per_epoch"]
+    return model, seconds, kg.plots.read_history(folder / "history.csv")
 
 
 def run_member(run, regularizer, data, test, held, args, folder, record):

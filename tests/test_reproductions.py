@@ -586,3 +586,41 @@ def test_members_curves_give_each_member_one_colour_and_each_seed_one_style(
         same_seed = [j for j, r in enumerate(rows) if r["seed"] == row["seed"]]
         assert all(styles[j] == styles[i] for j in same_seed)
     assert len(set(colours)) == 3 and len(set(styles)) == 2
+
+
+def test_train_once_reloads_a_finished_training_and_drops_a_stale_history(tmp_path):
+    """A run killed while it is evaluated trains no second time, and a
+    training that starts without a backup does not append to an older log."""
+    from reproductions.run_records import train_once
+
+    def model():
+        net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        net.compile(optimizer="sgd", loss="mse")
+        return net
+
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+    fits = []
+
+    def fit(net):
+        fits.append(net)
+        net.fit(
+            x, y, epochs=2, verbose=0,
+            callbacks=[
+                kg.callbacks.BackupAndRestore(
+                    str(tmp_path / "backup"), delete_checkpoint=False
+                ),
+                keras.callbacks.CSVLogger(str(tmp_path / "history.csv"), append=True),
+            ],
+        )  # fmt: skip
+        return {"seconds_per_epoch": 1.5}
+
+    (tmp_path / "history.csv").write_text("epoch,loss\n0,9.0\n1,9.0\n")
+    trained = model()
+    assert train_once(trained, tmp_path, fit) == {"seconds_per_epoch": 1.5}
+    assert len(kg.plots.read_history(tmp_path / "history.csv")["loss"]) == 2
+    assert not (tmp_path / "backup").exists()  # removed once the weights are saved
+    reloaded = model()
+    assert train_once(reloaded, tmp_path, fit) == {"seconds_per_epoch": 1.5}
+    assert fits == [trained]
+    for a, b in zip(trained.get_weights(), reloaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
