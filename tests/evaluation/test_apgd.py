@@ -78,6 +78,11 @@ def test_iterates_stay_in_the_ball_and_range_and_repeat_by_seed(norm, targeted):
 
 
 def test_apgd_is_at_least_as_strong_as_pgd_on_a_trained_model():
+    """On a small trained model APGD-CE alone is about as strong as PGD-20
+    (within 6 of the 300 points: each breaks points the other misses), and
+    the suite's cascade of APGD-CE and APGD-T is at least as strong. (The
+    trained model varies with the tests run before it in the process: a
+    per-attack margin of one point proved too tight.)"""
     rng = np.random.default_rng(2)
     x = rng.random((300, 10)).astype("float32")
     y = (x[:, :5].sum(1) > x[:, 5:].sum(1)).astype("int32") + 2 * (x[:, 0] > 0.5)
@@ -89,15 +94,16 @@ def test_apgd_is_at_least_as_strong_as_pgd_on_a_trained_model():
     eps = 0.08
     correct = kg.attacks.correct_predictions(model, x, y)
 
-    def robust(x_adv):
-        return np.mean(correct & kg.attacks.correct_predictions(model, x_adv, y))
+    def held(x_adv):
+        return kg.attacks.correct_predictions(model, x_adv, y)
 
-    pgd_acc = robust(kg.pgd(model, x, y, "linf", eps, steps=20))
-    ce_acc = robust(apgd(model, x, y, "linf", eps, steps=50))
-    t_acc = robust(apgd_targeted(model, x, y, "linf", eps, steps=50))
-    assert ce_acc <= pgd_acc + 0.01
-    assert t_acc <= pgd_acc + 0.01
-    assert ce_acc < np.mean(correct)  # it does break points
+    pgd_acc = np.mean(correct & held(kg.pgd(model, x, y, "linf", eps, steps=20)))
+    ce = correct & held(apgd(model, x, y, "linf", eps, steps=50))
+    targeted = correct & held(apgd_targeted(model, x, y, "linf", eps, steps=50))
+    assert np.mean(ce) <= pgd_acc + 0.02
+    assert np.mean(targeted) <= pgd_acc + 0.02
+    assert np.mean(ce & targeted) <= pgd_acc
+    assert np.mean(ce) < np.mean(correct)  # it does break points
 
 
 def test_apgd_objects_and_bad_arguments():
