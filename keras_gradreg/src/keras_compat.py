@@ -187,6 +187,19 @@ def tf_multi_worker(strategy) -> bool:
     return trainer._collective_all_reduce_multi_worker(strategy)
 
 
+def tf_build_before_tracing(model, iterator=None, data_batch=None) -> bool:
+    """Builds `model`'s metrics, loss and optimizer from the first batch
+    (Keras's private `_symbolic_build`, which its JAX and torch trainers
+    always call) where Keras's TF trainer would leave them to the first trace
+    of its step: when no distribution strategy was set (its private
+    `_distribute_strategy`). Built inside the trace, their new variables make
+    `tf.function` trace the step a second time. Returns whether it built."""
+    if model._distribute_strategy is not None:
+        return False
+    model._symbolic_build(iterator=iterator, data_batch=data_batch)
+    return True
+
+
 def _exact_moments(x, axes, keepdims=False):
     """Mean and variance with exact derivatives of every order.
 

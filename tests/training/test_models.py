@@ -463,3 +463,41 @@ def test_tensorflow_steps_draw_dropout_masks_and_starts_with_philox():
         got = algorithms(mlp(dropout=0.5, sigma=0.1, form=form, norm="l2", steps=1))
         # At least the clean and the perturbed pass's dropout masks.
         assert len(got) >= 2 and set(got) == {1}, (form, got)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's tf.function")
+def test_tensorflow_traces_the_steps_once(classification_data):
+    """Keras's TF trainer, with no distribution strategy set, builds the
+    compiled metrics and the optimizer's slots inside the first trace of
+    its step, and their new variables make tf.function trace it again.
+    GradRegModel builds them first, as Keras does on JAX and torch: `fit`
+    and a fresh model's `evaluate` trace their step once."""
+    x, y = classification_data
+
+    def counting(model, name):
+        traces, step = [], getattr(model, name)
+
+        def counted(data):
+            traces.append(name)
+            return step(data)
+
+        setattr(model, name, counted)
+        return traces
+
+    def compiled():
+        model = mlp(norm="l2", sigma=0.1)
+        model.compile(
+            keras.optimizers.Adam(1e-3),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+    model = compiled()
+    traces = counting(model, "train_step")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert traces == ["train_step"]
+    model = compiled()
+    traces = counting(model, "test_step")
+    model.evaluate(x, y, batch_size=16, verbose=0)
+    assert traces == ["test_step"]

@@ -8,6 +8,7 @@ import warnings
 
 import keras
 
+from keras_gradreg.src import keras_compat as _keras_compat
 from keras_gradreg.src.api_export import keras_gradreg_export
 from keras_gradreg.src.family import inputs
 from keras_gradreg.src.family.regularizer import (
@@ -197,11 +198,15 @@ class GradRegModel(keras.Model):
         return _backend.multi_worker_logs(self, super().test_step(*args))
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # TensorFlow only (Keras calls it from its TF trainer): see
-        # `keras_gradreg.backend.tensorflow.first_local_batch`.
+        # TensorFlow only (Keras calls it from its TF trainer): a
+        # multi-worker batch, see `backend.tensorflow.first_local_batch`;
+        # without a strategy, built before the step is traced, see
+        # `keras_compat.tf_build_before_tracing` (one trace, not two).
         local = _backend.first_local_batch(self, iterator)
         if local is not None:
             iterator, data_batch = None, local
+        if _keras_compat.tf_build_before_tracing(self, iterator, data_batch):
+            return None
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
