@@ -75,8 +75,8 @@ docs: $(STAMP)
 # SPLIT_BACKENDS run as two processes, CORE_TESTS (`jax-core`) and the rest
 # (`jax-rest`: evaluation, tools, the scripts end to end), so that the runs,
 # longest first, fill the two lanes evenly: on 2 cores torch's and
-# TensorFlow's runs start (about 10 and 16 min beside each other), JAX's
-# halves (10-11 each) follow, the two Keras-floor runs (3 each) go to
+# TensorFlow's runs start (about 14 and 19 min beside each other), JAX's
+# halves (12 each) follow, the two Keras-floor runs (4 each) go to
 # whichever lane frees first.
 TEST_JOBS ?= 2
 # torch's OpenMP threads spin while they wait: two of them beside another
