@@ -77,7 +77,9 @@ docs: $(STAMP)
 # longest first, fill the two lanes evenly: on 2 cores torch's and
 # TensorFlow's runs start (about 14 and 19 min beside each other), JAX's
 # halves (12 each) follow, the two Keras-floor runs (4 each) go to
-# whichever lane frees first.
+# whichever lane frees first. The JAX runs share one compilation cache
+# (tests/conftest.py), emptied here: the floor's programs are mostly the
+# core tests'.
 TEST_JOBS ?= 2
 # torch's OpenMP threads spin while they wait: two of them beside another
 # run on 2 cores made its scripts 3-7 times slower; one thread per run.
@@ -87,7 +89,8 @@ CORE_TESTS ?= tests/training tests/family tests/maxout
 TEST_RUNS := $(foreach b,$(BACKENDS),$(if $(filter $(b),$(SPLIT_BACKENDS)),$(b)-core $(b)-rest,$(b))) \
 	$(addprefix floor-,$(FLOOR_BACKENDS))
 test: lint docs $(FLOOR_STAMP)
-	@mkdir -p .test-logs; rm -f .test-logs/*; \
+	@rm -rf .test-logs; mkdir -p .test-logs; \
+	export JAX_COMPILATION_CACHE_DIR="$(CURDIR)/.test-logs/jax-cache"; \
 	printf '%s\n' $(TEST_RUNS) | xargs -P $(TEST_JOBS) -I{} sh -c '\
 	  backend=$${0%-core}; backend=$${backend%-rest}; doctests=""; \
 	  [ $$backend = torch ] && export OMP_NUM_THREADS=$(TORCH_TEST_THREADS); \
@@ -110,7 +113,8 @@ test: lint docs $(FLOOR_STAMP)
 # release that moves a private name the library uses (keras_gradreg/src/
 # keras_compat.py) fails here rather than for a user. Keras alone goes in a
 # side folder ahead of the environment's. torch is left out: Keras 3.10's own
-# code fails under torch.compile with torch 2.13.
+# code fails under torch.compile with torch 2.13. The finite-at-zero-gradient
+# cases are left out too: they test the norms' arithmetic, not Keras.
 $(FLOOR_STAMP): | $(STAMP)
 	rm -rf .keras-floor
 	$(BIN)/python -m pip install --quiet --no-deps --target .keras-floor "keras==$(KERAS_FLOOR)"
@@ -122,7 +126,8 @@ test-keras-range: $(FLOOR_STAMP)
 	  PYTHONPATH=.keras-floor KERAS_BACKEND=$$backend $(BIN)/python -c \
 	    "import keras; assert keras.__version__ == '$(KERAS_FLOOR)', keras.__version__" \
 	  && PYTHONPATH=.keras-floor KERAS_BACKEND=$$backend $(BIN)/python -m pytest -q \
-	    tests/training/test_gradients.py tests/training/test_models.py tests/family/test_inputs.py $(PYTEST_ARGS) || status=1; \
+	    tests/training/test_gradients.py tests/training/test_models.py tests/family/test_inputs.py \
+	    -k "not zero_input_gradient" $(PYTEST_ARGS) || status=1; \
 	done; exit $$status
 
 # The demo needs Keras and its one backend only (about 25 s to install,

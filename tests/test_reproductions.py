@@ -46,7 +46,7 @@ def assert_refuses(main, argv):
 
 @pytest.mark.slow
 @requires_mnist
-@on_one_backend("the protocol in test_protocol.py, the noise in test_noise.py")
+@on_one_backend("the protocol in test_protocol.py, the noise in test_noise.py", "torch")
 def test_protocol_reproduction_writes_tables_i_and_iv_and_resumes(tmp_path, capsys):
     argv = [
         "--output", str(tmp_path), "--limit", "200", "--seeds", "0", "1",
@@ -225,7 +225,7 @@ def test_a_given_sigma_skips_the_selection_and_is_a_setting(tmp_path, capsys):
 
 @requires_mnist
 @on_one_backend(
-    "the perturbed-input form in tests/family, the protocol in tests/maxout"
+    "the perturbed-input form in tests/family, the protocol in tests/maxout", "torch"
 )
 def test_sigmoid_mlp_row_trains_its_stated_network_against_the_papers_number(
     tmp_path, capsys

@@ -63,6 +63,9 @@ def reference(tmp_path_factory):
     return out, _load(out / "initial.npz"), _load(out / "reference.npz")
 
 
+@pytest.mark.skipif(
+    BACKEND == "torch", reason="the reference of the TF and JAX distribution tests"
+)
 def test_reference_cases_are_sharp(reference):
     """Each regularized step moves the weights away from the plain step, so
     an equality below could not hold with the penalty lost or mis-scaled."""
