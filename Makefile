@@ -75,8 +75,8 @@ docs: $(STAMP)
 # SPLIT_BACKENDS run as two processes, CORE_TESTS (`jax-core`) and the rest
 # (`jax-rest`: evaluation, tools, the scripts end to end), so that the runs,
 # longest first, fill the two lanes evenly: on 2 cores torch's and
-# TensorFlow's runs start (about 14 and 19 min beside each other), JAX's
-# halves (12 each) follow, the two Keras-floor runs (4 each) go to
+# TensorFlow's runs start (about 15 and 19 min beside each other), JAX's
+# halves (13 and 11) follow, the two Keras-floor runs (3 and 2) go to
 # whichever lane frees first. The JAX runs share one compilation cache
 # (tests/conftest.py), emptied here: the floor's programs are mostly the
 # core tests'.
