@@ -36,8 +36,8 @@ def pytest_configure(config):
     set: `make test` gives all its JAX runs one folder, emptied when it
     starts, so the Keras-floor run reuses the core tests' programs (220 s
     alone without them, 134 s with them). Otherwise it is a folder of the
-    run's own, removed at the end, so that every run starts cold, as CI
-    does. Subprocesses inherit the folder through the environment."""
+    run's own, removed at the end, and the run starts cold. Subprocesses
+    inherit the folder through the environment."""
     if BACKEND != "jax":
         return
     import jax
